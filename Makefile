@@ -1,0 +1,46 @@
+# Every operation has a target. `make demo` and `make test` set everything up first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint format web worker check bench compose-check clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[blender,dev]'
+	touch $(STAMP)
+
+demo: setup          ## render the demo scene end to end on the embedded defaults (no servers)
+	$(BIN)/farm demo
+
+test: setup          ## lint, then the whole suite against the local Postgres, Redis, a moto S3 server, real Blender
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+web: setup
+	$(BIN)/farm web
+
+worker: setup
+	$(BIN)/farm worker
+
+check: setup
+	$(BIN)/farm check
+
+compose-check:
+	docker-compose -f compose.yaml config --quiet
+
+clean:
+	rm -rf $(VENV) instance demo-output .pytest_cache .ruff_cache

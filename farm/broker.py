@@ -1,0 +1,64 @@
+"""Read what the broker holds, without consuming it: the ids of tasks still waiting or delivered-but-unacked.
+
+The janitor uses this to tell a chunk whose task is merely waiting from one whose task the broker lost (Redis
+restarted empty, a worker of the filesystem broker died holding it). Supports the brokers the farm configures:
+Redis (priority sub-queues and the `unacked` hash) and the filesystem broker (one file per message).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import redis
+from celery.utils import worker_direct
+
+from farm.config import Settings
+
+PRIORITY_SEP = ":"  # kombu's Redis `sep` transport option, set in farm.celery_app
+UNACKED = "unacked"
+
+
+def _task_id(raw: bytes | str) -> str | None:
+    try:
+        message: Any = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(message, list):  # unacked entries are [message, exchange, routing_key]
+        message = message[0] if message else {}
+    headers = message.get("headers") if isinstance(message, dict) else None
+    return headers.get("id") if isinstance(headers, dict) else None
+
+
+def _redis_messages(settings: Settings, queues: Iterable[str]) -> Iterator[bytes]:
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
+    try:
+        for queue in queues:
+            for key in [queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in range(1, 10))]:
+                yield from client.lrange(key, 0, -1)
+        yield from client.hvals(UNACKED)
+    finally:
+        client.close()
+
+
+def _filesystem_messages(settings: Settings, queues: Iterable[str]) -> Iterator[bytes]:
+    wanted = {f"{q}.msg" for q in queues}
+    folder = settings.broker_folder / "queue"
+    for path in folder.glob("*.msg"):
+        if path.name.partition(".")[2] in wanted:
+            try:
+                yield path.read_bytes()
+            except FileNotFoundError:  # consumed while we looked
+                continue
+
+
+def pending_task_ids(settings: Settings, queues: Iterable[str]) -> set[str]:
+    """Ids of tasks the broker still holds for `queues`: waiting, or delivered and not yet acknowledged."""
+    messages = _filesystem_messages(settings, queues) if settings.embedded_broker else _redis_messages(settings, queues)
+    return {tid for tid in map(_task_id, messages) if tid}
+
+
+def queue_names(queue: str, workers: Iterable[str]) -> list[str]:
+    """A shared queue and the given workers' own queues."""
+    return [queue, *(worker_direct(w).name for w in workers)]

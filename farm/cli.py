@@ -1,0 +1,308 @@
+"""The `farm` command: API clients (submit, jobs, status, cancel, retry, download) and process starters
+(web, worker, demo), plus `check` — the first thing to run when something is wrong.
+
+Failures print one line on stderr and exit non-zero; there is never a traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from farm.blender import BlenderFailed, BlenderNotFound
+from farm.client import ClientError, FarmClient
+from farm.config import ConfigError, Settings, load_settings
+from farm.planning import parse_frame_range
+from farm.progress import ProgressPrinter
+
+USER_ERRORS = (ClientError, ConfigError, BlenderNotFound, BlenderFailed, FileNotFoundError, ValueError)
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def client() -> FarmClient:
+    return FarmClient(settings().api_url)
+
+
+def wait_for(api: FarmClient, job_id: str) -> dict[str, Any]:
+    printer = ProgressPrinter()
+    try:
+        job = api.wait(job_id, printer)
+    finally:
+        printer.close()
+    if job["status"] != "COMPLETED":
+        raise ClientError(f"job {job_id} ended {job['status']}: {job.get('error') or 'no reason given'}")
+    return job
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """farm: render Blender frames on every machine you have."""
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--frames", help="Inclusive range like 1-48 (default: the scene's own range).")
+@click.option("--chunk-size", type=int, help="Frames per task (default: chosen by the farm).")
+@click.option("--name", help="Job name (default: the file's stem).")
+@click.option("--main", help="For a .zip project: the .blend inside it to render.")
+@click.option(
+    "--engine", type=click.Choice(["CYCLES", "BLENDER_EEVEE_NEXT", "BLENDER_WORKBENCH"], case_sensitive=False)
+)
+@click.option("--samples", type=int)
+@click.option("--resolution", help="WIDTHxHEIGHT, e.g. 1920x1080.")
+@click.option("--percentage", "resolution_percentage", type=int, help="Resolution scale, 1-100.")
+@click.option("--format", "output_format", type=click.Choice(["PNG", "JPEG", "OPEN_EXR"], case_sensitive=False))
+@click.option("--device", type=click.Choice(["AUTO", "GPU", "CPU"], case_sensitive=False))
+@click.option("--priority", type=click.IntRange(0, 9), help="0-9, higher renders first.")
+@click.option("--wait", is_flag=True, help="Show progress and wait until the job ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+def submit(file: Path, frames: str | None, resolution: str | None, wait: bool, as_json: bool, **fields: Any) -> None:
+    """Upload FILE (.blend or .zip project) and queue it for rendering."""
+    if frames:
+        fields["frame_start"], fields["frame_end"] = parse_frame_range(frames)
+    if resolution:
+        try:
+            fields["resolution_x"], fields["resolution_y"] = (int(v) for v in resolution.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--resolution must look like 1920x1080, got {resolution!r}") from None
+    api = client()
+    job = api.submit(file, fields)
+    if as_json:
+        click.echo(json.dumps(job, indent=2))
+    else:
+        click.echo(
+            f"{job['id']}  {job['name']}  {job['status']}  frames {job['render']['frame_start']}-"
+            f"{job['render']['frame_end']} in chunks of {job['settings']['chunk_size']}"
+        )
+    if wait:
+        job = wait_for(api, job["id"])
+        click.echo(f"completed: {job['asset']['filename']}  {job['asset']['url']}")
+
+
+@cli.command()
+@click.option("--status", help="Only jobs with this status (comma-separated for several).")
+@click.option("-q", "--query", "q", help="Only jobs whose name contains this.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def jobs(status: str | None, q: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    found = client().jobs(status=status, q=q, limit=limit)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for job in found:
+        render = job["render"]
+        click.echo(
+            f"{job['id']}  {job['status']:<10} {render['frames_rendered']:>5}/{render['frames_to_render']:<5} "
+            f"{job['name']}"
+        )
+    if not found:
+        click.echo("no jobs", err=True)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--wait", is_flag=True, help="Follow progress until the job ends.")
+def status(job_id: str, wait: bool) -> None:
+    """Show one job as JSON."""
+    api = client()
+    job = wait_for(api, job_id) if wait else api.job(job_id)
+    click.echo(json.dumps(job, indent=2))
+
+
+@cli.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Cancel a job: running Blender processes are stopped, rendered frames kept."""
+    job = client().cancel(job_id)
+    click.echo(f"{job['id']}  {job['status']}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--wait", is_flag=True)
+def retry(job_id: str, wait: bool) -> None:
+    """Re-render only the frames of a FAILED or CANCELED job that did not finish."""
+    api = client()
+    job = api.retry(job_id)
+    click.echo(f"{job['id']}  {job['status']}")
+    if wait:
+        wait_for(api, job_id)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder to save the zip in.",
+)
+def download(job_id: str, out_dir: Path) -> None:
+    """Save a completed job's zip."""
+    click.echo(client().download(job_id, out_dir))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Web processes.")
+@click.option("--threads", type=int, default=32, show_default=True, help="Threads per process (live pages hold one).")
+def web(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the web app and the API (gunicorn)."""
+    from gunicorn.app.wsgiapp import WSGIApplication
+
+    settings()  # fail on a bad setting before gunicorn starts
+    sys.argv = [
+        "farm web",
+        "--bind",
+        f"{host}:{port}",
+        "--worker-class",
+        "gthread",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--no-control-socket",
+        "--timeout",
+        "120",
+        "--access-logfile",
+        "-",
+        "webapp.wsgi:app",
+    ]
+    WSGIApplication("%(prog)s").run()
+
+
+@cli.command()
+@click.option(
+    "-n",
+    "--name",
+    default="farm@%h",
+    show_default=True,
+    help="Worker name; give each worker on one machine its own (gpu0@%h, gpu1@%h).",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Chunks rendered at once (Blender already uses every core).",
+)
+@click.option("-Q", "--queues", help="Queues to consume (default: FARM_QUEUE).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(name: str, concurrency: int, queues: str | None, loglevel: str) -> None:
+    """Start a render worker (a Celery worker process) on this machine."""
+    from farm.celery_app import make_celery
+    from farm.db import Database, init_db
+
+    conf = settings()
+    init_db(Database(conf.database_url).engine)
+    app = make_celery(conf)
+    app.worker_main(
+        [
+            "worker",
+            f"--hostname={name}",
+            f"--concurrency={concurrency}",
+            f"--loglevel={loglevel}",
+            f"--queues={queues or conf.queue}",
+            "--pool=prefork",
+            "--task-events",
+            "--without-gossip",
+        ]
+    )
+
+
+@cli.command()
+def janitor() -> None:
+    """Run only the janitor (every worker already runs one): recovers lost, silent and unpackaged work."""
+    import threading
+
+    from farm.celery_app import make_celery
+    from farm.db import Database, init_db
+    from farm.janitor import Janitor
+
+    conf = settings()
+    db = Database(conf.database_url)
+    init_db(db.engine)
+    click.echo(f"janitor sweeping every {conf.janitor_seconds:g} s (Ctrl-C stops)", err=True)
+    Janitor(db, make_celery(conf), conf, name=f"janitor@{socket.gethostname()}").run(threading.Event())
+
+
+@cli.command()
+def check() -> None:
+    """Print the effective settings and whether the database, broker, storage and Blender answer."""
+    from farm.health import run_checks
+
+    conf = settings()
+    for key, value in conf.describe().items():
+        click.echo(f"{key:<22} {value}")
+    failed = 0
+    for name, ok, detail in run_checks(conf):
+        failed += not ok
+        click.echo(f"{'ok  ' if ok else 'FAIL'}  {name:<9} {detail}")
+    if failed:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.option("--frames", type=int, default=48, show_default=True)
+@click.option("--chunk-size", type=int, default=4, show_default=True)
+@click.option("--port", type=int, default=5000, show_default=True, help="Web port (a free one if it is taken).")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+)
+def demo(frames: int, chunk_size: int, port: int, out_dir: Path) -> None:
+    """Render the demo scene end to end: web app + worker on this machine, submit, watch, download."""
+    from farm.demo import run_demo
+
+    run_demo(settings(), frames=frames, chunk_size=chunk_size, port=port_or_free(port), out_dir=out_dir)
+
+
+def port_or_free(port: int) -> int:
+    """`port` if nothing listens on it, else one the system picks."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    """Entry point: one line on stderr and a non-zero exit for any error a user can cause."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("farm: aborted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        command = f"farm {exc.ctx.info_name} --help" if exc.ctx and exc.ctx.parent else "farm --help"
+        click.echo(f"farm: {exc.format_message()} (see {command})", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"farm: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except USER_ERRORS as exc:
+        click.echo(f"farm: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("farm: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)

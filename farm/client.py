@@ -1,0 +1,112 @@
+"""A small client for the farm's HTTP API, used by the CLI and the demo. Errors become one readable line."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELED"}
+
+
+class ClientError(Exception):
+    """The API said no, or could not be reached; the message is ready to print."""
+
+
+class FarmClient:
+    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.http = requests.Session()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = f"{self.base_url}{path}"
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            response = self.http.request(method, url, **kwargs)
+        except requests.ConnectionError:
+            raise ClientError(
+                f"cannot reach the farm at {self.base_url} (is `farm web` running? set FARM_API_URL)"
+            ) from None
+        except requests.Timeout:
+            raise ClientError(f"the farm at {self.base_url} did not answer within {self.timeout:.0f} s") from None
+        if response.status_code >= 400:
+            raise ClientError(_error_line(response))
+        return response
+
+    def submit(self, path: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
+        data = {k: str(v) for k, v in fields.items() if v is not None}
+        with open(path, "rb") as fh:
+            return self._call(
+                "POST", "/api/jobs", files={"file": (path.name, fh)}, data=data, timeout=max(self.timeout, 600)
+            ).json()["job"]
+
+    def jobs(self, **query: Any) -> list[dict[str, Any]]:
+        params = {k: v for k, v in query.items() if v is not None}
+        return self._call("GET", "/api/jobs", params=params).json()["jobs"]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/jobs/{job_id}").json()["job"]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/jobs/{job_id}/cancel").json()["job"]
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/jobs/{job_id}/retry").json()["job"]
+
+    def health(self) -> bool:
+        try:
+            return self.http.get(f"{self.base_url}/api/health", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    def wait(
+        self,
+        job_id: str,
+        on_update: Callable[[dict[str, Any]], None],
+        interval: float = 0.5,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job ends, calling `on_update` whenever it changed."""
+        deadline = time.monotonic() + timeout if timeout else None
+        seen = None
+        while True:
+            job = self.job(job_id)
+            if job.get("version") != seen:
+                seen = job.get("version")
+                on_update(job)
+            if job["status"] in TERMINAL:
+                return job
+            if deadline and time.monotonic() > deadline:
+                raise ClientError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+            time.sleep(interval)
+
+    def download(self, job_id: str, out_dir: Path) -> Path:
+        """Fetch the job's zip into `out_dir` (following a redirect to storage); returns the file's path."""
+        job = self.job(job_id)
+        if not job.get("asset"):
+            raise ClientError(f"job {job_id} is {job['status']}; its zip is not ready")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / job["asset"]["filename"]
+        part = target.with_name(target.name + ".part")
+        with (
+            self._call("GET", f"/api/jobs/{job_id}/asset", stream=True, timeout=max(self.timeout, 600)) as resp,
+            open(part, "wb") as out,
+        ):
+            for block in resp.iter_content(1024 * 1024):
+                out.write(block)
+        os.replace(part, target)
+        return target
+
+
+def _error_line(response: requests.Response) -> str:
+    try:
+        error = response.json()["error"]
+        field = f" [{error['field']}]" if error.get("field") else ""
+        return f"{error['message']}{field} (HTTP {response.status_code} {error['code']})"
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code} from {response.url}"

@@ -1,0 +1,183 @@
+"""Typed settings read from the environment (and an optional `.env`), one line per variable.
+
+Every value is checked here, so a typo fails at start-up with one clear line instead of deep inside a task.
+The defaults need no servers at all: SQLite, a filesystem broker and `file://` storage under `instance/`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from dotenv import dotenv_values
+
+
+class ConfigError(ValueError):
+    """A setting has a value the farm cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_dir: Path
+    database_url: str
+    broker_url: str
+    result_backend: str
+    storage_url: str
+    s3_endpoint_url: str | None
+    blender: str | None
+    secret_key: str
+    api_url: str
+    queue: str
+    max_frames: int
+    max_upload_bytes: int
+    max_zip_bytes: int
+    cache_dir: Path
+    cache_max_bytes: int
+    heartbeat_seconds: float
+    worker_timeout_seconds: float
+    probe_timeout_seconds: float
+    frame_timeout_seconds: float
+    chunk_attempts: int
+    blocklist_failures: int
+    janitor_seconds: float
+    visibility_seconds: float
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_folder(self) -> Path:
+        """Folder of the server-free broker: the URL's path, or `instance/broker`."""
+        path = urlparse(self.broker_url).path
+        return Path(path) if path not in ("", "/") else self.instance_dir / "broker"
+
+    def describe(self) -> dict[str, str]:
+        """The effective settings for `farm check`, with secrets hidden."""
+        return {
+            "FARM_INSTANCE_DIR": str(self.instance_dir),
+            "FARM_DATABASE_URL": _hide_password(self.database_url),
+            "FARM_BROKER_URL": _hide_password(self.broker_url),
+            "FARM_RESULT_BACKEND": _hide_password(self.result_backend),
+            "FARM_STORAGE_URL": self.storage_url,
+            "FARM_S3_ENDPOINT_URL": self.s3_endpoint_url or "(AWS default)",
+            "FARM_BLENDER": self.blender or "(bpy module, else blender on PATH)",
+            "FARM_API_URL": self.api_url,
+            "FARM_QUEUE": self.queue,
+            "FARM_MAX_FRAMES": str(self.max_frames),
+            "FARM_MAX_UPLOAD_MB": str(self.max_upload_bytes // 2**20),
+            "FARM_MAX_ZIP_MB": str(self.max_zip_bytes // 2**20),
+            "FARM_CACHE_DIR": str(self.cache_dir),
+            "FARM_CACHE_MAX_GB": str(self.cache_max_bytes // 2**30),
+            "FARM_CHUNK_ATTEMPTS": str(self.chunk_attempts),
+            "FARM_BLOCKLIST_FAILURES": str(self.blocklist_failures),
+            "FARM_JANITOR_SECONDS": str(self.janitor_seconds),
+        }
+
+
+def _hide_password(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@", 1)
+    return url
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be above 0, got {value}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip() or default
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if not any(scheme == s or scheme.startswith(s + "+") for s in schemes):
+        raise ConfigError(f"{name} must start with one of {', '.join(s + '://' for s in schemes)}, got {value!r}")
+    return value
+
+
+def _secret_key(env: Mapping[str, str], instance_dir: Path) -> str:
+    """Use FARM_SECRET_KEY, else a key generated once into instance/ so sessions survive restarts."""
+    if env.get("FARM_SECRET_KEY"):
+        return env["FARM_SECRET_KEY"]
+    path = instance_dir / "secret_key"
+    if not path.exists():
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}")
+        tmp.write_text(secrets.token_hex(32))
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | os.PathLike | None = ".env") -> Settings:
+    """Settings from `environ` (default: os.environ) over the `.env` file, if there is one."""
+    env: dict[str, str] = {}
+    if dotenv_path and Path(dotenv_path).is_file():
+        env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+
+    instance_dir = Path(env.get("FARM_INSTANCE_DIR") or "instance").resolve()
+    storage_url = _url(env, "FARM_STORAGE_URL", (instance_dir / "storage").as_uri(), ("s3", "file"))
+    if storage_url.startswith("s3://") and not urlparse(storage_url).netloc:
+        raise ConfigError(f"FARM_STORAGE_URL must name a bucket (s3://BUCKET[/prefix]), got {storage_url!r}")
+    if storage_url.startswith("file://") and not urlparse(storage_url).path.startswith("/"):
+        raise ConfigError(f"FARM_STORAGE_URL must be an absolute file:///path, got {storage_url!r}")
+    queue = env.get("FARM_QUEUE", "").strip() or "farm"
+    if not queue.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(f"FARM_QUEUE may hold letters, digits, '-', '_' and '.', got {queue!r}")
+    return Settings(
+        instance_dir=instance_dir,
+        database_url=_url(
+            env, "FARM_DATABASE_URL", f"sqlite:///{instance_dir / 'farm.sqlite'}", ("sqlite", "postgresql")
+        ),
+        broker_url=_url(env, "FARM_BROKER_URL", "filesystem://", ("filesystem", "redis", "rediss")),
+        result_backend=_url(
+            env,
+            "FARM_RESULT_BACKEND",
+            f"db+sqlite:///{instance_dir / 'celery-results.sqlite'}",
+            ("db", "redis", "rediss"),
+        ),
+        storage_url=storage_url,
+        s3_endpoint_url=env.get("FARM_S3_ENDPOINT_URL", "").strip() or None,
+        blender=env.get("FARM_BLENDER", "").strip() or None,
+        secret_key=_secret_key(env, instance_dir),
+        api_url=(env.get("FARM_API_URL", "").strip() or "http://127.0.0.1:5000").rstrip("/"),
+        queue=queue,
+        max_frames=_positive_int(env, "FARM_MAX_FRAMES", 100_000),
+        max_upload_bytes=_positive_int(env, "FARM_MAX_UPLOAD_MB", 2048) * 2**20,
+        max_zip_bytes=_positive_int(env, "FARM_MAX_ZIP_MB", 20480) * 2**20,
+        cache_dir=Path(env.get("FARM_CACHE_DIR") or instance_dir / "cache").resolve(),
+        cache_max_bytes=_positive_int(env, "FARM_CACHE_MAX_GB", 50) * 2**30,
+        heartbeat_seconds=_positive_float(env, "FARM_HEARTBEAT_SECONDS", 5.0),
+        worker_timeout_seconds=_positive_float(env, "FARM_WORKER_TIMEOUT_SECONDS", 30.0),
+        probe_timeout_seconds=_positive_float(env, "FARM_PROBE_TIMEOUT_SECONDS", 120.0),
+        frame_timeout_seconds=_positive_float(env, "FARM_FRAME_TIMEOUT_SECONDS", 4 * 3600.0),
+        chunk_attempts=_positive_int(env, "FARM_CHUNK_ATTEMPTS", 3),
+        blocklist_failures=_positive_int(env, "FARM_BLOCKLIST_FAILURES", 3),
+        janitor_seconds=_positive_float(env, "FARM_JANITOR_SECONDS", 10.0),
+        visibility_seconds=_positive_float(env, "FARM_BROKER_VISIBILITY_SECONDS", 6 * 3600.0),
+    )

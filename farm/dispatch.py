@@ -1,0 +1,75 @@
+"""Send a job's chunks to the broker as one Celery chord: render every chunk, then package the job.
+
+Called only after the job's rows are committed, so a worker never receives a chunk the database does not know.
+Tasks are sent by name: this module must not import worker code.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from celery import Celery, chord
+from celery.utils import worker_direct
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from farm.models import Chunk, utcnow
+
+RENDER_CHUNK = "farm.render_chunk"
+PACKAGE_JOB = "farm.package_job"
+CHORD_FAILED = "farm.chord_failed"
+
+
+def assign_task_ids(session: Session, chunk_ids: Sequence[int]) -> dict[int, str]:
+    """Give each chunk the id of the task that will render it, recorded before anything is sent."""
+    task_ids = {cid: new_task_id() for cid in chunk_ids}
+    now = utcnow()
+    for cid, tid in task_ids.items():
+        session.execute(update(Chunk).where(Chunk.id == cid).values(task_id=tid, dispatched_at=now))
+    return task_ids
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def send_chord(celery: Celery, job_id: str, task_ids: dict[int, str], *, priority: int, queue: str) -> str:
+    """Dispatch the render tasks and the packaging callback; returns the chord's id."""
+    header = [
+        celery.signature(RENDER_CHUNK, args=(job_id, cid), task_id=tid, queue=queue, priority=priority)
+        for cid, tid in task_ids.items()
+    ]
+    body = celery.signature(PACKAGE_JOB, args=(job_id,), immutable=True, queue=queue, priority=priority)
+    body.on_error(celery.signature(CHORD_FAILED, kwargs={"job_id": job_id}, queue=queue))
+    return chord(header, body).apply_async().id
+
+
+def set_worker_consuming(celery: Celery, hostname: str, queues: Sequence[str], consuming: bool) -> None:
+    """Ask one worker, through the broker (its consumer thread acts on it), to start or stop taking work."""
+    for queue in queues:
+        if consuming:
+            celery.control.add_consumer(queue, destination=[hostname])
+        else:
+            celery.control.cancel_consumer(queue, destination=[hostname])
+
+
+def send_render(
+    celery: Celery, job_id: str, chunk_id: int, task_id: str, *, queue: str, priority: int, worker: str | None = None
+) -> None:
+    """One render task outside the chord (a retry, or a re-dispatch): to the shared queue, or to one worker's own
+    queue when the scheduler picked it."""
+    target = worker_direct(worker) if worker else queue
+    celery.send_task(RENDER_CHUNK, args=(job_id, chunk_id), task_id=task_id, queue=target, priority=priority)
+
+
+def retire_tasks(celery: Celery, task_ids: Sequence[str]) -> None:
+    """Mark tasks that were replaced (their message lost, their worker dead) as finished in the result backend, so
+    the chord waiting on them fires instead of polling for them forever. The database already knows the truth."""
+    for task_id in task_ids:
+        celery.backend.store_result(task_id, "superseded", "SUCCESS")
+
+
+def send_packaging(celery: Celery, job_id: str, *, queue: str, resume: bool = False) -> None:
+    """Package outside the chord: the last chunk saw every frame done, or the janitor found packaging stalled."""
+    celery.send_task(PACKAGE_JOB, args=(job_id,), kwargs={"resume": resume}, queue=queue, priority=9)

@@ -1,0 +1,36 @@
+"""Errors a user can cause: each carries the contract's code, a message a person can act on, and the field."""
+
+from __future__ import annotations
+
+
+class FarmError(Exception):
+    """Base of user-facing errors; `status` is the HTTP status the API answers with."""
+
+    status = 400
+
+    def __init__(self, field: str | None, code: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.code, self.message = field, code, message
+
+    def to_json(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+
+
+class ValidationError(FarmError):
+    """Bad input, naming the form field at fault."""
+
+
+class NotFound(FarmError):
+    status = 404
+
+    def __init__(self, what: str) -> None:
+        super().__init__(None, "not_found", f"{what} not found")
+
+
+class Conflict(FarmError):
+    """The request is fine but the object is in the wrong state for it."""
+
+    status = 409
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, "wrong_state", message)

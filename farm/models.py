@@ -1,0 +1,173 @@
+"""The farm's tables: the database is the single source of truth for jobs, chunks, frames and workers.
+
+Statuses are written only through `farm.states`; everything else here is plain data.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RENDERING = "RENDERING"
+    PACKAGING = "PACKAGING"
+    UPLOADING = "UPLOADING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELING = "CANCELING"
+    CANCELED = "CANCELED"
+
+
+class ChunkStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RENDERING = "RENDERING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+
+class FrameStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RENDERING = "RENDERING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class WorkerStatus(enum.StrEnum):
+    ONLINE = "ONLINE"
+    OFFLINE = "OFFLINE"
+    DISABLED = "DISABLED"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    # Bumped on every change to the job, its chunks or frames, so watchers need one cheap query.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+    source_key: Mapped[str] = mapped_column(String(300))
+    source_sha256: Mapped[str] = mapped_column(String(64))
+    source_kind: Mapped[str] = mapped_column(String(8))  # "blend" or "zip"
+    main: Mapped[str | None] = mapped_column(String(500))  # the .blend inside a zip project
+    scene: Mapped[dict[str, Any]] = mapped_column(default=dict)  # what the probe read from the file
+
+    frame_start: Mapped[int] = mapped_column(Integer)
+    frame_end: Mapped[int] = mapped_column(Integer)
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    engine: Mapped[str | None] = mapped_column(String(32))
+    samples: Mapped[int | None] = mapped_column(Integer)
+    resolution_x: Mapped[int | None] = mapped_column(Integer)
+    resolution_y: Mapped[int | None] = mapped_column(Integer)
+    resolution_percentage: Mapped[int | None] = mapped_column(Integer)
+    output_format: Mapped[str] = mapped_column(String(16))
+    device: Mapped[str] = mapped_column(String(8))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    queue: Mapped[str] = mapped_column(String(200), default="farm")  # the broker queue its tasks go to
+
+    worker_host: Mapped[str | None] = mapped_column(String(200))
+    # Kept by `states.frame_done` in the same statement that marks a frame DONE, so they are exact and cheap.
+    frames_rendered: Mapped[int] = mapped_column(Integer, default=0)
+    render_ms_total: Mapped[float] = mapped_column(Float, default=0.0)
+    latest_frame: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    asset_key: Mapped[str | None] = mapped_column(String(500))
+    asset_filename: Mapped[str | None] = mapped_column(String(300))
+    asset_size: Mapped[int | None] = mapped_column(BigInteger)
+
+    chunks: Mapped[list[Chunk]] = relationship(back_populates="job", order_by="Chunk.index", cascade="all")
+
+    @property
+    def frames_to_render(self) -> int:
+        return self.frame_end - self.frame_start + 1
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (UniqueConstraint("job_id", "index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    frame_start: Mapped[int] = mapped_column(Integer)
+    frame_end: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=ChunkStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    dispatched_at: Mapped[datetime | None]  # when task_id was last sent to the broker
+    heartbeat_at: Mapped[datetime | None]  # the renderer's last sign of life; stale means it died
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    log_key: Mapped[str | None] = mapped_column(String(500))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    job: Mapped[Job] = relationship(back_populates="chunks")
+
+
+class Frame(Base):
+    __tablename__ = "frames"
+    __table_args__ = (UniqueConstraint("job_id", "frame"), Index("ix_frames_job_status", "job_id", "status"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), index=True)
+    frame: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=FrameStatus.QUEUED)
+    render_time_ms: Mapped[float | None] = mapped_column(Float)
+    worker: Mapped[str | None] = mapped_column(String(200), index=True)
+    device: Mapped[str | None] = mapped_column(String(200))
+    image_key: Mapped[str | None] = mapped_column(String(500))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    finished_at: Mapped[datetime | None]
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+
+    hostname: Mapped[str] = mapped_column(String(200), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default=WorkerStatus.ONLINE)
+    devices: Mapped[list[Any]] = mapped_column(default=list)
+    queues: Mapped[list[Any]] = mapped_column(default=list)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)
+    current_chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"))
+
+
+class Event(Base):
+    """One row per status change: the audit trail of what changed, from what, why and by whom."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(8))  # job, chunk, frame, worker
+    subject: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    old: Mapped[str | None] = mapped_column(String(16))
+    new: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(200))

@@ -1,0 +1,63 @@
+"""Pure helpers that turn a frame range into chunks and name what comes out; no I/O, table-tested."""
+
+from __future__ import annotations
+
+import math
+import re
+
+_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def parse_frame_range(text: str) -> tuple[int, int]:
+    """'1-48' → (1, 48); '7' → (7, 7). Raises ValueError for anything else, including a reversed range."""
+    match = _RANGE.match(text)
+    if not match:
+        raise ValueError(f"frame range must look like 1-48 or 7, got {text!r}")
+    start = int(match.group(1))
+    end = int(match.group(2)) if match.group(2) is not None else start
+    if end < start:
+        raise ValueError(f"frame range ends ({end}) before it starts ({start})")
+    return start, end
+
+
+def plan_chunks(frame_start: int, frame_end: int, chunk_size: int) -> list[tuple[int, int]]:
+    """Split an inclusive range into consecutive chunks of at most `chunk_size` frames."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    if frame_end < frame_start:
+        raise ValueError("frame_end is before frame_start")
+    return [(s, min(s + chunk_size - 1, frame_end)) for s in range(frame_start, frame_end + 1, chunk_size)]
+
+
+def default_chunk_size(frame_count: int, slots: int = 1, max_chunk: int = 10) -> int:
+    """A chunk size that gives every worker slot at least four chunks, capped so progress stays fine-grained."""
+    return max(1, min(max_chunk, math.ceil(frame_count / (4 * max(1, slots)))))
+
+
+def frame_filename(frame: int, ext: str, last_frame: int) -> str:
+    """`0007.png`; wider than four digits only when the job's last frame needs it, so names sort as numbers."""
+    width = max(4, len(str(last_frame)))
+    return f"{frame:0{width}d}.{ext}"
+
+
+def zip_filename(name: str, frame_start: int, frame_end: int) -> str:
+    return f"{safe_name(name)}-{frame_start:04d}-{frame_end:04d}.zip"
+
+
+def safe_name(name: str) -> str:
+    """A job name as a file name: path separators and control characters become '_'."""
+    cleaned = re.sub(r"[\x00-\x1f/\\:*?\"<>|]", "_", name).strip(" .")
+    return cleaned or "render"
+
+
+def eta_seconds(frames_left: int, average_ms: float | None, slots_busy: int) -> float | None:
+    """Time to finish the remaining frames at the average pace, spread over the busy worker slots."""
+    if frames_left == 0:
+        return 0.0
+    if not average_ms:
+        return None
+    return round(frames_left * average_ms / 1000 / max(1, slots_busy), 1)
+
+
+EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "OPEN_EXR": "exr"}
+CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "exr": "image/x-exr"}

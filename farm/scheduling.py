@@ -1,0 +1,90 @@
+"""Who should render a chunk next: retries go to workers that have not failed it, and a worker that failed K chunks
+of a job is blocklisted for that job (Flamenco's blocklist) while any other worker can take it.
+
+Failures are read from the events table (chunk → FAILED, by worker), so the policy needs no state of its own.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from farm.config import Settings
+from farm.models import Chunk, ChunkStatus, Event, JobStatus, Worker, WorkerStatus, utcnow
+
+
+@dataclass(frozen=True)
+class Failures:
+    by_worker: Counter[str]  # chunks of the job each worker failed
+    of_chunk: set[str]  # workers that failed this chunk
+
+    def blocklisted(self, worker: str, threshold: int) -> bool:
+        return self.by_worker[worker] >= threshold
+
+
+def failures(session: Session, job_id: str, chunk_index: int | None = None) -> Failures:
+    """Chunk failures of the job since it was last (re)queued: a retry by the user wipes the slate clean."""
+    since = (
+        session.scalar(
+            select(func.max(Event.id)).where(Event.job_id == job_id, Event.kind == "job", Event.new == JobStatus.QUEUED)
+        )
+        or 0
+    )
+    rows = session.execute(
+        select(Event.subject, Event.actor).where(
+            Event.job_id == job_id, Event.kind == "chunk", Event.new == ChunkStatus.FAILED, Event.id > since
+        )
+    ).all()
+    subject = f"{job_id}/{chunk_index}"
+    return Failures(
+        by_worker=Counter(actor for _, actor in rows if actor),
+        of_chunk={actor for subj, actor in rows if subj == subject and actor},
+    )
+
+
+def live_workers(session: Session, queue: str, settings: Settings, now: datetime | None = None) -> dict[str, int]:
+    """ONLINE workers that consume `queue` and heartbeat in time, with how many chunks each renders now."""
+    fresh = (now or utcnow()) - timedelta(seconds=settings.worker_timeout_seconds)
+    busy = dict(
+        session.execute(
+            select(Chunk.worker, func.count()).where(Chunk.status == ChunkStatus.RENDERING).group_by(Chunk.worker)
+        ).all()
+    )
+    workers = session.scalars(
+        select(Worker).where(Worker.status == WorkerStatus.ONLINE, Worker.last_heartbeat >= fresh)
+    ).all()
+    return {w.hostname: busy.get(w.hostname, 0) for w in workers if queue in (w.queues or [])}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where to send a chunk: a named worker's own queue, the shared queue (worker None), or nowhere (reason)."""
+
+    worker: str | None = None
+    refused: str | None = None
+
+
+def place_chunk(
+    session: Session, job_id: str, chunk_index: int, *, queue: str, settings: Settings, asking: str
+) -> Placement:
+    """Pick a worker for a chunk that `asking` failed, or that `asking` (blocklisted for the job) must pass on.
+    Prefer a live worker that has not failed this chunk; else let any allowed worker take it from the shared
+    queue; refuse only when every live worker is blocklisted for the job."""
+    record = failures(session, job_id, chunk_index)
+    threshold = settings.blocklist_failures
+    live = live_workers(session, queue, settings)
+    allowed = {w: n for w, n in live.items() if not record.blocklisted(w, threshold)}
+    others = {w: n for w, n in allowed.items() if w != asking}
+    fresh = {w: n for w, n in others.items() if w not in record.of_chunk}
+    if fresh:
+        return Placement(worker=min(fresh, key=lambda w: (fresh[w], w)))
+    if record.blocklisted(asking, threshold):
+        if others:
+            return Placement(worker=min(others, key=lambda w: (others[w], w)))
+        if live:
+            return Placement(refused=f"every live worker failed {threshold} chunks of this job")
+    return Placement()

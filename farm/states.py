@@ -1,0 +1,478 @@
+"""The one place where a job, chunk, frame or worker changes status.
+
+Every change is a compare-and-set on the row (so two processes racing cannot both win), is checked against the
+allowed transitions, bumps the job's `version` (what live views watch) and writes an `Event` row saying what
+changed, from what, why and by whom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from farm.models import (
+    Chunk,
+    ChunkStatus,
+    Event,
+    Frame,
+    FrameStatus,
+    Job,
+    JobStatus,
+    Worker,
+    WorkerStatus,
+    utcnow,
+)
+
+J, C, F = JobStatus, ChunkStatus, FrameStatus
+
+JOB_FLOW: dict[str, set[str]] = {
+    J.QUEUED: {J.RENDERING, J.PACKAGING, J.FAILED, J.CANCELING, J.CANCELED},
+    J.RENDERING: {J.PACKAGING, J.FAILED, J.CANCELING, J.CANCELED},
+    J.PACKAGING: {J.UPLOADING, J.FAILED, J.CANCELING, J.CANCELED},
+    J.UPLOADING: {J.COMPLETED, J.FAILED, J.CANCELING, J.CANCELED},
+    J.CANCELING: {J.CANCELED},
+    J.FAILED: {J.QUEUED},
+    J.CANCELED: {J.QUEUED},
+    J.COMPLETED: set(),
+}
+CHUNK_FLOW: dict[str, set[str]] = {
+    C.QUEUED: {C.RENDERING, C.DONE, C.CANCELED, C.FAILED},
+    C.RENDERING: {C.DONE, C.FAILED, C.CANCELED, C.QUEUED},
+    C.FAILED: {C.QUEUED},
+    C.CANCELED: {C.QUEUED},
+    C.DONE: set(),
+}
+FRAME_FLOW: dict[str, set[str]] = {
+    F.QUEUED: {F.RENDERING, F.DONE},
+    F.RENDERING: {F.DONE, F.FAILED, F.QUEUED},
+    F.FAILED: {F.QUEUED},
+    F.DONE: set(),
+}
+ACTIVE_JOB = frozenset({J.QUEUED, J.RENDERING, J.PACKAGING, J.UPLOADING})
+TERMINAL_JOB = frozenset({J.COMPLETED, J.FAILED, J.CANCELED})
+
+
+class IllegalTransition(Exception):
+    """A change the state machine forbids, e.g. canceling a COMPLETED job."""
+
+    def __init__(self, kind: str, subject: str, old: str, new: str) -> None:
+        super().__init__(f"{kind} {subject} cannot go from {old} to {new}")
+        self.kind, self.subject, self.old, self.new = kind, subject, old, new
+
+
+def _record(
+    session: Session,
+    kind: str,
+    subject: Any,
+    job_id: str | None,
+    old: str | None,
+    new: str,
+    reason: str | None,
+    actor: str | None,
+) -> None:
+    session.add(Event(kind=kind, subject=str(subject), job_id=job_id, old=old, new=new, reason=reason, actor=actor))
+
+
+def touch_job(session: Session, job_id: str) -> None:
+    """Tell watchers something about the job changed."""
+    session.execute(update(Job).where(Job.id == job_id).values(version=Job.version + 1, updated_at=utcnow()))
+
+
+def _move(
+    session: Session,
+    model: Any,
+    key: Any,
+    new: str,
+    *,
+    flow: dict[str, set[str]],
+    strict: bool,
+    only_from: Iterable[str] | None,
+    values: dict[str, Any],
+) -> str | None:
+    """Compare-and-set `model[key].status` to `new`; returns the old status, or None if nothing changed."""
+    pk = model.__mapper__.primary_key[0]
+    allowed_from = set(only_from) if only_from is not None else None
+    for _ in range(5):
+        old = session.execute(select(model.status).where(pk == key).with_for_update()).scalar_one_or_none()
+        if old is None:
+            raise LookupError(f"no {model.__tablename__} row {key}")
+        legal = new in flow[old] and (allowed_from is None or old in allowed_from)
+        if not legal:
+            if strict and old != new:
+                raise IllegalTransition(model.__tablename__.rstrip("s"), str(key), old, new)
+            return None
+        result = session.execute(update(model).where(pk == key, model.status == old).values(status=new, **values))
+        if result.rowcount == 1:
+            return old
+    return None
+
+
+def move_job(
+    session: Session,
+    job_id: str,
+    new: JobStatus,
+    *,
+    reason: str | None = None,
+    actor: str | None = None,
+    strict: bool = False,
+    only_from: Iterable[str] | None = None,
+    **values: Any,
+) -> bool:
+    """Change a job's status; False (or IllegalTransition when strict) if it is not allowed from where it is."""
+    if new in TERMINAL_JOB:
+        values.setdefault("finished_at", utcnow())
+    if new == J.FAILED:
+        values.setdefault("error", reason)
+    values.update(version=Job.version + 1, updated_at=utcnow())
+    old = _move(session, Job, job_id, new, flow=JOB_FLOW, strict=strict, only_from=only_from, values=values)
+    if old is None:
+        return False
+    _record(session, "job", job_id, job_id, old, new, reason, actor)
+    return True
+
+
+def move_chunk(
+    session: Session,
+    chunk: Chunk,
+    new: ChunkStatus,
+    *,
+    reason: str | None = None,
+    actor: str | None = None,
+    only_from: Iterable[str] | None = None,
+    **values: Any,
+) -> bool:
+    old = _move(session, Chunk, chunk.id, new, flow=CHUNK_FLOW, strict=False, only_from=only_from, values=values)
+    if old is None:
+        return False
+    _record(session, "chunk", f"{chunk.job_id}/{chunk.index}", chunk.job_id, old, new, reason, actor)
+    touch_job(session, chunk.job_id)
+    return True
+
+
+def _move_frames(session: Session, chunk_id: int, frm: Iterable[str], new: FrameStatus, **values: Any) -> None:
+    """Bulk change of a chunk's frames (not events: one row per frame per attempt would drown the trail)."""
+    session.execute(
+        update(Frame).where(Frame.chunk_id == chunk_id, Frame.status.in_(list(frm))).values(status=new, **values)
+    )
+
+
+def job_created(session: Session, job: Job, *, reason: str, actor: str | None) -> None:
+    """The first event of a job's trail (its status starts at QUEUED)."""
+    _record(session, "job", job.id, job.id, None, job.status, reason, actor)
+
+
+# --- chunks and frames, as workers see them --------------------------------------------------------------------
+
+
+def _take_over(session: Session, chunk: Chunk, worker: str, stale_before: datetime) -> bool:
+    """A RENDERING chunk whose renderer stopped heartbeating changes hands (compare-and-set on its heartbeat)."""
+    if chunk.heartbeat_at is None or chunk.heartbeat_at >= stale_before:
+        return False
+    taken = session.execute(
+        update(Chunk)
+        .where(Chunk.id == chunk.id, Chunk.status == C.RENDERING, Chunk.heartbeat_at == chunk.heartbeat_at)
+        .values(heartbeat_at=utcnow())
+    ).rowcount
+    if taken:
+        _record(
+            session,
+            "chunk",
+            f"{chunk.job_id}/{chunk.index}",
+            chunk.job_id,
+            C.RENDERING,
+            C.RENDERING,
+            f"taken over from {chunk.worker}, which stopped heartbeating",
+            worker,
+        )
+    return bool(taken)
+
+
+def claim_chunk(
+    session: Session, chunk_id: int, worker: str, task_id: str | None, *, stale_before: datetime | None = None
+) -> Chunk | None:
+    """Take a chunk for `worker`: a QUEUED one, or a RENDERING one whose renderer went silent before
+    `stale_before`. None if it is not renderable now (done, alive elsewhere, job not active): the database, not
+    the broker, decides who renders a chunk, so a re-delivered message never renders it twice."""
+    chunk = session.get(Chunk, chunk_id)
+    if chunk is None:
+        return None
+    job_status = session.execute(select(Job.status).where(Job.id == chunk.job_id)).scalar_one()
+    if job_status not in (J.QUEUED, J.RENDERING):
+        return None
+    now = utcnow()
+    claim = dict(
+        attempts=Chunk.attempts + 1,
+        worker=worker,
+        task_id=task_id,
+        started_at=now,
+        heartbeat_at=now,
+        finished_at=None,
+        error=None,
+    )
+    if chunk.status == C.RENDERING and stale_before is not None and _take_over(session, chunk, worker, stale_before):
+        session.execute(update(Chunk).where(Chunk.id == chunk.id).values(**claim))
+    elif not move_chunk(session, chunk, C.RENDERING, actor=worker, reason="claimed", only_from=[C.QUEUED], **claim):
+        return None
+    _move_frames(session, chunk.id, [F.QUEUED, F.FAILED], F.RENDERING)
+    move_job(session, chunk.job_id, J.RENDERING, actor=worker, reason="first chunk started", only_from=[J.QUEUED])
+    session.execute(update(Job).where(Job.id == chunk.job_id).values(worker_host=worker))
+    session.execute(update(Worker).where(Worker.hostname == worker).values(current_chunk_id=chunk.id))
+    session.refresh(chunk)
+    return chunk
+
+
+def chunk_heartbeat(session: Session, chunk_id: int, worker: str) -> bool:
+    """The renderer is alive; False means the chunk is no longer ours (taken back or taken over)."""
+    return bool(
+        session.execute(
+            update(Chunk)
+            .where(Chunk.id == chunk_id, Chunk.worker == worker, Chunk.status == C.RENDERING)
+            .values(heartbeat_at=utcnow())
+        ).rowcount
+    )
+
+
+def requeue_chunk(session: Session, chunk: Chunk, *, task_id: str, reason: str, actor: str | None) -> bool:
+    """Put a chunk back in the queue under a new task id (a retry, or its renderer died); the caller dispatches
+    `task_id` after commit. Frames already DONE stay done."""
+    if not move_chunk(
+        session,
+        chunk,
+        C.QUEUED,
+        reason=reason,
+        actor=actor,
+        only_from=[C.RENDERING, C.FAILED],
+        task_id=task_id,
+        dispatched_at=utcnow(),
+        heartbeat_at=None,
+        worker=None,
+    ):
+        return False
+    _move_frames(session, chunk.id, [F.RENDERING, F.FAILED], F.QUEUED)
+    session.execute(update(Worker).where(Worker.current_chunk_id == chunk.id).values(current_chunk_id=None))
+    return True
+
+
+def replace_task(session: Session, chunk_id: int, old_task_id: str | None, new_task_id: str) -> bool:
+    """Swap a QUEUED chunk's lost task for a new one; compare-and-set, so two janitors never both re-send it."""
+    return bool(
+        session.execute(
+            update(Chunk)
+            .where(Chunk.id == chunk_id, Chunk.status == C.QUEUED, Chunk.task_id == old_task_id)
+            .values(task_id=new_task_id, dispatched_at=utcnow())
+        ).rowcount
+    )
+
+
+def frame_done(
+    session: Session,
+    job_id: str,
+    frame: int,
+    *,
+    worker: str,
+    render_time_ms: float,
+    device: str | None,
+    image_key: str,
+    sha256: str,
+    size: int,
+) -> bool:
+    """Record a stored frame; False if it was already done (a re-run must not count it twice)."""
+    result = session.execute(
+        update(Frame)
+        .where(Frame.job_id == job_id, Frame.frame == frame, Frame.status != F.DONE)
+        .values(
+            status=F.DONE,
+            render_time_ms=render_time_ms,
+            worker=worker,
+            device=device,
+            image_key=image_key,
+            sha256=sha256,
+            size=size,
+            finished_at=utcnow(),
+        )
+    )
+    if result.rowcount != 1:
+        return False
+    _record(session, "frame", f"{job_id}/{frame}", job_id, F.RENDERING, F.DONE, f"{render_time_ms:.0f} ms", worker)
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(
+            frames_rendered=Job.frames_rendered + 1,
+            render_ms_total=Job.render_ms_total + render_time_ms,
+            latest_frame=frame,
+            version=Job.version + 1,
+            updated_at=utcnow(),
+        )
+    )
+    return True
+
+
+def finish_chunk(
+    session: Session,
+    chunk: Chunk,
+    new: ChunkStatus,
+    *,
+    worker: str,
+    reason: str | None = None,
+    log_key: str | None = None,
+) -> bool:
+    """End a rendering chunk as DONE, FAILED or CANCELED and free its worker."""
+    frame_status = F.FAILED if new == C.FAILED else F.QUEUED
+    changed = move_chunk(
+        session,
+        chunk,
+        new,
+        actor=worker,
+        reason=reason,
+        only_from=[C.RENDERING],
+        finished_at=utcnow(),
+        error=reason if new == C.FAILED else None,
+        log_key=log_key,
+    )
+    if changed:
+        _move_frames(session, chunk.id, [F.RENDERING], frame_status)
+    session.execute(
+        update(Worker)
+        .where(Worker.hostname == worker, Worker.current_chunk_id == chunk.id)
+        .values(current_chunk_id=None)
+    )
+    return changed
+
+
+def chunks_left(session: Session, job_id: str) -> int:
+    """Chunks of a job not yet DONE."""
+    return session.execute(
+        select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id, Chunk.status != C.DONE)
+    ).scalar_one()
+
+
+def chunks_running(session: Session, job_id: str) -> int:
+    return session.execute(
+        select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id, Chunk.status == C.RENDERING)
+    ).scalar_one()
+
+
+# --- jobs, as users and the packager see them ------------------------------------------------------------------
+
+
+def cancel_job(session: Session, job_id: str, *, actor: str | None) -> None:
+    """Stop a job: queued chunks are canceled now; with chunks still rendering it waits in CANCELING."""
+    running = chunks_running(session, job_id)
+    target = J.CANCELING if running else J.CANCELED
+    move_job(session, job_id, target, reason="canceled by user", actor=actor, strict=True)
+    for chunk in session.scalars(select(Chunk).where(Chunk.job_id == job_id, Chunk.status == C.QUEUED)):
+        move_chunk(session, chunk, C.CANCELED, actor=actor, reason="job canceled")
+
+
+def settle_cancel(session: Session, job_id: str, *, actor: str | None) -> bool:
+    """CANCELING becomes CANCELED once no chunk of the job is rendering."""
+    if chunks_running(session, job_id):
+        return False
+    return move_job(session, job_id, J.CANCELED, reason="no chunk left running", actor=actor, only_from=[J.CANCELING])
+
+
+def fail_job(session: Session, job_id: str, reason: str, *, actor: str | None) -> bool:
+    """Fail an active job and stop its queued chunks; frames already rendered are kept."""
+    if not move_job(session, job_id, J.FAILED, reason=reason, actor=actor, only_from=ACTIVE_JOB):
+        return False
+    for chunk in session.scalars(select(Chunk).where(Chunk.job_id == job_id, Chunk.status == C.QUEUED)):
+        move_chunk(session, chunk, C.CANCELED, actor=actor, reason="job failed")
+    return True
+
+
+def retry_job(session: Session, job_id: str, *, actor: str | None) -> list[int]:
+    """Re-queue a FAILED or CANCELED job's unfinished chunks; returns their ids for dispatch."""
+    move_job(session, job_id, J.QUEUED, reason="retried", actor=actor, strict=True, error=None, finished_at=None)
+    ids = []
+    for chunk in session.scalars(select(Chunk).where(Chunk.job_id == job_id, Chunk.status != C.DONE)):
+        move_chunk(session, chunk, C.QUEUED, actor=actor, reason="job retried", error=None)
+        _move_frames(session, chunk.id, [F.FAILED, F.RENDERING], F.QUEUED)
+        ids.append(chunk.id)
+    return ids
+
+
+def complete_job(
+    session: Session, job_id: str, *, asset_key: str, asset_filename: str, asset_size: int, actor: str | None
+) -> bool:
+    return move_job(
+        session,
+        job_id,
+        J.COMPLETED,
+        reason="zip stored",
+        actor=actor,
+        only_from=[J.UPLOADING],
+        asset_key=asset_key,
+        asset_filename=asset_filename,
+        asset_size=asset_size,
+    )
+
+
+# --- workers ---------------------------------------------------------------------------------------------------
+
+
+def register_worker(session: Session, hostname: str, *, devices: list[Any], queues: list[str], pid: int) -> None:
+    """A worker process came up: ONLINE unless an operator disabled it before."""
+    worker = session.get(Worker, hostname, with_for_update=True)
+    now = utcnow()
+    if worker is None:
+        session.add(
+            Worker(
+                hostname=hostname,
+                status=WorkerStatus.ONLINE,
+                devices=devices,
+                queues=queues,
+                pid=pid,
+                started_at=now,
+                last_heartbeat=now,
+            )
+        )
+        _record(session, "worker", hostname, None, None, WorkerStatus.ONLINE, "registered", hostname)
+        return
+    old = worker.status
+    worker.devices, worker.queues, worker.pid = devices, queues, pid
+    worker.started_at = worker.last_heartbeat = now
+    worker.current_chunk_id = None
+    if old == WorkerStatus.OFFLINE:
+        worker.status = WorkerStatus.ONLINE
+        _record(session, "worker", hostname, None, old, WorkerStatus.ONLINE, "registered", hostname)
+
+
+def heartbeat(session: Session, hostname: str, now: datetime | None = None) -> str | None:
+    """A live worker checks in; one that was marked OFFLINE (say, after a network split) comes back.
+    Returns the worker's status, which the worker obeys (a DISABLED worker stops consuming)."""
+    session.execute(update(Worker).where(Worker.hostname == hostname).values(last_heartbeat=now or utcnow()))
+    if session.execute(
+        update(Worker)
+        .where(Worker.hostname == hostname, Worker.status == WorkerStatus.OFFLINE)
+        .values(status=WorkerStatus.ONLINE)
+    ).rowcount:
+        _record(session, "worker", hostname, None, WorkerStatus.OFFLINE, WorkerStatus.ONLINE, "heartbeat", hostname)
+    return session.execute(select(Worker.status).where(Worker.hostname == hostname)).scalar_one_or_none()
+
+
+def worker_offline(session: Session, hostname: str, reason: str) -> bool:
+    """Mark a worker OFFLINE (it shut down, or stopped heartbeating); a DISABLED worker stays DISABLED."""
+    changed = session.execute(
+        update(Worker)
+        .where(Worker.hostname == hostname, Worker.status == WorkerStatus.ONLINE)
+        .values(status=WorkerStatus.OFFLINE, current_chunk_id=None)
+    ).rowcount
+    if changed:
+        _record(session, "worker", hostname, None, WorkerStatus.ONLINE, WorkerStatus.OFFLINE, reason, hostname)
+    return bool(changed)
+
+
+def set_worker_enabled(session: Session, hostname: str, enabled: bool, *, actor: str | None) -> None:
+    """DISABLED: the worker finishes its chunk and takes no more work; enabling brings it back ONLINE."""
+    worker = session.get(Worker, hostname, with_for_update=True)
+    if worker is None:
+        raise LookupError(hostname)
+    new = WorkerStatus.ONLINE if enabled else WorkerStatus.DISABLED
+    if worker.status != new:
+        _record(session, "worker", hostname, None, worker.status, new, "enabled" if enabled else "disabled", actor)
+        worker.status = new

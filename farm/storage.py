@@ -1,0 +1,291 @@
+"""Where uploads, frames, logs and zips live: `file://` or `s3://`. Nothing else in the farm imports boto3.
+
+Keys are plain relative paths (`jobs/<id>/frames/0001.png`); one helper applies the URL's prefix. A missing key is
+`FileNotFoundError` in both back ends, so callers never see a botocore error type.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from farm.config import Settings
+
+CHUNK = 1024 * 1024
+T = TypeVar("T")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class StorageUnavailable(ConnectionError):
+    """The storage endpoint could not be reached or failed on its side (5xx): worth retrying."""
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"bad storage key {key!r}")
+    return key
+
+
+class Storage(ABC):
+    """Blob storage with the few operations the farm needs."""
+
+    url_prefix: str
+
+    @abstractmethod
+    def put_file(self, key: str, path: str | os.PathLike, content_type: str | None = None) -> None: ...
+
+    @abstractmethod
+    def open(self, key: str) -> IO[bytes]:
+        """A stream to read the object; the caller closes it."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int: ...
+
+    @abstractmethod
+    def download_url(self, key: str, filename: str | None = None) -> str | None:
+        """A URL a client can fetch directly (presigned for S3); None when the app must serve the bytes."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object; a missing one is fine."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> None: ...
+
+    @abstractmethod
+    def ensure_ready(self) -> None:
+        """Create what must exist before first use (the bucket, the folder)."""
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        with tempfile.NamedTemporaryFile(prefix="farm-put-") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            self.put_file(key, tmp.name, content_type)
+
+    def get_file(self, key: str, dest: str | os.PathLike) -> None:
+        """Download to `dest` atomically: a reader never sees a half-written file."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, self.open(key) as src:
+                shutil.copyfileobj(src, out, CHUNK)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open(key) as fh:
+            return fh.read()
+
+
+class FileStorage(Storage):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url_prefix = root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def ensure_ready(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def put_file(self, key: str, path: str | os.PathLike, content_type: str | None = None) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def open(self, key: str) -> IO[bytes]:
+        return open(self._path(key), "rb")
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def download_url(self, key: str, filename: str | None = None) -> str | None:
+        return None
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
+
+
+S3_OUTAGES = (
+    S3UploadFailedError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+
+def _unavailable_on_outage(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn botocore's outage errors into StorageUnavailable (after boto3's own retries gave up)."""
+
+    @functools.wraps(method)
+    def wrapper(self: S3Storage, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except ClientError as exc:
+            if int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500:
+                raise StorageUnavailable(str(exc)) from exc
+            raise
+        except S3_OUTAGES as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    return wrapper
+
+
+class S3Storage(Storage):
+    """S3 or any S3-compatible endpoint (MinIO, Ceph, moto). boto3 retries transient errors with backoff; what
+    still fails after that is StorageUnavailable, which callers retry for longer."""
+
+    URL_SECONDS = 7 * 24 * 3600  # the longest SigV4 allows
+
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None) -> None:
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.url_prefix = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 10},
+            connect_timeout=10,
+            read_timeout=120,
+            signature_version="s3v4",
+            s3={"addressing_style": "path"} if endpoint_url else None,
+        )
+        self.client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+        self.transfer = TransferConfig(
+            multipart_threshold=64 * CHUNK, multipart_chunksize=64 * CHUNK, max_concurrency=8
+        )
+        self._missing = self.client.exceptions.NoSuchKey
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    @_unavailable_on_outage
+    def ensure_ready(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                raise
+            self.client.create_bucket(Bucket=self.bucket)
+
+    @_unavailable_on_outage
+    def put_file(self, key: str, path: str | os.PathLike, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else None
+        self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=self.transfer)
+
+    @_unavailable_on_outage
+    def open(self, key: str) -> IO[bytes]:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except self._missing:
+            raise FileNotFoundError(key) from None
+
+    @_unavailable_on_outage
+    def get_file(self, key: str, dest: str | os.PathLike) -> None:
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
+        os.close(fd)
+        try:
+            self.client.download_file(self.bucket, self._key(key), tmp, Config=self.transfer)
+            os.replace(tmp, dest)
+        except ClientError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(key) from None
+            raise
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @_unavailable_on_outage
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def size(self, key: str) -> int:
+        head = self._head(key)
+        if head is None:
+            raise FileNotFoundError(key)
+        return int(head["ContentLength"])
+
+    def download_url(self, key: str, filename: str | None = None) -> str | None:
+        params = {"Bucket": self.bucket, "Key": self._key(key)}
+        if filename:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=self.URL_SECONDS)
+
+    @_unavailable_on_outage
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    @_unavailable_on_outage
+    def delete_prefix(self, prefix: str) -> None:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix.rstrip("/")) + "/"):
+            objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if objects:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})
+
+
+def open_storage(settings: Settings) -> Storage:
+    parsed = urlparse(settings.storage_url)
+    if parsed.scheme == "file":
+        return FileStorage(Path(unquote(parsed.path)))
+    return S3Storage(parsed.netloc, parsed.path, settings.s3_endpoint_url)

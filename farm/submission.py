@@ -1,0 +1,271 @@
+"""Turn an upload and a form into a planned job: validate every field, store the source by hash, probe the scene,
+create the job with one row per chunk and per frame. Nothing is dispatched here; that happens after commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from farm import planning, uploads
+from farm.blender import BlenderFailed, probe_scene
+from farm.config import Settings
+from farm.errors import ValidationError
+from farm.models import Chunk, Frame, Job, JobStatus
+from farm.states import job_created
+from farm.storage import CHUNK, Storage
+
+ENGINES = {
+    "CYCLES": "CYCLES",
+    "BLENDER_EEVEE_NEXT": "BLENDER_EEVEE_NEXT",
+    "BLENDER_EEVEE": "BLENDER_EEVEE_NEXT",
+    "EEVEE": "BLENDER_EEVEE_NEXT",
+    "BLENDER_WORKBENCH": "BLENDER_WORKBENCH",
+    "WORKBENCH": "BLENDER_WORKBENCH",
+}
+OUTPUT_FORMATS = ("PNG", "JPEG", "OPEN_EXR")
+DEVICES = ("AUTO", "GPU", "CPU")
+MAX_RESOLUTION = 16384
+MAX_SAMPLES = 1 << 24
+
+
+@dataclass(frozen=True)
+class JobForm:
+    """The validated form, before the scene fills what the user left out."""
+
+    name: str | None
+    frame_start: int | None
+    frame_end: int | None
+    chunk_size: int | None
+    engine: str | None
+    samples: int | None
+    resolution_x: int | None
+    resolution_y: int | None
+    resolution_percentage: int | None
+    output_format: str
+    device: str
+    priority: int
+    main: str | None
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: Path
+    filename: str
+    sha256: str
+    size: int
+    kind: str  # "blend" or "zip"
+
+
+def _int(form: Mapping[str, str], field: str, lo: int, hi: int) -> int | None:
+    raw = (form.get(field) or "").strip()
+    if raw == "":
+        return None
+    if not re.fullmatch(r"[+-]?\d+", raw):
+        raise ValidationError(field, "not_an_integer", f"{field} must be a whole number, got {raw[:40]!r}")
+    value = int(raw)
+    if value < lo:
+        code = "negative" if value < 0 else "too_small"
+        raise ValidationError(field, code, f"{field} must be at least {lo}, got {value}")
+    if value > hi:
+        raise ValidationError(field, "too_large", f"{field} must be at most {hi}, got {value}")
+    return value
+
+
+def _choice(form: Mapping[str, str], field: str, choices: Mapping[str, str] | tuple[str, ...]) -> str | None:
+    raw = (form.get(field) or "").strip()
+    if not raw:
+        return None
+    key = raw.upper()
+    if key not in choices:
+        names = ", ".join(dict.fromkeys(choices.values() if isinstance(choices, Mapping) else choices))
+        raise ValidationError(field, "unknown_choice", f"{field} must be one of {names}, got {raw[:40]!r}")
+    return choices[key] if isinstance(choices, Mapping) else key
+
+
+def parse_form(form: Mapping[str, str], settings: Settings) -> JobForm:
+    """Check every field the user sent; the first bad one raises ValidationError naming it."""
+    name = (form.get("name") or "").strip() or None
+    if name is not None:
+        if len(name) > 200:
+            raise ValidationError("name", "too_long", "name must be at most 200 characters")
+        if any(ord(c) < 32 for c in name):
+            raise ValidationError("name", "bad_characters", "name must not contain control characters")
+    frame_start = _int(form, "frame_start", 0, 10**9)
+    frame_end = _int(form, "frame_end", 0, 10**9)
+    if frame_start is not None and frame_end is not None:
+        _check_range(frame_start, frame_end, settings)
+    main = (form.get("main") or "").strip() or None
+    return JobForm(
+        name=name,
+        frame_start=frame_start,
+        frame_end=frame_end,
+        chunk_size=_int(form, "chunk_size", 1, settings.max_frames),
+        engine=_choice(form, "engine", ENGINES),
+        samples=_int(form, "samples", 1, MAX_SAMPLES),
+        resolution_x=_int(form, "resolution_x", 4, MAX_RESOLUTION),
+        resolution_y=_int(form, "resolution_y", 4, MAX_RESOLUTION),
+        resolution_percentage=_int(form, "resolution_percentage", 1, 100),
+        output_format=_choice(form, "output_format", OUTPUT_FORMATS) or "PNG",
+        device=_choice(form, "device", DEVICES) or "AUTO",
+        priority=_int(form, "priority", 0, 9) or 0,
+        main=main,
+    )
+
+
+def _check_range(frame_start: int, frame_end: int, settings: Settings, field: str = "frame_end") -> None:
+    if frame_end < frame_start:
+        raise ValidationError(field, "bad_range", f"frame_end ({frame_end}) is before frame_start ({frame_start})")
+    count = frame_end - frame_start + 1
+    if count > settings.max_frames:
+        raise ValidationError(
+            field,
+            "too_many_frames",
+            f"{count} frames requested; this farm renders at most {settings.max_frames} per job",
+        )
+
+
+def save_upload(stream: IO[bytes] | None, filename: str | None, settings: Settings) -> Upload:
+    """Copy the uploaded bytes to a temp file, hashing as they go; check they are a .blend or a .zip."""
+    if stream is None or not filename:
+        raise ValidationError("file", "missing", "a .blend or .zip file is required")
+    tmp_dir = settings.instance_dir / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="upload-", dir=tmp_dir)
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    with open(fd, "wb") as out:
+        while block := stream.read(CHUNK):
+            if len(head) < 65536:
+                head += block[: 65536 - len(head)]
+            digest.update(block)
+            size += len(block)
+            if size > settings.max_upload_bytes:
+                out.close()
+                Path(tmp).unlink(missing_ok=True)
+                raise UploadTooLarge(settings.max_upload_bytes)
+            out.write(block)
+    path = Path(tmp)
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise ValidationError("file", "empty", "the uploaded file is empty")
+    if uploads.is_zip(head):
+        kind = "zip"
+    elif uploads.is_blend(head):
+        kind = "blend"
+    else:
+        path.unlink(missing_ok=True)
+        raise ValidationError("file", "not_blend", "the file is neither a .blend (any Blender version) nor a .zip")
+    return Upload(path=path, filename=Path(filename).name, sha256=digest.hexdigest(), size=size, kind=kind)
+
+
+class UploadTooLarge(ValidationError):
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("file", "too_large", f"the upload is larger than {limit // 2**20} MiB")
+
+
+def _blend_to_probe(upload: Upload, form: JobForm, settings: Settings, workdir: Path) -> tuple[Path, str | None]:
+    """The .blend to open: the upload itself, or `main` pulled out of a checked zip project."""
+    if upload.kind == "blend":
+        if form.main:
+            raise ValidationError("main", "not_a_zip", "main is only for .zip projects")
+        return upload.path, None
+    project = uploads.inspect_zip(upload.path, max_bytes=settings.max_zip_bytes)
+    if not form.main:
+        hint = f" (it holds: {', '.join(project.blend_files[:10])})" if project.blend_files else " (it holds none)"
+        raise ValidationError("main", "missing", "main must name the .blend inside the zip to render" + hint)
+    main = form.main.replace("\\", "/").removeprefix("./")
+    if main not in project.blend_files:
+        raise ValidationError("main", "not_in_zip", f"the zip holds no .blend named {form.main[:200]!r}")
+    if not uploads.is_blend(uploads.read_zip_member_head(upload.path, main)):
+        raise ValidationError("main", "not_blend", f"{main!r} inside the zip is not a .blend file")
+    target = workdir / "main.blend"
+    uploads.extract_member(upload.path, main, target)
+    return target, main
+
+
+def create_job(
+    session: Session,
+    storage: Storage,
+    settings: Settings,
+    upload: Upload,
+    form: JobForm,
+    *,
+    owner: str | None,
+    slots: int = 1,
+) -> Job:
+    """Probe, store and plan; adds the job, its chunks and frames to `session` (the caller commits)."""
+    with tempfile.TemporaryDirectory(prefix="probe-", dir=upload.path.parent) as workdir:
+        blend, main = _blend_to_probe(upload, form, settings, Path(workdir))
+        try:
+            scene = probe_scene(settings, blend)
+        except BlenderFailed as exc:
+            raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {exc}") from None
+    if not scene.get("camera"):
+        raise ValidationError("file", "no_camera", f"scene {scene.get('scene')!r} has no active camera to render from")
+
+    frame_start = form.frame_start if form.frame_start is not None else max(0, int(scene["frame_start"]))
+    frame_end = form.frame_end if form.frame_end is not None else int(scene["frame_end"])
+    _check_range(frame_start, frame_end, settings, "frame_end" if form.frame_end is not None else "frame_start")
+    count = frame_end - frame_start + 1
+    chunk_size = min(form.chunk_size or planning.default_chunk_size(count, slots), count)
+
+    source_key = f"uploads/{upload.sha256}.{upload.kind}"
+    if not storage.exists(source_key):
+        storage.put_file(source_key, upload.path)
+
+    default_name = Path(upload.filename).stem or "render"
+    job = Job(
+        name=form.name or default_name[:200],
+        status=JobStatus.QUEUED,
+        owner=owner,
+        source_key=source_key,
+        source_sha256=upload.sha256,
+        source_kind=upload.kind,
+        main=main,
+        scene=scene,
+        frame_start=frame_start,
+        frame_end=frame_end,
+        chunk_size=chunk_size,
+        engine=form.engine or scene.get("engine"),
+        samples=form.samples or scene.get("samples"),
+        resolution_x=form.resolution_x or scene.get("resolution_x"),
+        resolution_y=form.resolution_y or scene.get("resolution_y"),
+        resolution_percentage=form.resolution_percentage or scene.get("resolution_percentage"),
+        output_format=form.output_format,
+        device=form.device,
+        priority=form.priority,
+        queue=settings.queue,
+    )
+    session.add(job)
+    session.flush()
+    job_created(session, job, reason=f"submitted: frames {frame_start}-{frame_end}", actor=owner)
+    plan = planning.plan_chunks(frame_start, frame_end, chunk_size)
+    chunk_ids = session.scalars(
+        insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
+        [{"job_id": job.id, "index": i, "frame_start": s, "frame_end": e} for i, (s, e) in enumerate(plan)],
+    ).all()
+    session.execute(
+        insert(Frame),
+        [
+            {"job_id": job.id, "chunk_id": cid, "frame": f}
+            for cid, (s, e) in zip(chunk_ids, plan, strict=True)
+            for f in range(s, e + 1)
+        ],
+    )
+    return job
+
+
+def discard_upload(upload: Upload) -> None:
+    upload.path.unlink(missing_ok=True)

@@ -1,0 +1,170 @@
+"""Fixtures on real parts: the machine's Postgres (a fresh database per run) and Redis (a private queue per run),
+a moto S3 server over HTTP, real Blender, and real `farm web` / `farm worker` processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from farm.blender import SCRIPTS, run_script
+from farm.config import Settings, load_settings
+from farm.db import Database, init_db
+from tests.helpers import FarmProcesses, free_port
+
+PG_HOST = os.environ.get("FARM_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("FARM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(f"{PG_HOST}/postgres", autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A database of its own for this test run, dropped at the end."""
+    name = f"farm_test_{RUN_ID}"
+    try:
+        conn = _admin()
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"Postgres at {PG_HOST} does not answer: {exc}")
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG_HOST}/{name}"
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The machine's Redis; every queue a test uses has RUN_ID in its name and is deleted at the end."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis at {REDIS_URL} does not answer: {exc}")
+    yield REDIS_URL
+    for key in client.scan_iter(f"*{RUN_ID}*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto in server mode: a real HTTP S3 endpoint that workers in other processes reach too."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prod_env(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The production configuration from the contract: Redis broker, Postgres results and tables, S3 storage."""
+    instance = tmp_path_factory.mktemp("instance")
+    return {
+        "FARM_INSTANCE_DIR": str(instance),
+        "FARM_DATABASE_URL": pg_url,
+        "FARM_BROKER_URL": redis_url,
+        "FARM_RESULT_BACKEND": f"db+{pg_url}",
+        "FARM_STORAGE_URL": f"s3://farm-test-{RUN_ID}/renders",
+        "FARM_S3_ENDPOINT_URL": s3_endpoint,
+        "FARM_QUEUE": f"farm-test-{RUN_ID}",
+        "FARM_HEARTBEAT_SECONDS": "1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+@pytest.fixture(scope="session")
+def prod_settings(prod_env: dict[str, str]) -> Settings:
+    return load_settings(prod_env, dotenv_path=None)
+
+
+@pytest.fixture(scope="session")
+def database(prod_settings: Settings) -> Iterator[Database]:
+    db = Database(prod_settings.database_url)
+    init_db(db.engine)
+    yield db
+    db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def app(prod_settings: Settings, database: Database):  # type: ignore[no-untyped-def]
+    from webapp import create_app
+    from webapp.extensions import db
+
+    # Its own queue: jobs submitted in-process are checked, not rendered by the e2e worker.
+    settings = dataclasses.replace(
+        prod_settings, queue=prod_settings.queue + "-inproc", max_zip_bytes=2**20, max_upload_bytes=8 * 2**20
+    )
+    app = create_app(settings, {"TESTING": True})
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture()
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+def _make_scene(settings: Settings, path: Path, frames: int, width: int, height: int, samples: int) -> Path:
+    run_script(
+        settings,
+        SCRIPTS / "demo_scene.py",
+        [str(path), str(frames), str(width), str(height), str(samples)],
+        timeout=300,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_blend(prod_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-frame 64×36 Cycles scene at 4 samples, made by the project's own demo-scene code."""
+    return _make_scene(prod_settings, tmp_path_factory.mktemp("scenes") / "tiny.blend", 6, 64, 36, 4)
+
+
+@pytest.fixture(scope="session")
+def slow_blend(prod_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Frames slow enough (~1 s) to cancel or kill a chunk while Blender is busy."""
+    return _make_scene(prod_settings, tmp_path_factory.mktemp("scenes") / "slow.blend", 40, 320, 180, 16)
+
+
+@pytest.fixture(scope="session")
+def farm(
+    prod_env: dict[str, str], database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FarmProcesses]:
+    """`farm web` and one `farm worker` as real processes in production mode, shared by the e2e tests."""
+    procs = FarmProcesses(prod_env, tmp_path_factory.mktemp("logs"))
+    procs.start_web()
+    procs.start_worker("w1")
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture(scope="session")
+def farm_cli(farm: FarmProcesses):  # type: ignore[no-untyped-def]
+    """Run the `farm` command against the live farm; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "farm", *args], env=farm.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    return run

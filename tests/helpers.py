@@ -1,0 +1,169 @@
+"""Helpers for tests that run the farm as real processes and wait on conditions with deadlines."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from PIL import Image
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class FarmProcesses:
+    """`farm web` and `farm worker` processes with their logs, for end-to-end tests."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.port = free_port()
+        self.env = dict(os.environ, **env, FARM_API_URL=f"http://127.0.0.1:{self.port}", PYTHONUNBUFFERED="1")
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return self.env["FARM_API_URL"]
+
+    def _start(self, key: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with open(self.log_dir / f"{key}.log", "ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "farm", *args],
+                env=env or self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs[key] = proc
+        return proc
+
+    def start_web(self) -> None:
+        proc = self._start("web", ["web", "--port", str(self.port), "--threads", "8"])
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"farm web exited: {self.log('web')[-2000:]}")
+            try:
+                return requests.get(f"{self.url}/api/health", timeout=5).ok
+            except requests.RequestException:  # refused, or a slow first answer on a loaded box
+                return False
+
+        wait_until(up, timeout=60, what="farm web to answer")
+
+    def start_worker(self, name: str, extra_env: dict[str, str] | None = None, concurrency: int = 1) -> str:
+        """Start a worker and wait until it has registered ONLINE; returns its hostname."""
+        hostname = f"{name}@test"
+        env = dict(self.env, **(extra_env or {}))
+        proc = self._start(f"worker-{name}", ["worker", "--name", hostname, "--concurrency", str(concurrency)], env)
+
+        def online() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"worker {name} exited: {self.log('worker-' + name)[-3000:]}")
+            workers = requests.get(f"{self.url}/api/workers", timeout=5).json()["workers"]
+            return any(w["hostname"] == hostname and w["status"] == "ONLINE" for w in workers)
+
+        wait_until(online, timeout=60, what=f"worker {hostname} to register")
+        return hostname
+
+    def start_janitor(self, name: str) -> None:
+        self._start(f"janitor-{name}", ["janitor"])
+
+    def stop(self, key: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        """Signal the process group and always reap the process, even if it is already on its way out."""
+        proc = self.procs.pop(key, None)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for key in list(self.procs):
+            self.stop(key)
+
+    def log(self, key: str) -> str:
+        path = self.log_dir / f"{key}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def submit(base_url: str, blend: Path, **fields: Any) -> requests.Response:
+    with open(blend, "rb") as fh:
+        return requests.post(
+            f"{base_url}/api/jobs",
+            files={"file": (blend.name, fh)},
+            data={k: str(v) for k, v in fields.items()},
+            timeout=120,
+        )
+
+
+def get_job(base_url: str, job_id: str) -> dict[str, Any]:
+    response = requests.get(f"{base_url}/api/jobs/{job_id}", timeout=10)
+    response.raise_for_status()
+    return response.json()["job"]
+
+
+def wait_for_status(base_url: str, job_id: str, statuses: set[str], timeout: float = 240) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def reached() -> dict[str, Any] | None:
+        seen["job"] = get_job(base_url, job_id)
+        return seen["job"] if seen["job"]["status"] in statuses else None
+
+    try:
+        return wait_until(reached, timeout=timeout, what=f"job {job_id} to reach {sorted(statuses)}", interval=0.3)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {json.dumps(seen.get('job'))[:1500]}") from None
+
+
+def check_zip(data: bytes, *, name: str, frames: range, size: tuple[int, int], ext: str = "png") -> dict[str, Any]:
+    """Assert the contract's zip layout: one decodable image per frame at `size`, and a manifest whose sha256s
+    match the images. Returns the manifest."""
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    width = max(4, len(str(frames[-1])))
+    expected = {f"{f:0{width}d}.{ext}" for f in frames}
+    assert set(archive.namelist()) == expected | {"manifest.json"}, archive.namelist()
+    manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["name"] == name
+    assert [e["frame"] for e in manifest["frames"]] == list(frames)
+    for entry in manifest["frames"]:
+        blob = archive.read(entry["file"])
+        assert hashlib.sha256(blob).hexdigest() == entry["sha256"]
+        assert entry["render_time"] > 0 and entry["worker"]
+        image = Image.open(io.BytesIO(blob))
+        image.load()
+        assert image.size == size, (entry["file"], image.size)
+    return manifest

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from farm.config import ConfigError, load_settings
+
+
+def test_embedded_defaults_need_no_servers(tmp_path):
+    settings = load_settings({"FARM_INSTANCE_DIR": str(tmp_path)}, dotenv_path=None)
+    assert settings.database_url == f"sqlite:///{tmp_path / 'farm.sqlite'}"
+    assert settings.embedded_broker and settings.broker_folder == tmp_path / "broker"
+    assert settings.result_backend.startswith("db+sqlite:///")
+    assert settings.storage_url == (tmp_path / "storage").as_uri()
+    assert settings.max_frames == 100_000
+    assert len(settings.secret_key) == 64
+    # the generated key is kept, so sessions survive a restart
+    assert load_settings({"FARM_INSTANCE_DIR": str(tmp_path)}, dotenv_path=None).secret_key == settings.secret_key
+
+
+def test_dotenv_is_read_and_environment_wins(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("FARM_MAX_FRAMES=500\nFARM_QUEUE=from-dotenv\n")
+    settings = load_settings({"FARM_INSTANCE_DIR": str(tmp_path), "FARM_QUEUE": "from-env"}, dotenv_path=dotenv)
+    assert settings.max_frames == 500
+    assert settings.queue == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("FARM_MAX_FRAMES", "lots", "FARM_MAX_FRAMES must be a whole number"),
+        ("FARM_MAX_FRAMES", "0", "FARM_MAX_FRAMES must be at least 1"),
+        ("FARM_HEARTBEAT_SECONDS", "-1", "FARM_HEARTBEAT_SECONDS must be above 0"),
+        ("FARM_STORAGE_URL", "ftp://x", "FARM_STORAGE_URL must start with one of s3://, file://"),
+        ("FARM_STORAGE_URL", "s3://", "must name a bucket"),
+        ("FARM_DATABASE_URL", "mongodb://x", "FARM_DATABASE_URL must start with"),
+        ("FARM_BROKER_URL", "kafka://x", "FARM_BROKER_URL must start with"),
+        ("FARM_QUEUE", "a b", "FARM_QUEUE may hold"),
+    ],
+)
+def test_junk_values_fail_with_the_variable_named(tmp_path, name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"FARM_INSTANCE_DIR": str(tmp_path), name: value}, dotenv_path=None)
+
+
+def test_broker_folder_from_url(tmp_path):
+    settings = load_settings(
+        {"FARM_INSTANCE_DIR": str(tmp_path), "FARM_BROKER_URL": f"filesystem://{tmp_path}/q"}, dotenv_path=None
+    )
+    assert settings.broker_folder == Path(f"{tmp_path}/q")
+
+
+def test_describe_hides_passwords(tmp_path):
+    settings = load_settings(
+        {"FARM_INSTANCE_DIR": str(tmp_path), "FARM_DATABASE_URL": "postgresql://farm:s3cret@db/farm"},
+        dotenv_path=None,
+    )
+    assert "s3cret" not in str(settings.describe())

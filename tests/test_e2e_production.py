@@ -1,0 +1,155 @@
+"""The whole farm as a user runs it in production mode: `farm web` and `farm worker` processes, Redis as broker,
+Postgres for tables and Celery results, a moto S3 server for storage, real Blender rendering a tiny scene."""
+
+import hashlib
+import subprocess
+import time
+
+import pytest
+import requests
+
+from tests.helpers import check_zip, get_job, submit, wait_for_status, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint):
+    response = submit(farm.url, tiny_blend, name="cubes", frame_start=1, frame_end=6, chunk_size=2)
+    assert response.status_code == 201, response.text
+    job_id = response.json()["job"]["id"]
+
+    job = wait_for_status(farm.url, job_id, {"COMPLETED", "FAILED"})
+    assert job["status"] == "COMPLETED", job
+    assert job["render"]["frames_rendered"] == 6 and job["render"]["latest_frame_rendered"] in range(1, 7)
+    assert job["render"]["average_render_time"] > 0 and job["render"]["eta_seconds"] == 0
+    assert job["worker_host"] == "w1@test"
+    asset = job["asset"]
+    assert asset["filename"] == "cubes-0001-0006.zip" and asset["size"] > 0
+    assert asset["url"].startswith(s3_endpoint) and "Signature" in asset["url"]  # presigned GET on the S3 server
+
+    direct = requests.get(asset["url"], timeout=30)
+    via_api = requests.get(f"{farm.url}/api/jobs/{job_id}/asset", timeout=30)  # redirects to storage
+    assert direct.content == via_api.content and len(direct.content) == asset["size"]
+    manifest = check_zip(direct.content, name="cubes", frames=range(1, 7), size=(64, 36))
+    assert {e["worker"] for e in manifest["frames"]} == {"w1@test"}
+
+    frames = requests.get(f"{farm.url}/api/jobs/{job_id}/frames", timeout=10).json()["frames"]
+    assert [f["frame"] for f in frames] == list(range(1, 7))
+    by_frame = {e["frame"]: e for e in manifest["frames"]}
+    for frame in frames:
+        assert frame["status"] == "DONE" and frame["worker"] == "w1@test" and frame["render_time"] > 0
+        image = requests.get(frame["url"], timeout=10).content
+        assert hashlib.sha256(image).hexdigest() == by_frame[frame["frame"]]["sha256"]
+
+    chunks = requests.get(f"{farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
+    assert [(c["frame_start"], c["frame_end"], c["status"], c["attempts"]) for c in chunks] == [
+        (1, 2, "DONE", 1),
+        (3, 4, "DONE", 1),
+        (5, 6, "DONE", 1),
+    ]
+    log = requests.get(chunks[0]["log_url"], timeout=10).text
+    assert "Fra:1" in log and "@@FARM@@" in log  # Blender's own output, kept
+
+    events = requests.get(f"{farm.url}/api/jobs/{job_id}/events", timeout=10).json()["events"]
+    job_trail = [(e["from"], e["to"]) for e in events if e["kind"] == "job"]
+    assert job_trail == [
+        (None, "QUEUED"),
+        ("QUEUED", "RENDERING"),
+        ("RENDERING", "PACKAGING"),
+        ("PACKAGING", "UPLOADING"),
+        ("UPLOADING", "COMPLETED"),
+    ]
+    assert sorted(int(e["subject"].split("/")[1]) for e in events if e["kind"] == "frame") == list(range(1, 7))
+
+    workers = requests.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
+    me = next(w for w in workers if w["hostname"] == "w1@test")
+    assert me["status"] == "ONLINE" and me["devices"] and me["frames_rendered"] >= 6
+    assert me["average_render_time"] > 0 and me["last_heartbeat"].endswith("Z")
+
+
+def test_progress_is_live_then_cancel_stops_blender_and_retry_finishes(farm, slow_blend):
+    job_id = submit(farm.url, slow_blend, name="slow", frame_start=1, frame_end=12, chunk_size=6).json()["job"]["id"]
+
+    # frames_rendered moves while the first chunk is still rendering: frames are stored one by one
+    job = wait_until(
+        lambda: (j := get_job(farm.url, job_id))["render"]["frames_rendered"] >= 2 and j,
+        timeout=120,
+        what="two frames of the first chunk",
+    )
+    assert job["status"] == "RENDERING" and job["render"]["frames_rendered"] < 6
+    assert job["render"]["chunks_rendering"] == 1 and job["render"]["eta_seconds"] > 0
+    assert blender_running(job_id)
+
+    response = requests.post(f"{farm.url}/api/jobs/{job_id}/cancel", timeout=10)
+    assert response.status_code == 202 and response.json()["job"]["status"] in ("CANCELING", "CANCELED")
+    canceled_at = time.monotonic()
+    wait_until(lambda: not blender_running(job_id), timeout=5, what="Blender of the canceled job to stop")
+    job = wait_for_status(farm.url, job_id, {"CANCELED"}, timeout=15)
+    assert time.monotonic() - canceled_at < 15
+    kept = job["render"]["frames_rendered"]
+    assert 2 <= kept < 12
+
+    response = requests.post(f"{farm.url}/api/jobs/{job_id}/retry", timeout=10)
+    assert response.status_code == 202 and response.json()["job"]["status"] == "QUEUED"
+    job = wait_for_status(farm.url, job_id, {"COMPLETED", "FAILED"}, timeout=240)
+    assert job["status"] == "COMPLETED", job
+    check_zip(requests.get(job["asset"]["url"], timeout=30).content, name="slow", frames=range(1, 13), size=(320, 180))
+    events = requests.get(f"{farm.url}/api/jobs/{job_id}/events", timeout=10).json()["events"]
+    rendered = [e["subject"] for e in events if e["kind"] == "frame"]
+    assert len(rendered) == len(set(rendered)) == 12  # frames kept across the cancel were not rendered again
+
+
+def blender_running(job_id: str) -> bool:
+    """Is any Blender process rendering this job? (The job id is in its command line.)"""
+    return subprocess.run(["pgrep", "-f", f"render_script.py.*{job_id}"], capture_output=True).returncode == 0
+
+
+def test_workbench_jpeg_at_half_resolution(farm, tiny_blend):
+    response = submit(
+        farm.url,
+        tiny_blend,
+        name="wb",
+        frame_start=2,
+        frame_end=3,
+        engine="BLENDER_WORKBENCH",
+        output_format="JPEG",
+        resolution_percentage=50,
+    )
+    assert response.status_code == 201, response.text
+    job = wait_for_status(farm.url, response.json()["job"]["id"], {"COMPLETED", "FAILED"})
+    assert job["status"] == "COMPLETED", job
+    assert job["settings"]["engine"] == "BLENDER_WORKBENCH" and job["asset"]["filename"] == "wb-0002-0003.zip"
+    check_zip(
+        requests.get(job["asset"]["url"], timeout=30).content, name="wb", frames=range(2, 4), size=(32, 18), ext="jpg"
+    )
+
+
+def test_gpu_job_on_a_cpu_only_farm_fails_with_the_reason(farm, tiny_blend):
+    response = submit(farm.url, tiny_blend, name="needs-gpu", frame_start=1, frame_end=2, device="GPU")
+    assert response.status_code == 201, response.text
+    job = wait_for_status(farm.url, response.json()["job"]["id"], {"COMPLETED", "FAILED"})
+    assert job["status"] == "FAILED" and job["asset"] is None
+    assert "device GPU was asked for, but Cycles found no" in job["error"]
+    chunks = requests.get(f"{farm.url}/api/jobs/{job['id']}/chunks", timeout=10).json()["chunks"]
+    assert chunks[0]["status"] == "FAILED" and "device GPU" in chunks[0]["error"]
+    assert "device GPU" in requests.get(chunks[0]["log_url"], timeout=10).text
+
+
+def test_disabled_worker_takes_no_work_until_enabled(farm, tiny_blend):
+    response = requests.post(f"{farm.url}/api/workers/w1@test/disable", timeout=10)
+    assert response.status_code == 202 and response.json()["worker"]["status"] == "DISABLED"
+    try:
+        time.sleep(2)  # let the worker's consumer stop
+        job_id = submit(farm.url, tiny_blend, name="parked", frame_start=1, frame_end=2).json()["job"]["id"]
+        time.sleep(5)
+        assert get_job(farm.url, job_id)["status"] == "QUEUED"
+        workers = requests.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
+        assert next(w for w in workers if w["hostname"] == "w1@test")["status"] == "DISABLED"
+    finally:
+        response = requests.post(f"{farm.url}/api/workers/w1@test/enable", timeout=10)
+    assert response.status_code == 202 and response.json()["worker"]["status"] == "ONLINE"
+    assert wait_for_status(farm.url, job_id, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+    assert requests.post(f"{farm.url}/api/workers/nobody@nowhere/disable", timeout=10).status_code == 404
+    trail = requests.get(f"{farm.url}/api/workers/w1@test/events", timeout=10).json()["events"]
+    assert [(e["from"], e["to"]) for e in trail][-2:] == [("ONLINE", "DISABLED"), ("DISABLED", "ONLINE")]
+    assert trail[-1]["reason"] == "enabled" and trail[-1]["actor"].startswith("anonymous@")

@@ -1,0 +1,213 @@
+"""The janitor and the retry placement against the real Postgres and Redis: rows are put in the states that faults
+leave behind, then one sweep must repair each exactly once — also with two janitors sweeping at the same moment."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from farm import states
+from farm.broker import pending_task_ids, queue_names
+from farm.celery_app import make_celery
+from farm.dispatch import assign_task_ids, send_render
+from farm.janitor import Janitor
+from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
+from farm.scheduling import place_chunk
+from tests.conftest import RUN_ID
+from tests.test_states import make_job
+
+
+@pytest.fixture()
+def settings(prod_settings):
+    return dataclasses.replace(
+        prod_settings,
+        queue=f"janitor-{RUN_ID}-{uuid.uuid4().hex[:6]}",
+        worker_timeout_seconds=5.0,
+        chunk_attempts=3,
+        blocklist_failures=2,
+    )
+
+
+@pytest.fixture()
+def celery(settings):
+    return make_celery(settings)
+
+
+@pytest.fixture()
+def janitor(database, celery, settings):
+    return Janitor(database, celery, settings, name="janitor@test")
+
+
+def long_ago():
+    return utcnow() - timedelta(minutes=5)
+
+
+def add_worker(database, name, *, queues, status=WorkerStatus.ONLINE, beat=None):
+    with database.session() as session:
+        states.register_worker(session, name, devices=["CPU"], queues=queues, pid=1)
+        session.execute(
+            update(Worker).where(Worker.hostname == name).values(status=status, last_heartbeat=beat or utcnow())
+        )
+    return name
+
+
+def new_job(database, queue, frames=4, chunk_size=2):
+    with database.session() as session:
+        job = make_job(session, frames=frames, chunk_size=chunk_size, queue=queue)
+        ids = list(session.scalars(select(Chunk.id).where(Chunk.job_id == job.id).order_by(Chunk.index)))
+        assign_task_ids(session, ids)
+        return job.id, ids
+
+
+def chunk(database, chunk_id):
+    with database.session() as session:
+        return session.get(Chunk, chunk_id)
+
+
+def test_silent_workers_go_offline(database, janitor, settings):
+    quiet = add_worker(database, f"quiet-{uuid.uuid4().hex[:6]}@t", queues=[settings.queue], beat=long_ago())
+    alive = add_worker(database, f"alive-{uuid.uuid4().hex[:6]}@t", queues=[settings.queue])
+    done = janitor.sweep()
+    assert quiet in done.workers_offline and alive not in done.workers_offline
+    with database.session() as session:
+        assert session.get(Worker, quiet).status == WorkerStatus.OFFLINE
+        assert session.get(Worker, alive).status == WorkerStatus.ONLINE
+
+
+def test_silent_chunk_is_requeued_and_sent_again(database, celery, janitor, settings):
+    _, (first, _) = new_job(database, settings.queue)
+    with database.session() as session:
+        states.claim_chunk(session, first, "dead@t", "t1")
+        session.execute(update(Chunk).where(Chunk.id == first).values(heartbeat_at=long_ago()))
+    done = janitor.sweep()
+    assert first in done.chunks_requeued
+    again = chunk(database, first)
+    assert again.status == ChunkStatus.QUEUED and again.task_id != "t1"
+    assert again.task_id in pending_task_ids(settings, [settings.queue])  # really on the broker
+    assert celery.AsyncResult("t1").state == "SUCCESS"  # retired, so the job's chord does not wait on it forever
+    assert not janitor.sweep().chunks_requeued  # nothing left to do
+
+
+def test_silent_chunk_after_the_retry_limit_fails_the_job(database, janitor, settings):
+    job_id, (first, _) = new_job(database, settings.queue)
+    with database.session() as session:
+        states.claim_chunk(session, first, "dead@t", "t1")
+        session.execute(update(Chunk).where(Chunk.id == first).values(heartbeat_at=long_ago(), attempts=3))
+    done = janitor.sweep()
+    assert job_id in done.jobs_failed
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        assert job.status == JobStatus.FAILED
+        assert "failed 3 times" in job.error and "dead@t stopped heartbeating" in job.error
+
+
+def test_lost_tasks_are_sent_again_but_waiting_ones_are_not(database, celery, janitor, settings):
+    job_id, (lost, waiting) = new_job(database, settings.queue)
+    waiting_task = chunk(database, waiting).task_id
+    send_render(celery, job_id, waiting, waiting_task, queue=settings.queue, priority=0)  # still in the broker
+    with database.session() as session:
+        session.execute(update(Chunk).where(Chunk.job_id == job_id).values(dispatched_at=long_ago()))
+    done = janitor.sweep()
+    assert done.chunks_redispatched == [lost]
+    assert chunk(database, waiting).task_id == waiting_task
+    held = pending_task_ids(settings, [settings.queue])
+    assert chunk(database, lost).task_id in held and waiting_task in held
+
+
+def test_two_janitors_at_once_send_a_lost_task_once(database, celery, settings):
+    job_id, ids = new_job(database, settings.queue, frames=8, chunk_size=1)
+    with database.session() as session:
+        session.execute(update(Chunk).where(Chunk.job_id == job_id).values(dispatched_at=long_ago()))
+    janitors = [Janitor(database, celery, settings, name=f"janitor-{i}@test") for i in range(2)]
+    results = []
+    barrier = threading.Barrier(2)
+
+    def sweep(j):
+        barrier.wait()
+        results.append(j.sweep().chunks_redispatched)
+
+    threads = [threading.Thread(target=sweep, args=(j,)) for j in janitors]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    mine = sorted(c for c in results[0] + results[1] if c in ids)  # (other tests' jobs share the database)
+    assert mine == sorted(ids)  # each chunk re-sent by exactly one of them
+    with database.session() as session:
+        sent = set(session.scalars(select(Chunk.task_id).where(Chunk.job_id == job_id)))
+    assert sent <= pending_task_ids(settings, [settings.queue])
+
+
+def test_finished_but_unpackaged_jobs_are_packaged(database, janitor, settings):
+    job_id, ids = new_job(database, settings.queue, frames=2, chunk_size=1)
+    with database.session() as session:
+        for chunk_id, frame in zip(ids, (1, 2), strict=True):
+            c = states.claim_chunk(session, chunk_id, "w@t", None)
+            states.frame_done(
+                session,
+                job_id,
+                frame,
+                worker="w@t",
+                render_time_ms=1,
+                device="CPU",
+                image_key="k",
+                sha256="0" * 64,
+                size=1,
+            )
+            states.finish_chunk(session, c, ChunkStatus.DONE, worker="w@t")
+        session.execute(update(Job).where(Job.id == job_id).values(updated_at=long_ago()))
+    assert janitor.sweep().jobs_packaged == [job_id]
+    assert janitor.sweep().jobs_packaged == []  # touched: it waits before sending again
+
+
+def test_canceling_job_with_nothing_running_is_settled(database, janitor, settings):
+    job_id, (first, _) = new_job(database, settings.queue)
+    with database.session() as session:
+        states.claim_chunk(session, first, "dead@t", None)
+        states.cancel_job(session, job_id, actor="user")
+        session.execute(update(Chunk).where(Chunk.id == first).values(heartbeat_at=long_ago()))
+    done = janitor.sweep()
+    assert first in done.chunks_abandoned and job_id in done.jobs_settled
+    with database.session() as session:
+        assert session.get(Job, job_id).status == JobStatus.CANCELED
+
+
+def test_queue_names_include_each_workers_own_queue(settings):
+    assert queue_names(settings.queue, ["a@h"]) == [settings.queue, "a@h.dq2"]
+
+
+def fail_chunk(database, chunk_id, worker):
+    with database.session() as session:
+        c = states.claim_chunk(session, chunk_id, worker, None)
+        states.finish_chunk(session, c, ChunkStatus.FAILED, worker=worker, reason="boom")
+        states.requeue_chunk(session, c, task_id=str(uuid.uuid4()), reason="retry", actor=worker)
+
+
+def test_placement_prefers_a_worker_that_has_not_failed_the_chunk(database, settings):
+    a = add_worker(database, f"a-{uuid.uuid4().hex[:6]}@t", queues=[settings.queue])
+    b = add_worker(database, f"b-{uuid.uuid4().hex[:6]}@t", queues=[settings.queue])
+    add_worker(database, f"other-queue-{uuid.uuid4().hex[:6]}@t", queues=["elsewhere"])
+    job_id, (first, second) = new_job(database, settings.queue)
+    fail_chunk(database, first, a)
+    with database.session() as session:
+        assert place_chunk(session, job_id, 0, queue=settings.queue, settings=settings, asking=a).worker == b
+    fail_chunk(database, first, b)  # now both failed chunk 0 once: anyone may retry it from the shared queue
+    with database.session() as session:
+        placement = place_chunk(session, job_id, 0, queue=settings.queue, settings=settings, asking=b)
+        assert placement.worker is None and placement.refused is None
+    fail_chunk(database, second, a)  # a failed 2 chunks: blocklisted (threshold 2), so it passes work to b
+    with database.session() as session:
+        assert place_chunk(session, job_id, 1, queue=settings.queue, settings=settings, asking=a).worker == b
+    fail_chunk(database, second, b)  # b too: nobody left
+    with database.session() as session:
+        placement = place_chunk(session, job_id, 1, queue=settings.queue, settings=settings, asking=b)
+        assert placement.refused and "failed 2 chunks" in placement.refused
+        for status in (JobStatus.FAILED, JobStatus.QUEUED):  # a user's retry wipes the blocklist
+            states.move_job(session, job_id, status)
+    with database.session() as session:
+        assert place_chunk(session, job_id, 1, queue=settings.queue, settings=settings, asking=b).worker == a

@@ -1,0 +1,213 @@
+"""The state machine on the real Postgres: legal moves, illegal ones refused, races won exactly once."""
+
+import threading
+import uuid
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from farm import states
+from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
+from farm.planning import plan_chunks
+from farm.states import IllegalTransition
+from tests.conftest import RUN_ID
+
+
+def make_job(session, frames=6, chunk_size=2, queue=f"states-{RUN_ID}"):
+    job = Job(
+        name="t",
+        source_key="uploads/x.blend",
+        source_sha256="0" * 64,
+        source_kind="blend",
+        frame_start=1,
+        frame_end=frames,
+        chunk_size=chunk_size,
+        output_format="PNG",
+        device="AUTO",
+        queue=queue,
+    )
+    session.add(job)
+    session.flush()
+    for i, (s, e) in enumerate(plan_chunks(1, frames, chunk_size)):
+        chunk = Chunk(job_id=job.id, index=i, frame_start=s, frame_end=e)
+        session.add(chunk)
+        session.flush()
+        session.execute(insert(Frame), [{"job_id": job.id, "chunk_id": chunk.id, "frame": f} for f in range(s, e + 1)])
+    return job
+
+
+@pytest.fixture()
+def job_id(database):
+    with database.session() as session:
+        return make_job(session).id
+
+
+def chunk_ids(database, job_id):
+    with database.session() as session:
+        return list(session.scalars(select(Chunk.id).where(Chunk.job_id == job_id).order_by(Chunk.index)))
+
+
+def job_status(database, job_id):
+    with database.session() as session:
+        return session.get(Job, job_id).status
+
+
+def test_claim_starts_chunk_job_and_frames(database, job_id):
+    first = chunk_ids(database, job_id)[0]
+    with database.session() as session:
+        chunk = states.claim_chunk(session, first, "ws1@states", "task-1")
+        assert chunk.status == ChunkStatus.RENDERING and chunk.attempts == 1 and chunk.worker == "ws1@states"
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        assert job.status == JobStatus.RENDERING and job.worker_host == "ws1@states"
+        frames = session.scalars(select(Frame.status).where(Frame.chunk_id == first)).all()
+        assert set(frames) == {FrameStatus.RENDERING}
+        trail = session.execute(select(Event.kind, Event.old, Event.new).where(Event.job_id == job_id)).all()
+        assert ("chunk", "QUEUED", "RENDERING") in trail and ("job", "QUEUED", "RENDERING") in trail
+
+
+def test_a_chunk_is_claimed_once_even_when_racing(database, job_id):
+    first = chunk_ids(database, job_id)[0]
+    winners = []
+    barrier = threading.Barrier(4)
+
+    def claim(name):
+        barrier.wait()
+        with database.session() as session:
+            if states.claim_chunk(session, first, name, None) is not None:
+                winners.append(name)
+
+    threads = [threading.Thread(target=claim, args=(f"ws{i}@states",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+
+
+def test_frame_done_counts_each_frame_once(database, job_id):
+    first = chunk_ids(database, job_id)[0]
+    with database.session() as session:
+        states.claim_chunk(session, first, "ws1@states", None)
+    kwargs = dict(worker="ws1@states", render_time_ms=100.0, device="CPU", image_key="k", sha256="a" * 64, size=1)
+    with database.session() as session:
+        assert states.frame_done(session, job_id, 1, **kwargs) is True
+        assert states.frame_done(session, job_id, 1, **kwargs) is False
+        assert states.frame_done(session, job_id, 2, **dict(kwargs, render_time_ms=300.0)) is True
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        assert (job.frames_rendered, job.render_ms_total, job.latest_frame) == (2, 400.0, 2)
+
+
+def test_failed_chunk_fails_job_and_stops_queued_chunks(database, job_id):
+    first, *rest = chunk_ids(database, job_id)
+    with database.session() as session:
+        chunk = states.claim_chunk(session, first, "ws1@states", None)
+        states.finish_chunk(session, chunk, ChunkStatus.FAILED, worker="ws1@states", reason="boom")
+        assert states.fail_job(session, job_id, "chunk 0 failed: boom", actor="ws1@states")
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        assert job.status == JobStatus.FAILED and job.error == "chunk 0 failed: boom" and job.finished_at
+        assert {session.get(Chunk, c).status for c in rest} == {ChunkStatus.CANCELED}
+        assert set(session.scalars(select(Frame.status).where(Frame.chunk_id == first))) == {FrameStatus.FAILED}
+
+
+def test_cancel_waits_for_running_chunks(database, job_id):
+    first = chunk_ids(database, job_id)[0]
+    with database.session() as session:
+        chunk = states.claim_chunk(session, first, "ws1@states", None)
+        states.cancel_job(session, job_id, actor="user")
+    assert job_status(database, job_id) == JobStatus.CANCELING
+    with database.session() as session:
+        assert not states.settle_cancel(session, job_id, actor="ws1@states")  # still rendering
+        states.finish_chunk(session, chunk, ChunkStatus.CANCELED, worker="ws1@states", reason="canceled")
+        assert states.settle_cancel(session, job_id, actor="ws1@states")
+    assert job_status(database, job_id) == JobStatus.CANCELED
+
+
+def test_cancel_without_running_chunks_is_immediate(database, job_id):
+    with database.session() as session:
+        states.cancel_job(session, job_id, actor="user")
+    assert job_status(database, job_id) == JobStatus.CANCELED
+
+
+def test_completed_jobs_cannot_be_canceled_or_retried(database, job_id):
+    with database.session() as session:
+        for status in (JobStatus.PACKAGING, JobStatus.UPLOADING):
+            assert states.move_job(session, job_id, status)
+        assert states.complete_job(session, job_id, asset_key="k", asset_filename="f.zip", asset_size=1, actor="w")
+    with database.session() as session, pytest.raises(IllegalTransition):
+        states.cancel_job(session, job_id, actor="user")
+    with database.session() as session, pytest.raises(IllegalTransition):
+        states.retry_job(session, job_id, actor="user")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"), [(JobStatus.QUEUED, JobStatus.COMPLETED), (JobStatus.QUEUED, JobStatus.UPLOADING)]
+)
+def test_illegal_job_moves_are_refused(database, job_id, old, new):
+    assert job_status(database, job_id) == old
+    with database.session() as session:
+        assert states.move_job(session, job_id, new) is False
+        with pytest.raises(IllegalTransition):
+            states.move_job(session, job_id, new, strict=True)
+    assert job_status(database, job_id) == old
+
+
+def test_retry_requeues_only_unfinished_chunks(database, job_id):
+    first, second, third = chunk_ids(database, job_id)
+    with database.session() as session:
+        chunk = states.claim_chunk(session, first, "ws1@states", None)
+        for frame in (1, 2):
+            states.frame_done(
+                session,
+                job_id,
+                frame,
+                worker="ws1@states",
+                render_time_ms=5,
+                device="CPU",
+                image_key="k",
+                sha256="a" * 64,
+                size=1,
+            )
+        states.finish_chunk(session, chunk, ChunkStatus.DONE, worker="ws1@states")
+        chunk = states.claim_chunk(session, second, "ws1@states", None)
+        states.finish_chunk(session, chunk, ChunkStatus.FAILED, worker="ws1@states", reason="boom")
+        states.fail_job(session, job_id, "boom", actor="ws1@states")
+    with database.session() as session:
+        assert sorted(states.retry_job(session, job_id, actor="user")) == [second, third]
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        assert job.status == JobStatus.QUEUED and job.error is None and job.frames_rendered == 2
+        assert session.get(Chunk, first).status == ChunkStatus.DONE
+        assert session.get(Chunk, second).status == ChunkStatus.QUEUED
+        left = session.scalar(
+            select(func.count()).select_from(Frame).where(Frame.job_id == job_id, Frame.status == FrameStatus.QUEUED)
+        )
+        assert left == 4
+
+
+def test_worker_lifecycle(database):
+    name = f"w-{uuid.uuid4().hex[:6]}@test"
+    with database.session() as session:
+        states.register_worker(session, name, devices=["CPU"], queues=["farm"], pid=1)
+    with database.session() as session:
+        states.set_worker_enabled(session, name, False, actor="user")
+        states.heartbeat(session, name)
+    with database.session() as session:
+        assert session.get(Worker, name).status == WorkerStatus.DISABLED  # heartbeats do not re-enable
+        states.set_worker_enabled(session, name, True, actor="user")
+        assert states.worker_offline(session, name, "stopped heartbeating")
+    with database.session() as session:
+        assert session.get(Worker, name).status == WorkerStatus.OFFLINE
+        states.heartbeat(session, name)
+    with database.session() as session:
+        assert session.get(Worker, name).status == WorkerStatus.ONLINE
+        kinds = session.execute(select(Event.old, Event.new).where(Event.subject == name).order_by(Event.id)).all()
+        assert kinds == [
+            (None, "ONLINE"),
+            ("ONLINE", "DISABLED"),
+            ("DISABLED", "ONLINE"),
+            ("ONLINE", "OFFLINE"),
+            ("OFFLINE", "ONLINE"),
+        ]

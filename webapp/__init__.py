@@ -1,0 +1,43 @@
+"""The web app: the JSON API under /api and the pages people use. Built by `create_app`, one `init_app` per part."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from farm.celery_app import make_celery
+from farm.config import Settings, load_settings
+from farm.db import engine_options, init_db
+from farm.storage import open_storage
+from webapp import errors, pages
+from webapp.api import bp as api_bp
+from webapp.extensions import db
+
+
+def create_app(settings: Settings | None = None, config: Mapping[str, Any] | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.database_url),
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes + 2**20,  # the form fields ride along with the file
+        MAX_FORM_MEMORY_SIZE=2**20,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(config or {})
+    app.extensions["farm"] = settings
+    app.extensions["farm.storage"] = storage = open_storage(settings)
+    app.extensions["celery"] = make_celery(settings)
+
+    db.init_app(app)
+    with app.app_context():
+        init_db(db.engine)
+    storage.ensure_ready()
+
+    errors.init_app(app)
+    app.register_blueprint(api_bp)
+    pages.init_app(app)
+    return app

@@ -1,0 +1,214 @@
+"""Jobs: submit, list and search, read, cancel, retry; their frames, chunks, logs, events and the zip."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Response, jsonify, redirect, request, send_file, url_for
+from sqlalchemy import func, or_, select
+
+from farm import planning, states
+from farm.dispatch import assign_task_ids, send_chord
+from farm.errors import Conflict, NotFound, ValidationError
+from farm.models import Chunk, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
+from farm.storage import FileStorage
+from farm.submission import create_job, discard_upload, parse_form, save_upload
+from webapp import services
+from webapp.api import bp
+from webapp.api.serializers import chunk_json, event_json, frame_json, job_json, running_chunks
+from webapp.auth import current_actor
+from webapp.extensions import db
+
+log = logging.getLogger(__name__)
+
+
+def get_job(job_id: str) -> Job:
+    job = db.session.get(Job, job_id) if len(job_id) <= 36 else None
+    if job is None:
+        raise NotFound(f"job {job_id}")
+    return job
+
+
+def one_job(job: Job) -> dict[str, Any]:
+    return {"job": job_json(job, running_chunks(db.session, [job.id]).get(job.id, 0))}
+
+
+def _query_int(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise ValidationError(name, "out_of_range", f"{name} must be a whole number from {lo} to {hi}")
+    return int(raw)
+
+
+def dispatch(job: Job, chunk_ids: list[int]) -> None:
+    """Record task ids, commit, then send the chord: a worker never sees a chunk the database lacks."""
+    task_ids = assign_task_ids(db.session, chunk_ids)
+    db.session.commit()
+    send_chord(services.celery(), job.id, task_ids, priority=job.priority, queue=job.queue)
+
+
+def online_slots() -> int:
+    return db.session.execute(
+        select(func.count()).select_from(Worker).where(Worker.status == WorkerStatus.ONLINE)
+    ).scalar_one()
+
+
+@bp.post("/jobs")
+def submit_job() -> tuple[Response, int, dict[str, str]]:
+    """Upload a .blend (or a .zip project with `main`) and the render settings; answers 201 with the job."""
+    settings = services.settings()
+    form = parse_form(request.form, settings)
+    upload_file = request.files.get("file")
+    upload = save_upload(
+        upload_file.stream if upload_file else None, upload_file.filename if upload_file else None, settings
+    )
+    try:
+        job = create_job(
+            db.session, services.storage(), settings, upload, form, owner=current_actor(), slots=online_slots()
+        )
+        db.session.flush()
+        chunk_ids = list(db.session.scalars(select(Chunk.id).where(Chunk.job_id == job.id).order_by(Chunk.index)))
+        dispatch(job, chunk_ids)
+    finally:
+        discard_upload(upload)
+    location = url_for("api.read_job", job_id=job.id)
+    return jsonify(one_job(job)), 201, {"Location": location}
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    """Newest first. Query: status (one of the contract's), q (name contains), limit (1-500), offset."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id)
+    status = request.args.get("status", "").strip().upper()
+    if status:
+        wanted = [s.strip() for s in status.split(",")]
+        unknown = [s for s in wanted if s not in JobStatus.__members__]
+        if unknown:
+            raise ValidationError(
+                "status", "unknown_choice", f"status must be one of {', '.join(JobStatus)}, got {unknown[0]!r}"
+            )
+        query = query.where(Job.status.in_(wanted))
+    q = request.args.get("q", "").strip()
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(Job.name.ilike(pattern, escape="\\"), Job.id == q))
+    limit = _query_int("limit", 50, 1, 500)
+    offset = _query_int("offset", 0, 0, 10**9)
+    total = db.session.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
+    jobs = db.session.scalars(query.limit(limit).offset(offset)).all()
+    running = running_chunks(db.session, [j.id for j in jobs])
+    return jsonify(
+        {"jobs": [job_json(j, running.get(j.id, 0)) for j in jobs], "total": total, "limit": limit, "offset": offset}
+    )
+
+
+@bp.get("/jobs/<job_id>")
+def read_job(job_id: str) -> Response:
+    return jsonify(one_job(get_job(job_id)))
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> tuple[Response, int]:
+    """202; the job is CANCELING until no chunk renders (Blender is killed within seconds), then CANCELED."""
+    job = get_job(job_id)
+    task_ids = [t for t in db.session.scalars(select(Chunk.task_id).where(Chunk.job_id == job.id)) if t]
+    states.cancel_job(db.session, job.id, actor=current_actor())
+    db.session.commit()
+    try:
+        services.celery().control.revoke(task_ids)
+    except Exception:  # queued tasks are skipped by the database check anyway
+        log.warning("could not broadcast revoke for job %s", job.id, exc_info=True)
+    db.session.refresh(job)
+    return jsonify(one_job(job)), 202
+
+
+@bp.post("/jobs/<job_id>/retry")
+def retry_job(job_id: str) -> tuple[Response, int]:
+    """202; re-renders only the frames that are not done, then packages again."""
+    job = get_job(job_id)
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELED):
+        raise Conflict(f"only FAILED or CANCELED jobs can be retried; this one is {job.status}")
+    chunk_ids = states.retry_job(db.session, job.id, actor=current_actor())
+    dispatch(job, chunk_ids)
+    db.session.refresh(job)
+    return jsonify(one_job(job)), 202
+
+
+@bp.get("/jobs/<job_id>/frames")
+def list_frames(job_id: str) -> Response:
+    job = get_job(job_id)
+    frames = db.session.scalars(select(Frame).where(Frame.job_id == job.id).order_by(Frame.frame))
+    return jsonify({"frames": [frame_json(f) for f in frames]})
+
+
+def _serve(key: str, filename: str, mimetype: str, *, as_attachment: bool) -> Response:
+    storage = services.storage()
+    if isinstance(storage, FileStorage):
+        return send_file(
+            storage.local_path(key),
+            mimetype=mimetype,
+            as_attachment=as_attachment,
+            download_name=filename,
+            max_age=3600,
+        )
+    url = storage.download_url(key, filename if as_attachment else None)
+    assert url is not None
+    return redirect(url, code=302)
+
+
+@bp.get("/jobs/<job_id>/frames/<int:frame>")
+def job_frame(job_id: str, frame: int) -> Response:
+    job = get_job(job_id)
+    row = db.session.scalars(select(Frame).where(Frame.job_id == job.id, Frame.frame == frame)).one_or_none()
+    if row is None:
+        raise NotFound(f"frame {frame} of job {job_id}")
+    if row.status != FrameStatus.DONE or not row.image_key:
+        raise Conflict(f"frame {frame} is {row.status}, not rendered yet")
+    ext = planning.EXTENSIONS[job.output_format]
+    name = planning.frame_filename(frame, ext, job.frame_end)
+    return _serve(row.image_key, name, planning.CONTENT_TYPES[ext], as_attachment=False)
+
+
+@bp.get("/jobs/<job_id>/asset")
+def job_asset(job_id: str) -> Response:
+    job = get_job(job_id)
+    if not job.asset_key or not job.asset_filename:
+        raise Conflict(f"the job is {job.status}; its zip is not ready")
+    return _serve(job.asset_key, job.asset_filename, "application/zip", as_attachment=True)
+
+
+@bp.get("/jobs/<job_id>/chunks")
+def list_chunks(job_id: str) -> Response:
+    job = get_job(job_id)
+    return jsonify({"chunks": [chunk_json(c) for c in job.chunks]})
+
+
+@bp.get("/jobs/<job_id>/chunks/<int:index>/log")
+def chunk_log(job_id: str, index: int) -> Response:
+    """The chunk's Blender log (stdout and stderr), a few seconds behind while it renders."""
+    job = get_job(job_id)
+    chunk = db.session.scalars(select(Chunk).where(Chunk.job_id == job.id, Chunk.index == index)).one_or_none()
+    if chunk is None:
+        raise NotFound(f"chunk {index} of job {job_id}")
+    if not chunk.log_key:
+        raise Conflict(f"chunk {index} has not started, so it has no log yet")
+    try:
+        text = services.storage().read_bytes(chunk.log_key)
+    except FileNotFoundError:
+        text = b""
+    return Response(text, mimetype="text/plain", headers={"X-Content-Type-Options": "nosniff"})
+
+
+@bp.get("/jobs/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    """The audit trail: every status change of the job, its chunks and frames, oldest first."""
+    job = get_job(job_id)
+    limit = _query_int("limit", 1000, 1, 100_000)
+    after = _query_int("after", 0, 0, 2**62)
+    events = db.session.scalars(
+        select(Event).where(Event.job_id == job.id, Event.id > after).order_by(Event.id).limit(limit)
+    )
+    return jsonify({"events": [event_json(e) for e in events]})

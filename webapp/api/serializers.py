@@ -1,0 +1,184 @@
+"""The contract's JSON shapes (JOB, frames, workers), built from rows plus the few aggregates they need."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import url_for
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from farm import planning
+from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job, Worker, WorkerStatus
+from webapp import services
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with a Z; SQLite hands back naive datetimes, which are UTC by construction."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def running_chunks(session: Session, job_ids: Sequence[str]) -> dict[str, int]:
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(Chunk.job_id, func.count())
+        .where(Chunk.job_id.in_(job_ids), Chunk.status == ChunkStatus.RENDERING)
+        .group_by(Chunk.job_id)
+    )
+    return {job_id: count for job_id, count in rows}
+
+
+def asset_url(job: Job) -> str | None:
+    if not job.asset_key:
+        return None
+    return services.storage().download_url(job.asset_key, job.asset_filename) or url_for(
+        "api.job_asset", job_id=job.id, _external=True
+    )
+
+
+def job_json(job: Job, running: int) -> dict[str, Any]:
+    average = round(job.render_ms_total / job.frames_rendered, 1) if job.frames_rendered else None
+    return {
+        "id": job.id,
+        "name": job.name,
+        "status": job.status,
+        "worker_host": job.worker_host,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "finished_at": iso(job.finished_at),
+        "owner": job.owner,
+        "error": job.error,
+        "render": {
+            "frame_start": job.frame_start,
+            "frame_end": job.frame_end,
+            "frames_to_render": job.frames_to_render,
+            "frames_rendered": job.frames_rendered,
+            "latest_frame_rendered": job.latest_frame,
+            "average_render_time": average,
+            "eta_seconds": planning.eta_seconds(job.frames_to_render - job.frames_rendered, average, running),
+            "chunks_rendering": running,
+        },
+        "settings": {
+            "chunk_size": job.chunk_size,
+            "engine": job.engine,
+            "samples": job.samples,
+            "resolution_x": job.resolution_x,
+            "resolution_y": job.resolution_y,
+            "resolution_percentage": job.resolution_percentage,
+            "output_format": job.output_format,
+            "device": job.device,
+            "priority": job.priority,
+        },
+        "source": {
+            "kind": job.source_kind,
+            "sha256": job.source_sha256,
+            "main": job.main,
+            "scene": job.scene.get("scene"),
+            "blender": job.scene.get("blender"),
+        },
+        "asset": {"filename": job.asset_filename, "url": asset_url(job), "size": job.asset_size}
+        if job.asset_key
+        else None,
+        "version": job.version,
+    }
+
+
+def frame_json(frame: Frame) -> dict[str, Any]:
+    done = frame.status == FrameStatus.DONE
+    return {
+        "frame": frame.frame,
+        "status": frame.status,
+        "render_time": frame.render_time_ms,
+        "worker": frame.worker,
+        "device": frame.device,
+        "sha256": frame.sha256,
+        "url": url_for("api.job_frame", job_id=frame.job_id, frame=frame.frame, _external=True) if done else None,
+    }
+
+
+def chunk_json(chunk: Chunk) -> dict[str, Any]:
+    return {
+        "index": chunk.index,
+        "frame_start": chunk.frame_start,
+        "frame_end": chunk.frame_end,
+        "status": chunk.status,
+        "attempts": chunk.attempts,
+        "worker": chunk.worker,
+        "started_at": iso(chunk.started_at),
+        "finished_at": iso(chunk.finished_at),
+        "error": chunk.error,
+        "log_url": url_for("api.chunk_log", job_id=chunk.job_id, index=chunk.index, _external=True)
+        if chunk.log_key
+        else None,
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": iso(event.created_at),
+        "kind": event.kind,
+        "subject": event.subject,
+        "from": event.old,
+        "to": event.new,
+        "reason": event.reason,
+        "actor": event.actor,
+    }
+
+
+def worker_status(worker: Worker, now: datetime, timeout_s: float) -> str:
+    """A worker whose heartbeat is older than the timeout shows as OFFLINE even before the janitor says so."""
+    beat = worker.last_heartbeat if worker.last_heartbeat.tzinfo else worker.last_heartbeat.replace(tzinfo=UTC)
+    if worker.status == WorkerStatus.ONLINE and now - beat > timedelta(seconds=timeout_s):
+        return WorkerStatus.OFFLINE
+    return worker.status
+
+
+def workers_json(session: Session, hostname: str | None = None) -> list[dict[str, Any]]:
+    """All workers (or the one named), with their pace from the frames they rendered."""
+    stats = {
+        host: (count, avg)
+        for host, count, avg in session.execute(
+            select(Frame.worker, func.count(), func.avg(Frame.render_time_ms))
+            .where(Frame.status == FrameStatus.DONE, Frame.worker.is_not(None))
+            .group_by(Frame.worker)
+        )
+    }
+    current = {c.id: c for c in session.scalars(select(Chunk).join(Worker, Worker.current_chunk_id == Chunk.id))}
+    now = datetime.now(UTC)
+    timeout = services.settings().worker_timeout_seconds
+    out = []
+    query = select(Worker).order_by(Worker.hostname)
+    if hostname is not None:
+        query = query.where(Worker.hostname == hostname)
+    for worker in session.scalars(query):
+        count, avg = stats.get(worker.hostname, (0, None))
+        chunk = current.get(worker.current_chunk_id) if worker.current_chunk_id else None
+        out.append(
+            {
+                "hostname": worker.hostname,
+                "status": worker_status(worker, now, timeout),
+                "devices": worker.devices,
+                "queues": worker.queues,
+                "last_heartbeat": iso(worker.last_heartbeat),
+                "started_at": iso(worker.started_at),
+                "current": {
+                    "job_id": chunk.job_id,
+                    "chunk": chunk.index,
+                    "frame_start": chunk.frame_start,
+                    "frame_end": chunk.frame_end,
+                }
+                if chunk
+                else None,
+                "frames_rendered": count,
+                "average_render_time": round(avg, 1) if avg is not None else None,
+            }
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Render-node code: the Celery tasks, the Blender runner and the script Blender runs."""

@@ -1,0 +1,80 @@
+"""A worker process's life as the database sees it: register with its devices, heartbeat, go OFFLINE on exit.
+
+Runs in the worker's main process (Celery signals), not in the pool children that render; the janitor runs here
+too, so the embedded default (where nothing else runs) recovers lost work as well. The database is the
+truth for DISABLED: each heartbeat reads the status back and starts or stops consuming to match, so a disable
+survives a lost broadcast or a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+from farm import states
+from farm.dispatch import set_worker_consuming
+from farm.janitor import Janitor
+from farm.models import WorkerStatus
+from workers.context import get_context
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+def cpu_description() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"CPU: {model} ({os.cpu_count()} threads)"
+
+
+def _heartbeat_loop(app: Celery, hostname: str, queues: list[str], consuming: bool) -> None:
+    ctx = get_context()
+    while not _stop.wait(ctx.settings.heartbeat_seconds):
+        try:
+            with ctx.db.session() as session:
+                status = states.heartbeat(session, hostname)
+            wanted = status != WorkerStatus.DISABLED
+            if wanted != consuming:
+                set_worker_consuming(app, hostname, queues, wanted)
+                consuming = wanted
+                log.info("worker %s %s consuming", hostname, "resumed" if wanted else "stopped")
+        except Exception:  # a database or broker outage must not kill the heartbeat; the next beat retries
+            log.exception("heartbeat failed")
+
+
+@worker_ready.connect
+def register(sender: Any, **_: Any) -> None:
+    hostname = sender.hostname
+    ctx = get_context()
+    ctx.storage.ensure_ready()
+    queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
+    with ctx.db.session() as session:
+        states.register_worker(session, hostname, devices=[cpu_description()], queues=queues, pid=os.getpid())
+        status = states.heartbeat(session, hostname)
+    consuming = True
+    if status == WorkerStatus.DISABLED:
+        set_worker_consuming(sender.app, hostname, queues, False)
+        consuming = False
+    threading.Thread(
+        target=_heartbeat_loop, args=(sender.app, hostname, queues, consuming), name="farm-heartbeat", daemon=True
+    ).start()
+    janitor = Janitor(ctx.db, sender.app, ctx.settings, name=f"janitor@{hostname}")
+    threading.Thread(target=janitor.run, args=(_stop,), name="farm-janitor", daemon=True).start()
+    log.info("worker %s registered (%s)", hostname, status)
+
+
+@worker_shutdown.connect
+def unregister(sender: Any, **_: Any) -> None:
+    _stop.set()
+    with get_context().db.session() as session:
+        states.worker_offline(session, sender.hostname, "worker shut down")

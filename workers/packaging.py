@@ -1,0 +1,161 @@
+"""Package a finished job: stream every frame from storage into one zip on local disk (memory stays flat however
+many frames there are), check each frame against the sha256 recorded when it was stored, add `manifest.json`, and
+upload the zip with boto3's managed (multipart) transfer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import select
+
+from farm import planning, states
+from farm.models import Frame, FrameStatus, Job, JobStatus
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+COPY_BLOCK = 1024 * 1024
+
+
+class FrameCorrupt(RuntimeError):
+    pass
+
+
+def start_packaging(ctx: WorkerContext, job_id: str, actor: str, *, resume: bool) -> Job | None:
+    """Move the job to PACKAGING if every frame is done; None if it is not ready or someone else has it."""
+    with ctx.db.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return None
+        if resume and job.status in (JobStatus.PACKAGING, JobStatus.UPLOADING):
+            return job
+        if job.frames_rendered < job.frames_to_render:
+            return None  # chunks still render or retry; the last one to finish sends packaging again
+        if not states.move_job(
+            session,
+            job_id,
+            JobStatus.PACKAGING,
+            reason="all frames rendered",
+            actor=actor,
+            only_from=[JobStatus.QUEUED, JobStatus.RENDERING],
+        ):
+            return None
+        return job
+
+
+def build_zip(ctx: WorkerContext, job: Job, dest: Path) -> int:
+    """Write the job's zip to `dest`; returns the number of frames in it."""
+    with ctx.db.session() as session:
+        frames = session.execute(
+            select(Frame.frame, Frame.image_key, Frame.sha256, Frame.render_time_ms, Frame.worker, Frame.device)
+            .where(Frame.job_id == job.id, Frame.status == FrameStatus.DONE)
+            .order_by(Frame.frame)
+        ).all()
+    manifest = []
+    ext = planning.EXTENSIONS[job.output_format]
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for frame, key, sha256, render_ms, worker, device in frames:
+            name = planning.frame_filename(frame, ext, job.frame_end)
+            digest = hashlib.sha256()
+            entry = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
+            with ctx.storage.open(key) as src, archive.open(entry, "w", force_zip64=True) as out:
+                while block := src.read(COPY_BLOCK):
+                    digest.update(block)
+                    out.write(block)
+            if digest.hexdigest() != sha256:
+                raise FrameCorrupt(f"frame {frame} in storage does not match its recorded sha256")
+            manifest.append(
+                {
+                    "frame": frame,
+                    "file": name,
+                    "render_time": render_ms,
+                    "worker": worker,
+                    "device": device,
+                    "sha256": sha256,
+                }
+            )
+        archive.writestr(
+            "manifest.json",
+            json.dumps(
+                {
+                    "job": job.id,
+                    "name": job.name,
+                    "frame_start": job.frame_start,
+                    "frame_end": job.frame_end,
+                    "output_format": job.output_format,
+                    "frames": manifest,
+                },
+                indent=2,
+            ),
+        )
+    return len(manifest)
+
+
+@contextmanager
+def packaging_lease(ctx: WorkerContext, job_id: str) -> Iterator[None]:
+    """Touch the job while packaging runs, so the janitor can tell a slow packager from a dead one."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(ctx.settings.heartbeat_seconds):
+            try:
+                with ctx.db.session() as session:
+                    states.touch_job(session, job_id)
+            except Exception:  # an outage: the packager itself will wait it out or fail and retry
+                log.warning("could not renew the packaging lease of job %s", job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name="packaging-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = False) -> str:
+    """PACKAGING → UPLOADING → COMPLETED; returns what happened, for the task's result. `resume` picks up a job
+    left in PACKAGING or UPLOADING by a packager that failed or died."""
+    job = start_packaging(ctx, job_id, actor, resume=resume)
+    if job is None:
+        return "not ready"
+    filename = planning.zip_filename(job.name, job.frame_start, job.frame_end)
+    key = f"jobs/{job.id}/{filename}"
+    tmp_dir = ctx.settings.cache_dir / "zips"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{job.id}-", suffix=".zip", dir=tmp_dir)
+    os.close(fd)
+    try:
+        with packaging_lease(ctx, job_id):
+            count = build_zip(ctx, job, Path(tmp))
+            with ctx.db.session() as session:
+                moved = states.move_job(
+                    session,
+                    job_id,
+                    JobStatus.UPLOADING,
+                    actor=actor,
+                    reason=f"zip of {count} frames built",
+                    only_from=[JobStatus.PACKAGING],
+                )
+            if not moved and not resume:
+                return "no longer packaging"
+            size = os.path.getsize(tmp)
+            ctx.storage.put_file(key, tmp, "application/zip")
+            with ctx.db.session() as session:
+                states.complete_job(
+                    session, job_id, asset_key=key, asset_filename=filename, asset_size=size, actor=actor
+                )
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    log.info("job %s packaged: %s (%d bytes)", job_id, key, size)
+    return "completed"

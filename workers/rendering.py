@@ -1,0 +1,360 @@
+"""Render one chunk: claim it in the database, run Blender on its unfinished frames, store each frame the moment
+Blender writes it, and end the chunk as DONE, CANCELED, or FAILED with Blender's words — then retry it on another
+worker while attempts remain.
+
+Database and storage outages are ridden out with backoff (a frame Blender finished is never dropped because S3 or
+Postgres blinked); the chunk's heartbeat tells the janitor this renderer is alive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import select, update
+
+from farm import planning, states
+from farm.blender import blender_command, blender_error
+from farm.dispatch import new_task_id, send_packaging, send_render
+from farm.models import Chunk, ChunkStatus, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
+from farm.retrying import is_transient, with_retries
+from farm.scheduling import failures, place_chunk
+from farm.storage import sha256_file
+from workers.blender_process import BlenderProcess
+from workers.context import WorkerContext
+from workers.source_cache import local_blend
+
+log = logging.getLogger(__name__)
+RENDER_SCRIPT = Path(__file__).with_name("render_script.py")
+LOG_UPLOAD_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """A snapshot of what the chunk needs, taken in the claiming transaction."""
+
+    job_id: str
+    chunk_id: int
+    index: int
+    attempt: int
+    frames: list[int]
+    last_frame: int
+    priority: int
+    queue: str
+    source_key: str
+    source_sha256: str
+    source_kind: str
+    main: str | None
+    spec: dict[str, Any]
+
+    @property
+    def ext(self) -> str:
+        return planning.EXTENSIONS[self.spec["output_format"]]
+
+    @property
+    def log_key(self) -> str:
+        return f"jobs/{self.job_id}/logs/chunk-{self.index:04d}-attempt-{self.attempt}.log"
+
+    def frame_key(self, frame: int, sha256: str) -> str:
+        """Content-addressed, so two renderers of one frame can never overwrite each other's bytes."""
+        name = planning.frame_filename(frame, self.ext, self.last_frame)
+        stem, ext = name.rsplit(".", 1)
+        return f"jobs/{self.job_id}/frames/{stem}-{sha256[:16]}.{ext}"
+
+
+def worker_disabled(ctx: WorkerContext, worker: str) -> bool:
+    with ctx.db.session() as session:
+        return session.scalar(select(Worker.status).where(Worker.hostname == worker)) == WorkerStatus.DISABLED
+
+
+def claim(ctx: WorkerContext, job_id: str, chunk_id: int, worker: str, task_id: str | None) -> ChunkWork | None:
+    stale_before = utcnow() - timedelta(seconds=ctx.settings.worker_timeout_seconds)
+    with ctx.db.session() as session:
+        chunk = states.claim_chunk(session, chunk_id, worker, task_id, stale_before=stale_before)
+        if chunk is None:
+            return None
+        job = session.get(Job, job_id)
+        assert job is not None
+        frames = session.scalars(
+            select(Frame.frame)
+            .where(Frame.chunk_id == chunk_id, Frame.status != FrameStatus.DONE)
+            .order_by(Frame.frame)
+        ).all()
+        work = ChunkWork(
+            job_id=job_id,
+            chunk_id=chunk_id,
+            index=chunk.index,
+            attempt=chunk.attempts,
+            frames=list(frames),
+            last_frame=job.frame_end,
+            priority=job.priority,
+            queue=job.queue,
+            source_key=job.source_key,
+            source_sha256=job.source_sha256,
+            source_kind=job.source_kind,
+            main=job.main,
+            spec={
+                "engine": job.engine,
+                "samples": job.samples,
+                "resolution_x": job.resolution_x,
+                "resolution_y": job.resolution_y,
+                "resolution_percentage": job.resolution_percentage,
+                "output_format": job.output_format,
+                "device": job.device,
+            },
+        )
+        session.execute(update(Chunk).where(Chunk.id == chunk_id).values(log_key=work.log_key))
+        return work
+
+
+class ChunkRun:
+    """The Blender side of one chunk: events in, frames stored, reasons kept."""
+
+    def __init__(self, ctx: WorkerContext, work: ChunkWork, worker: str) -> None:
+        self.ctx, self.work, self.worker = ctx, work, worker
+        self.device: str | None = None
+        self.error: str | None = None
+        self.stored: set[int] = set()
+        self.workdir = ctx.settings.cache_dir / "work" / f"{work.job_id}-{work.index}-{work.attempt}"
+        self.log_path = self.workdir / "blender.log"
+        self.log_uploaded_at = time.monotonic()
+        self.beat_at = time.monotonic()
+        self.lost = False
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "ready":
+            self.device = event.get("device")
+        elif kind == "error":
+            self.error = str(event.get("message"))
+        elif kind == "frame":
+            self.store_frame(int(event["frame"]), Path(event["path"]), float(event["ms"]))
+
+    def store_frame(self, frame: int, path: Path, render_ms: float) -> None:
+        """Upload (unless these exact bytes are already stored) and record; outages are waited out."""
+        sha256, size = sha256_file(path), path.stat().st_size
+        key = self.work.frame_key(frame, sha256)
+        storage = self.ctx.storage
+        with_retries(
+            lambda: storage.exists(key) or storage.put_file(key, path, planning.CONTENT_TYPES[self.work.ext]),
+            what=f"storing frame {frame}",
+        )
+
+        def record() -> str | None:
+            with self.ctx.db.session() as session:
+                if states.frame_done(
+                    session,
+                    self.work.job_id,
+                    frame,
+                    worker=self.worker,
+                    render_time_ms=render_ms,
+                    device=self.device,
+                    image_key=key,
+                    sha256=sha256,
+                    size=size,
+                ):
+                    return key
+                return session.scalar(
+                    select(Frame.image_key).where(Frame.job_id == self.work.job_id, Frame.frame == frame)
+                )
+
+        recorded = with_retries(record, what=f"recording frame {frame}")
+        if recorded != key:  # another renderer stored this frame first; keep theirs, drop ours
+            with_retries(lambda: storage.delete(key), what=f"dropping a duplicate of frame {frame}")
+        path.unlink(missing_ok=True)
+        self.stored.add(frame)
+
+    def should_stop(self) -> str | None:
+        """A reason to kill Blender now: the job was canceled or failed, or the chunk is no longer ours."""
+        if self.lost:
+            return "chunk taken back"
+        try:
+            with self.ctx.db.session() as session:
+                job_status, chunk_status, owner = session.execute(
+                    select(Job.status, Chunk.status, Chunk.worker)
+                    .join(Chunk, Chunk.job_id == Job.id)
+                    .where(Chunk.id == self.work.chunk_id)
+                ).one()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return None  # the database is away: keep rendering, frames wait in the retry loop
+        if job_status in (JobStatus.CANCELING, JobStatus.CANCELED):
+            return "canceled"
+        if job_status == JobStatus.FAILED:
+            return "job failed"
+        if chunk_status != ChunkStatus.RENDERING or owner != self.worker:
+            return "chunk taken back"
+        return None
+
+    def on_tick(self) -> None:
+        """Every second while Blender runs: heartbeat the chunk, and keep the stored log a few seconds behind."""
+        now = time.monotonic()
+        if now - self.beat_at >= self.ctx.settings.heartbeat_seconds:
+            self.beat_at = now
+            try:
+                with self.ctx.db.session() as session:
+                    self.lost = not states.chunk_heartbeat(session, self.work.chunk_id, self.worker)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+        if now - self.log_uploaded_at >= LOG_UPLOAD_SECONDS:
+            self.upload_log()
+
+    def upload_log(self) -> None:
+        """Best effort: a log that cannot be stored now is stored at the next tick or at the end."""
+        self.log_uploaded_at = time.monotonic()
+        if not self.log_path.is_file():
+            return
+        try:
+            self.ctx.storage.put_file(self.work.log_key, self.log_path, "text/plain; charset=utf-8")
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("could not store the log of chunk %s/%s: %s", self.work.job_id, self.work.index, exc)
+
+    def run(self) -> tuple[ChunkStatus, str | None]:
+        """Render every frame of the chunk; the chunk's end status and, if not DONE, why."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            blend = with_retries(
+                lambda: local_blend(
+                    self.ctx.storage,
+                    self.ctx.settings.cache_dir,
+                    key=self.work.source_key,
+                    sha256=self.work.source_sha256,
+                    kind=self.work.source_kind,
+                    main=self.work.main,
+                    max_bytes=self.ctx.settings.cache_max_bytes,
+                ),
+                what="fetching the scene",
+            )
+        except (OSError, RuntimeError) as exc:
+            return ChunkStatus.FAILED, f"could not fetch the scene: {exc}"
+        spec = dict(self.work.spec, blend=str(blend), out=str(self.workdir / "out"), frames=self.work.frames)
+        argv = blender_command(self.ctx.settings, RENDER_SCRIPT, [json.dumps(spec)])
+        process = BlenderProcess(argv, self.log_path)
+        outcome = process.run(
+            self.on_event,
+            should_stop=self.should_stop,
+            on_tick=self.on_tick,
+            stall_seconds=self.ctx.settings.frame_timeout_seconds,
+        )
+        self.upload_log()
+        missing = [f for f in self.work.frames if f not in self.stored]
+        if outcome.stopped in ("canceled", "job failed", "chunk taken back"):
+            return ChunkStatus.CANCELED, outcome.stopped
+        if not missing and outcome.returncode == 0:
+            return ChunkStatus.DONE, None
+        reason = self.error or outcome.stopped or blender_error(outcome.log_tail)
+        if outcome.returncode and outcome.returncode < 0:
+            reason = f"Blender was killed by signal {-outcome.returncode}: {reason}"
+        return ChunkStatus.FAILED, reason
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def pass_on_if_blocklisted(ctx: WorkerContext, celery: Celery, job_id: str, chunk_id: int, worker: str) -> str | None:
+    """A worker blocklisted for this job hands the chunk to another worker (or fails the job if none is left)."""
+    with ctx.db.session() as session:
+        chunk = session.get(Chunk, chunk_id)
+        if chunk is None or chunk.status != ChunkStatus.QUEUED:
+            return None
+        if not failures(session, job_id).blocklisted(worker, ctx.settings.blocklist_failures):
+            return None
+        job = session.get(Job, job_id)
+        assert job is not None
+        placement = place_chunk(session, job_id, chunk.index, queue=job.queue, settings=ctx.settings, asking=worker)
+        if placement.refused:
+            states.fail_job(session, job_id, f"chunk {chunk.index} cannot be placed: {placement.refused}", actor=worker)
+            return "refused"
+        task_id = new_task_id()
+        if not states.replace_task(session, chunk_id, chunk.task_id, task_id):
+            return "raced"
+    send_render(celery, job_id, chunk_id, task_id, queue=job.queue, priority=job.priority, worker=placement.worker)
+    return f"passed to {placement.worker or 'the shared queue'}"
+
+
+def retry_or_fail(ctx: WorkerContext, celery: Celery, work: ChunkWork, chunk: Chunk, reason: str, worker: str) -> None:
+    """After a failure: re-queue on a worker that has not failed it while attempts remain, else fail the job."""
+    with ctx.db.session() as session:
+        if work.attempt >= ctx.settings.chunk_attempts:
+            states.fail_job(
+                session,
+                work.job_id,
+                f"chunk {work.index} (frames {chunk.frame_start}-"
+                f"{chunk.frame_end}) failed {work.attempt} times; last: {reason}",
+                actor=worker,
+            )
+            return
+        placement = place_chunk(
+            session, work.job_id, work.index, queue=work.queue, settings=ctx.settings, asking=worker
+        )
+        if placement.refused:
+            states.fail_job(
+                session, work.job_id, f"chunk {work.index} failed ({reason}) and {placement.refused}", actor=worker
+            )
+            return
+        task_id = new_task_id()
+        if not states.requeue_chunk(
+            session,
+            chunk,
+            task_id=task_id,
+            actor=worker,
+            reason=f"retry {work.attempt + 1} of {ctx.settings.chunk_attempts}",
+        ):
+            return
+    send_render(
+        celery,
+        work.job_id,
+        work.chunk_id,
+        task_id,
+        queue=work.queue,
+        priority=work.priority,
+        worker=placement.worker,
+    )
+
+
+def render_chunk(
+    ctx: WorkerContext, celery: Celery, job_id: str, chunk_id: int, *, worker: str, task_id: str | None
+) -> str:
+    """The whole life of one chunk on this worker; returns what happened (for the task's result)."""
+    passed = pass_on_if_blocklisted(ctx, celery, job_id, chunk_id, worker)
+    if passed:
+        return passed
+    work = with_retries(lambda: claim(ctx, job_id, chunk_id, worker, task_id), what="claiming a chunk")
+    if work is None:
+        with ctx.db.session() as session:
+            states.settle_cancel(session, job_id, actor=worker)
+        return "skipped"
+    run = ChunkRun(ctx, work, worker)
+    try:
+        status, reason = run.run() if work.frames else (ChunkStatus.DONE, None)
+    finally:
+        run.cleanup()
+    log.info("chunk %s/%s ended %s%s", job_id, work.index, status, f": {reason}" if reason else "")
+    if status == ChunkStatus.CANCELED and reason == "chunk taken back":
+        return "taken back"
+
+    def finish() -> tuple[Chunk, bool]:
+        with ctx.db.session() as session:
+            chunk = session.get(Chunk, chunk_id)
+            assert chunk is not None
+            states.finish_chunk(session, chunk, status, worker=worker, reason=reason, log_key=work.log_key)
+            states.settle_cancel(session, job_id, actor=worker)
+            return chunk, status == ChunkStatus.DONE and states.chunks_left(session, job_id) == 0
+
+    chunk, all_done = with_retries(finish, what="recording the chunk's end")
+    if status == ChunkStatus.FAILED:
+        retry_or_fail(ctx, celery, work, chunk, reason or "unknown", worker)
+    if all_done:
+        send_packaging(celery, job_id, queue=work.queue)
+    return str(status)
