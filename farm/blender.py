@@ -11,6 +11,8 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,30 +72,61 @@ def blender_error(output: str, limit: int = 12) -> str:
     return "\n".join((wanted or lines)[-limit:]).strip() or "Blender exited without saying why"
 
 
-def run_script(settings: Settings, script: Path, args: list[str], timeout: float) -> list[dict[str, Any]]:
-    """Run a short Blender script to completion; its events, or BlenderFailed with Blender's words."""
+def run_script(
+    settings: Settings, script: Path, args: list[str], timeout: float, *, then: tuple[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """Run a short Blender script to completion; its events, or BlenderFailed with Blender's words.
+    `then=(event, seconds)`: once that event arrives, allow only `seconds` more and then stop Blender, keeping the
+    events so far (the probe frame of a scene too slow to time fully)."""
     argv = blender_command(settings, script, args)
-    try:
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, errors="replace", stdin=subprocess.DEVNULL
-        )
-    except subprocess.TimeoutExpired:
-        raise BlenderFailed(f"Blender did not finish within {timeout:.0f} s") from None
-    events = [e for e in map(parse_event, proc.stdout.splitlines()) if e]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", stdin=subprocess.DEVNULL
+    )
+    lines: list[str] = []
+    deadline = [time.monotonic() + timeout]
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if then and (event := parse_event(line)) and event.get("event") == then[0]:
+                deadline[0] = time.monotonic() + then[1]
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while reader.is_alive() and time.monotonic() < deadline[0]:
+        reader.join(0.05)
+    cut = reader.is_alive()
+    if cut:
+        proc.kill()
+        reader.join(10)
+    returncode = proc.wait()
+    assert proc.stdout is not None
+    proc.stdout.close()
+    events = [e for e in map(parse_event, lines) if e]
     errors = [e["message"] for e in events if e.get("event") == "error"]
     if errors:
         raise BlenderFailed(errors[-1])
-    if proc.returncode != 0:
-        raise BlenderFailed(blender_error(proc.stdout + "\n" + proc.stderr))
+    if cut and not (then and any(e.get("event") == then[0] for e in events)):
+        raise BlenderFailed(f"Blender did not finish within {timeout:.0f} s")
+    if returncode != 0 and not cut:
+        raise BlenderFailed(blender_error("".join(lines)))
     return events
 
 
-def probe_scene(settings: Settings, blend: Path) -> dict[str, Any]:
-    """Open the file in Blender (scripts off) and read the active scene's range, resolution and engine."""
-    events = run_script(settings, SCRIPTS / "scene_probe.py", [str(blend)], settings.probe_timeout_seconds)
+def probe_scene(settings: Settings, blend: Path, render: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Open the file in Blender (scripts off) and read the active scene's range, resolution and engine. With a
+    `render` spec (the job's settings, `frame`, `out`), also time one frame: `probe_frame_ms`, or None when it took
+    longer than FARM_PROBE_FRAME_SECONDS (then it was stopped)."""
+    args = [str(blend), *([json.dumps(render)] if render else [])]
+    then = ("scene", settings.probe_frame_seconds) if render else None
+    events = run_script(settings, SCRIPTS / "scene_probe.py", args, settings.probe_timeout_seconds, then=then)
     scenes = [e for e in events if e.get("event") == "scene"]
     if not scenes:
         raise BlenderFailed("Blender opened the file but reported no scene")
     scene = scenes[-1]
     scene.pop("event", None)
+    if render:
+        timed = [e["ms"] for e in events if e.get("event") == "probe_frame"]
+        scene["probe_frame_ms"] = timed[-1] if timed else None
     return scene

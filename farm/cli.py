@@ -7,6 +7,7 @@ Failures print one line on stderr and exit non-zero; there is never a traceback 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -200,15 +201,25 @@ def web(host: str, port: int, workers: int, threads: int) -> None:
     show_default=True,
     help="Chunks rendered at once (Blender already uses every core).",
 )
-@click.option("-Q", "--queues", help="Queues to consume (default: FARM_QUEUE).")
+@click.option("-Q", "--queues", help="Queues to consume (default: FARM_QUEUE, and its GPU queue if there is a GPU).")
+@click.option("--gpus", help="One worker process per GPU: 'all', or numbers as `farm devices` lists them (0,2).")
+@click.option("--cpu-workers", type=click.IntRange(0, 64), default=0, help="Also start N CPU-only worker processes.")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(name: str, concurrency: int, queues: str | None, loglevel: str) -> None:
-    """Start a render worker (a Celery worker process) on this machine."""
+def worker(name: str, concurrency: int, queues: str | None, gpus: str | None, cpu_workers: int, loglevel: str) -> None:
+    """Start a render worker (a Celery worker process) on this machine, or one per GPU with --gpus."""
+    from farm import devices
     from farm.celery_app import make_celery
     from farm.db import Database, init_db
 
     conf = settings()
     init_db(Database(conf.database_url).engine)
+    found = devices.from_env() or devices.detect(conf)
+    if gpus or cpu_workers:
+        from farm.supervisor import supervise
+
+        plans = devices.worker_plans(found, gpus=gpus, cpu_workers=cpu_workers, name=name, queue=conf.queue)
+        raise SystemExit(supervise(plans, concurrency=concurrency, loglevel=loglevel))
+    os.environ[devices.ENV] = devices.to_env(found)  # the pool processes inherit it: no second detection
     app = make_celery(conf)
     app.worker_main(
         [
@@ -216,12 +227,26 @@ def worker(name: str, concurrency: int, queues: str | None, loglevel: str) -> No
             f"--hostname={name}",
             f"--concurrency={concurrency}",
             f"--loglevel={loglevel}",
-            f"--queues={queues or conf.queue}",
+            f"--queues={queues or ','.join(devices.queues_for(conf.queue, found))}",
             "--pool=prefork",
             "--task-events",
             "--without-gossip",
         ]
     )
+
+
+@cli.command("devices")
+def list_devices() -> None:
+    """List the compute devices Cycles finds here, numbered as --gpus takes them."""
+    from farm import devices
+
+    found = devices.detect(settings())
+    for i, device in enumerate(devices.gpus(found)):
+        click.echo(f"{i}  {device.describe()}  [{device.id}]")
+    for device in devices.cpu_only(found):
+        click.echo(f"-  {device.describe()}")
+    if not devices.gpus(found):
+        click.echo(f"no GPU: {devices.NO_GPU}", err=True)
 
 
 @cli.command()

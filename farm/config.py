@@ -45,6 +45,11 @@ class Settings:
     blocklist_failures: int
     janitor_seconds: float
     visibility_seconds: float
+    warm_blender: bool
+    warm_max_chunks: int
+    warm_max_bytes: int
+    chunk_target_seconds: float
+    probe_frame_seconds: float
 
     @property
     def embedded_broker(self) -> bool:
@@ -76,6 +81,11 @@ class Settings:
             "FARM_CHUNK_ATTEMPTS": str(self.chunk_attempts),
             "FARM_BLOCKLIST_FAILURES": str(self.blocklist_failures),
             "FARM_JANITOR_SECONDS": str(self.janitor_seconds),
+            "FARM_WARM_BLENDER": "1" if self.warm_blender else "0",
+            "FARM_WARM_MAX_CHUNKS": str(self.warm_max_chunks),
+            "FARM_WARM_MAX_MB": str(self.warm_max_bytes // 2**20),
+            "FARM_CHUNK_TARGET_SECONDS": str(self.chunk_target_seconds),
+            "FARM_PROBE_FRAME_SECONDS": str(self.probe_frame_seconds),
         }
 
 
@@ -110,6 +120,17 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name} must be above 0, got {value}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
 
 
 def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
@@ -180,4 +201,9 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         blocklist_failures=_positive_int(env, "FARM_BLOCKLIST_FAILURES", 3),
         janitor_seconds=_positive_float(env, "FARM_JANITOR_SECONDS", 10.0),
         visibility_seconds=_positive_float(env, "FARM_BROKER_VISIBILITY_SECONDS", 6 * 3600.0),
+        warm_blender=_flag(env, "FARM_WARM_BLENDER", True),
+        warm_max_chunks=_positive_int(env, "FARM_WARM_MAX_CHUNKS", 50),
+        warm_max_bytes=_positive_int(env, "FARM_WARM_MAX_MB", 8192) * 2**20,
+        chunk_target_seconds=_positive_float(env, "FARM_CHUNK_TARGET_SECONDS", 60.0),
+        probe_frame_seconds=_positive_float(env, "FARM_PROBE_FRAME_SECONDS", 10.0),
     )

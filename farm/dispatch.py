@@ -21,6 +21,11 @@ PACKAGE_JOB = "farm.package_job"
 CHORD_FAILED = "farm.chord_failed"
 
 
+def broker_priority(priority: int) -> int:
+    """A job's priority (0-9, higher first) as Redis' priority queues take it: kombu pops step 0 first."""
+    return 9 - max(0, min(9, priority))
+
+
 def assign_task_ids(session: Session, chunk_ids: Sequence[int]) -> dict[int, str]:
     """Give each chunk the id of the task that will render it, recorded before anything is sent."""
     task_ids = {cid: new_task_id() for cid in chunk_ids}
@@ -37,10 +42,12 @@ def new_task_id() -> str:
 def send_chord(celery: Celery, job_id: str, task_ids: dict[int, str], *, priority: int, queue: str) -> str:
     """Dispatch the render tasks and the packaging callback; returns the chord's id."""
     header = [
-        celery.signature(RENDER_CHUNK, args=(job_id, cid), task_id=tid, queue=queue, priority=priority)
+        celery.signature(RENDER_CHUNK, args=(job_id, cid), task_id=tid, queue=queue, priority=broker_priority(priority))
         for cid, tid in task_ids.items()
     ]
-    body = celery.signature(PACKAGE_JOB, args=(job_id,), immutable=True, queue=queue, priority=priority)
+    body = celery.signature(
+        PACKAGE_JOB, args=(job_id,), immutable=True, queue=queue, priority=broker_priority(priority)
+    )
     body.on_error(celery.signature(CHORD_FAILED, kwargs={"job_id": job_id}, queue=queue))
     return chord(header, body).apply_async().id
 
@@ -60,7 +67,9 @@ def send_render(
     """One render task outside the chord (a retry, or a re-dispatch): to the shared queue, or to one worker's own
     queue when the scheduler picked it."""
     target = worker_direct(worker) if worker else queue
-    celery.send_task(RENDER_CHUNK, args=(job_id, chunk_id), task_id=task_id, queue=target, priority=priority)
+    celery.send_task(
+        RENDER_CHUNK, args=(job_id, chunk_id), task_id=task_id, queue=target, priority=broker_priority(priority)
+    )
 
 
 def retire_tasks(celery: Celery, task_ids: Sequence[str]) -> None:
@@ -72,4 +81,4 @@ def retire_tasks(celery: Celery, task_ids: Sequence[str]) -> None:
 
 def send_packaging(celery: Celery, job_id: str, *, queue: str, resume: bool = False) -> None:
     """Package outside the chord: the last chunk saw every frame done, or the janitor found packaging stalled."""
-    celery.send_task(PACKAGE_JOB, args=(job_id,), kwargs={"resume": resume}, queue=queue, priority=9)
+    celery.send_task(PACKAGE_JOB, args=(job_id,), kwargs={"resume": resume}, queue=queue, priority=broker_priority(9))

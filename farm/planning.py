@@ -29,9 +29,21 @@ def plan_chunks(frame_start: int, frame_end: int, chunk_size: int) -> list[tuple
     return [(s, min(s + chunk_size - 1, frame_end)) for s in range(frame_start, frame_end + 1, chunk_size)]
 
 
-def default_chunk_size(frame_count: int, slots: int = 1, max_chunk: int = 10) -> int:
-    """A chunk size that gives every worker slot at least four chunks, capped so progress stays fine-grained."""
-    return max(1, min(max_chunk, math.ceil(frame_count / (4 * max(1, slots)))))
+def adaptive_chunks(
+    frame_start: int, frame_end: int, *, frame_seconds: float, slots: int, target_seconds: float
+) -> list[tuple[int, int]]:
+    """Chunks that each last about `target_seconds` at the measured pace, and near the end hold at most a
+    `slots`-th of the frames left (guided self-scheduling), so no slot idles while another renders a long tail."""
+    if frame_end < frame_start:
+        raise ValueError("frame_end is before frame_start")
+    longest = max(1, math.floor(target_seconds / max(frame_seconds, 1e-3)))
+    chunks, start = [], frame_start
+    while start <= frame_end:
+        left = frame_end - start + 1
+        size = min(longest, max(1, math.ceil(left / max(1, slots))))
+        chunks.append((start, start + size - 1))
+        start += size
+    return chunks
 
 
 def frame_filename(frame: int, ext: str, last_frame: int) -> str:

@@ -351,6 +351,12 @@ def chunks_left(session: Session, job_id: str) -> int:
     ).scalar_one()
 
 
+def chunks_queued(session: Session, job_id: str) -> int:
+    return session.execute(
+        select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id, Chunk.status == C.QUEUED)
+    ).scalar_one()
+
+
 def chunks_running(session: Session, job_id: str) -> int:
     return session.execute(
         select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id, Chunk.status == C.RENDERING)

@@ -15,11 +15,12 @@ from typing import IO
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from farm import planning, uploads
+from farm import devices, planning, uploads
 from farm.blender import BlenderFailed, probe_scene
 from farm.config import Settings
 from farm.errors import ValidationError
 from farm.models import Chunk, Frame, Job, JobStatus
+from farm.scheduling import live_workers
 from farm.states import job_created
 from farm.storage import CHUNK, Storage
 
@@ -168,6 +169,21 @@ def save_upload(stream: IO[bytes] | None, filename: str | None, settings: Settin
     return Upload(path=path, filename=Path(filename).name, sha256=digest.hexdigest(), size=size, kind=kind)
 
 
+class NoGpuWorker(ValidationError):
+    """device=GPU while no online worker has a GPU: refused now rather than queued for a worker that may never come,
+    and never rendered on a CPU."""
+
+    status = 409
+
+    def __init__(self) -> None:
+        super().__init__(
+            "device",
+            "no_gpu_worker",
+            f"device GPU was asked for, but no online worker has a GPU ({devices.NO_GPU} on any of them); "
+            "submit with device AUTO or CPU, or start `farm worker --gpus all` on a GPU machine",
+        )
+
+
 class UploadTooLarge(ValidationError):
     status = 413
 
@@ -205,11 +221,15 @@ def create_job(
     owner: str | None,
     slots: int = 1,
 ) -> Job:
-    """Probe, store and plan; adds the job, its chunks and frames to `session` (the caller commits)."""
+    """Probe, store and plan; adds the job, its chunks and frames to `session` (the caller commits).
+    GPU-only jobs go to the GPU queue; without a chunk size, the probe also times one frame to size the chunks."""
+    queue = devices.gpu_queue(settings.queue) if form.device == "GPU" else settings.queue
+    if form.device == "GPU" and not live_workers(session, queue, settings):
+        raise NoGpuWorker()
     with tempfile.TemporaryDirectory(prefix="probe-", dir=upload.path.parent) as workdir:
         blend, main = _blend_to_probe(upload, form, settings, Path(workdir))
         try:
-            scene = probe_scene(settings, blend)
+            scene = probe_scene(settings, blend, _probe_frame_spec(form, Path(workdir)))
         except BlenderFailed as exc:
             raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {exc}") from None
     if not scene.get("camera"):
@@ -219,7 +239,17 @@ def create_job(
     frame_end = form.frame_end if form.frame_end is not None else int(scene["frame_end"])
     _check_range(frame_start, frame_end, settings, "frame_end" if form.frame_end is not None else "frame_start")
     count = frame_end - frame_start + 1
-    chunk_size = min(form.chunk_size or planning.default_chunk_size(count, slots), count)
+    if form.chunk_size:
+        plan = planning.plan_chunks(frame_start, frame_end, min(form.chunk_size, count))
+    else:
+        plan = planning.adaptive_chunks(
+            frame_start,
+            frame_end,
+            frame_seconds=_frame_seconds(scene, settings),
+            slots=slots,
+            target_seconds=settings.chunk_target_seconds,
+        )
+    chunk_size = max(e - s + 1 for s, e in plan)
 
     source_key = f"uploads/{upload.sha256}.{upload.kind}"
     if not storage.exists(source_key):
@@ -246,12 +276,11 @@ def create_job(
         output_format=form.output_format,
         device=form.device,
         priority=form.priority,
-        queue=settings.queue,
+        queue=queue,
     )
     session.add(job)
     session.flush()
     job_created(session, job, reason=f"submitted: frames {frame_start}-{frame_end}", actor=owner)
-    plan = planning.plan_chunks(frame_start, frame_end, chunk_size)
     chunk_ids = session.scalars(
         insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
         [{"job_id": job.id, "index": i, "frame_start": s, "frame_end": e} for i, (s, e) in enumerate(plan)],
@@ -265,6 +294,28 @@ def create_job(
         ],
     )
     return job
+
+
+def _probe_frame_spec(form: JobForm, workdir: Path) -> dict[str, object] | None:
+    """What the probe renders to time a frame, or None when the user chose the chunk size."""
+    if form.chunk_size:
+        return None
+    return {
+        "frame": form.frame_start,
+        "out": str(workdir),
+        "engine": form.engine,
+        "samples": form.samples,
+        "resolution_x": form.resolution_x,
+        "resolution_y": form.resolution_y,
+        "resolution_percentage": form.resolution_percentage,
+        "output_format": form.output_format,
+    }
+
+
+def _frame_seconds(scene: dict[str, object], settings: Settings) -> float:
+    """The probe frame's time; a frame too slow to time fully counts as a whole target (one-frame chunks)."""
+    measured = scene.get("probe_frame_ms")
+    return float(measured) / 1000 if isinstance(measured, int | float) else settings.chunk_target_seconds
 
 
 def discard_upload(upload: Upload) -> None:

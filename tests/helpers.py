@@ -79,11 +79,14 @@ class FarmProcesses:
 
         wait_until(up, timeout=60, what="farm web to answer")
 
-    def start_worker(self, name: str, extra_env: dict[str, str] | None = None, concurrency: int = 1) -> str:
+    def start_worker(
+        self, name: str, extra_env: dict[str, str] | None = None, concurrency: int = 1, queues: str | None = None
+    ) -> str:
         """Start a worker and wait until it has registered ONLINE; returns its hostname."""
         hostname = f"{name}@test"
         env = dict(self.env, **(extra_env or {}))
-        proc = self._start(f"worker-{name}", ["worker", "--name", hostname, "--concurrency", str(concurrency)], env)
+        args = ["worker", "--name", hostname, "--concurrency", str(concurrency), *(["-Q", queues] if queues else [])]
+        proc = self._start(f"worker-{name}", args, env)
 
         def online() -> bool:
             if proc.poll() is not None:

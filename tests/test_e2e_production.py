@@ -64,6 +64,7 @@ def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint):
     workers = requests.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
     me = next(w for w in workers if w["hostname"] == "w1@test")
     assert me["status"] == "ONLINE" and me["devices"] and me["frames_rendered"] >= 6
+    assert me["devices"][0].startswith("CPU: ") and {f["device"] for f in frames} == {me["devices"][0]}
     assert me["average_render_time"] > 0 and me["last_heartbeat"].endswith("Z")
 
 
@@ -124,14 +125,27 @@ def test_workbench_jpeg_at_half_resolution(farm, tiny_blend):
     )
 
 
-def test_gpu_job_on_a_cpu_only_farm_fails_with_the_reason(farm, tiny_blend):
+def test_gpu_job_on_a_cpu_only_farm_is_refused_and_never_renders_on_a_cpu(farm, tiny_blend):
     response = submit(farm.url, tiny_blend, name="needs-gpu", frame_start=1, frame_end=2, device="GPU")
-    assert response.status_code == 201, response.text
-    job = wait_for_status(farm.url, response.json()["job"]["id"], {"COMPLETED", "FAILED"})
-    assert job["status"] == "FAILED" and job["asset"] is None
-    assert "device GPU was asked for, but Cycles found no" in job["error"]
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("no_gpu_worker", "device")
+    assert "no online worker has a GPU" in error["message"]
+
+    # A CPU-only worker told to take the GPU queue anyway must fail the job, saying why, not render it on the CPU.
+    gpu_queue = farm.env["FARM_QUEUE"] + ".gpu"
+    farm.start_worker("fake-gpu", queues=gpu_queue)
+    try:
+        response = submit(farm.url, tiny_blend, name="needs-gpu", frame_start=1, frame_end=2, device="GPU")
+        assert response.status_code == 201, response.text
+        job = wait_for_status(farm.url, response.json()["job"]["id"], {"COMPLETED", "FAILED"})
+    finally:
+        farm.stop("worker-fake-gpu")
+    assert job["status"] == "FAILED" and job["asset"] is None and job["render"]["frames_rendered"] == 0
+    assert "device GPU was asked for, but this worker has no GPU: Cycles found no OPTIX" in job["error"]
     chunks = requests.get(f"{farm.url}/api/jobs/{job['id']}/chunks", timeout=10).json()["chunks"]
     assert chunks[0]["status"] == "FAILED" and "device GPU" in chunks[0]["error"]
+    assert {c["worker"] for c in chunks} - {None} == {"fake-gpu@test"}
     assert "device GPU" in requests.get(chunks[0]["log_url"], timeout=10).text
 
 

@@ -167,15 +167,16 @@ def test_s3_unreachable_for_20_seconds(make_farm, private, tiny_blend):
 
 
 def crashing_blender(folder: Path, *, always: bool) -> Path:
-    """A FARM_BLENDER stand-in that dies of SIGSEGV (on its first run, or always), else runs the bpy module."""
+    """A FARM_BLENDER stand-in that dies of SIGSEGV when asked to render (on its first render, or always), else
+    runs the bpy module — so the worker's device detection at start-up still works."""
     marker = folder / "crashed-once"
     script = folder / ("blender-crash-always" if always else "blender-crash-once")
     crash = "kill -SEGV $$" if always else f'if [ ! -e "{marker}" ]; then touch "{marker}"; kill -SEGV $$; fi'
     script.write_text(
         "#!/bin/bash\n"
-        f"{crash}\n"
         'while [ "$1" != "--python" ]; do shift; done\n'
         'script="$2"; shift 2\n'
+        f'case "$script" in *render_script.py) {crash};; esac\n'
         f'exec "{sys.executable}" -P "$script" "$@"\n'
     )
     script.chmod(0o755)

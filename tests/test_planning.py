@@ -1,7 +1,7 @@
 import pytest
 
 from farm.planning import (
-    default_chunk_size,
+    adaptive_chunks,
     eta_seconds,
     frame_filename,
     parse_frame_range,
@@ -48,10 +48,26 @@ def test_plan_chunks_rejects_bad_input(start, end, size):
 
 
 @pytest.mark.parametrize(
-    ("frames", "slots", "expected"), [(1, 1, 1), (4, 1, 1), (48, 1, 10), (48, 4, 3), (100_000, 8, 10), (7, 2, 1)]
+    ("start", "end", "frame_s", "slots", "target", "sizes"),
+    [
+        (1, 48, 0.16, 1, 60, [48]),  # fast frames, one slot: one chunk, nothing to balance
+        (1, 48, 0.16, 2, 60, [24, 12, 6, 3, 2, 1]),  # guided: each chunk at most a half of what is left
+        (1, 10, 30.0, 1, 60, [2, 2, 2, 2, 2]),  # 30 s frames, 60 s target: two per chunk
+        (1, 5, 120.0, 4, 60, [1, 1, 1, 1, 1]),  # a frame longer than the target: one per chunk
+        (0, 999, 1.0, 2, 60, [60] * 15 + [50, 25, 13, 6, 3, 2, 1]),  # capped at the target, shrinking at the tail
+        (7, 7, 0.5, 8, 60, [1]),
+        (1, 4, 0.0, 2, 60, [2, 1, 1]),  # an instant frame must not divide by zero
+    ],
 )
-def test_default_chunk_size(frames, slots, expected):
-    assert default_chunk_size(frames, slots) == expected
+def test_adaptive_chunks_last_about_the_target_and_shrink_at_the_tail(start, end, frame_s, slots, target, sizes):
+    chunks = adaptive_chunks(start, end, frame_seconds=frame_s, slots=slots, target_seconds=target)
+    assert [e - s + 1 for s, e in chunks] == sizes
+    assert [f for s, e in chunks for f in range(s, e + 1)] == list(range(start, end + 1))
+
+
+def test_adaptive_chunks_rejects_a_reversed_range():
+    with pytest.raises(ValueError):
+        adaptive_chunks(5, 1, frame_seconds=1.0, slots=1, target_seconds=60)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""What every task needs (settings, database, storage), made once per worker process, after the fork."""
+"""What every task needs (settings, database, storage, the devices it may render on), made once per worker
+process, after the fork."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 
 from celery import current_app
 
+from farm import devices
 from farm.config import Settings
 from farm.db import Database
 from farm.storage import Storage, open_storage
@@ -17,6 +19,7 @@ class WorkerContext:
     settings: Settings
     db: Database
     storage: Storage
+    devices: list[devices.Device]
 
 
 _contexts: dict[int, WorkerContext] = {}
@@ -29,8 +32,10 @@ def get_context() -> WorkerContext:
         settings: Settings = current_app.conf.farm_settings
         for inherited in _contexts.values():
             inherited.db.engine.dispose(close=False)  # leave the parent's connections alone
+        # `farm worker` detects once and hands each process its (pinned) devices; a bare `celery worker` asks here.
+        found = next(iter(_contexts.values())).devices if _contexts else devices.from_env() or devices.detect(settings)
         _contexts.clear()
         _contexts[pid] = WorkerContext(
-            settings=settings, db=Database(settings.database_url), storage=open_storage(settings)
+            settings=settings, db=Database(settings.database_url), storage=open_storage(settings), devices=found
         )
     return _contexts[pid]

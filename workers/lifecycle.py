@@ -1,4 +1,5 @@
-"""A worker process's life as the database sees it: register with its devices, heartbeat, go OFFLINE on exit.
+"""A worker process's life as the database sees it: register with the devices Cycles found
+(farm/devices.py), heartbeat, go OFFLINE on exit.
 
 Runs in the worker's main process (Celery signals), not in the pool children that render; the janitor runs here
 too, so the embedded default (where nothing else runs) recovers lost work as well. The database is the
@@ -10,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import threading
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from farm import states
+from farm import devices, states
 from farm.dispatch import set_worker_consuming
 from farm.janitor import Janitor
 from farm.models import WorkerStatus
@@ -25,16 +25,6 @@ from workers.context import get_context
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
-
-
-def cpu_description() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"CPU: {model} ({os.cpu_count()} threads)"
 
 
 def _heartbeat_loop(app: Celery, hostname: str, queues: list[str], consuming: bool) -> None:
@@ -59,7 +49,7 @@ def register(sender: Any, **_: Any) -> None:
     ctx.storage.ensure_ready()
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
     with ctx.db.session() as session:
-        states.register_worker(session, hostname, devices=[cpu_description()], queues=queues, pid=os.getpid())
+        states.register_worker(session, hostname, devices=devices.describe(ctx.devices), queues=queues, pid=os.getpid())
         status = states.heartbeat(session, hostname)
     consuming = True
     if status == WorkerStatus.DISABLED:

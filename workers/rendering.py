@@ -20,19 +20,19 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import select, update
 
-from farm import planning, states
+from farm import devices, planning, states
 from farm.blender import blender_command, blender_error
 from farm.dispatch import new_task_id, send_packaging, send_render
 from farm.models import Chunk, ChunkStatus, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
 from farm.retrying import is_transient, with_retries
 from farm.scheduling import failures, place_chunk
 from farm.storage import sha256_file
-from workers.blender_process import BlenderProcess
+from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
 from workers.source_cache import local_blend
+from workers.warm_blender import RENDER_SCRIPT, WARM
 
 log = logging.getLogger(__name__)
-RENDER_SCRIPT = Path(__file__).with_name("render_script.py")
 LOG_UPLOAD_SECONDS = 5.0
 
 
@@ -238,15 +238,22 @@ class ChunkRun:
             )
         except (OSError, RuntimeError) as exc:
             return ChunkStatus.FAILED, f"could not fetch the scene: {exc}"
-        spec = dict(self.work.spec, blend=str(blend), out=str(self.workdir / "out"), frames=self.work.frames)
-        argv = blender_command(self.ctx.settings, RENDER_SCRIPT, [json.dumps(spec)])
-        process = BlenderProcess(argv, self.log_path)
-        outcome = process.run(
-            self.on_event,
-            should_stop=self.should_stop,
-            on_tick=self.on_tick,
-            stall_seconds=self.ctx.settings.frame_timeout_seconds,
+        try:
+            choice = devices.choose(self.work.spec["device"], self.work.spec["engine"], self.ctx.devices)
+        except devices.NoDevice as exc:
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"farm: {exc}\n")
+            self.upload_log()
+            return ChunkStatus.FAILED, str(exc)
+        self.device = choice.label
+        spec = dict(
+            self.work.spec,
+            device=choice.to_spec(),
+            blend=str(blend),
+            out=str(self.workdir / "out"),
+            frames=self.work.frames,
         )
+        outcome = self.render(spec)
         self.upload_log()
         missing = [f for f in self.work.frames if f not in self.stored]
         if outcome.stopped in ("canceled", "job failed", "chunk taken back"):
@@ -257,6 +264,24 @@ class ChunkRun:
         if outcome.returncode and outcome.returncode < 0:
             reason = f"Blender was killed by signal {-outcome.returncode}: {reason}"
         return ChunkStatus.FAILED, reason
+
+    def render(self, spec: dict[str, Any]) -> Outcome:
+        """In the job's warm Blender (FARM_WARM_BLENDER=1, the default), or in a fresh one that exits after."""
+        settings = self.ctx.settings
+        watch: dict[str, Any] = dict(
+            should_stop=self.should_stop, on_tick=self.on_tick, stall_seconds=settings.frame_timeout_seconds
+        )
+        if not settings.warm_blender:
+            argv = blender_command(settings, RENDER_SCRIPT, [json.dumps(spec)])
+            return BlenderProcess(argv, self.log_path).run(self.on_event, **watch)
+        process = WARM.for_chunk(settings, self.work.job_id, self.log_path)
+        if not process.send(spec):  # it died since its last chunk: a fresh one
+            WARM.close()
+            process = WARM.for_chunk(settings, self.work.job_id, self.log_path)
+            process.send(spec)
+        outcome = process.run(self.on_event, until="done", **watch)
+        WARM.after_chunk(settings, clean=outcome.returncode == 0 and outcome.stopped is None)
+        return outcome
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -344,15 +369,18 @@ def render_chunk(
     if status == ChunkStatus.CANCELED and reason == "chunk taken back":
         return "taken back"
 
-    def finish() -> tuple[Chunk, bool]:
+    def finish() -> tuple[Chunk, bool, bool]:
         with ctx.db.session() as session:
             chunk = session.get(Chunk, chunk_id)
             assert chunk is not None
             states.finish_chunk(session, chunk, status, worker=worker, reason=reason, log_key=work.log_key)
             states.settle_cancel(session, job_id, actor=worker)
-            return chunk, status == ChunkStatus.DONE and states.chunks_left(session, job_id) == 0
+            queued = states.chunks_queued(session, job_id)
+            return chunk, status == ChunkStatus.DONE and states.chunks_left(session, job_id) == 0, queued == 0
 
-    chunk, all_done = with_retries(finish, what="recording the chunk's end")
+    chunk, all_done, none_queued = with_retries(finish, what="recording the chunk's end")
+    if none_queued and WARM.job_id == job_id:  # nothing more of this job to come: free Blender's memory now
+        WARM.close()
     if status == ChunkStatus.FAILED:
         retry_or_fail(ctx, celery, work, chunk, reason or "unknown", worker)
     if all_done:

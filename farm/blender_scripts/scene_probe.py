@@ -1,12 +1,20 @@
-"""Runs inside Blender: open a .blend with its scripts disabled and print what the farm needs to plan a job.
+"""Runs inside Blender: open a .blend with its scripts disabled and print what the farm needs to plan a job —
+and, when the job leaves its chunk size to the farm, time one probe frame at the job's settings (on the CPU) so
+chunks can be sized from a measured pace.
 
-Standalone on purpose (stdlib + bpy only), so it works under a `blender` binary's own Python too.
+Standalone on purpose (stdlib + bpy, and render_script.py beside it), so it works under a `blender` binary too.
+Usage: <blender> scene_probe.py -- FILE ['<json render spec with "frame" and "out">']
 """
 
 import json
+import os
 import sys
+import time
 
 import bpy
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from render_script import apply_spec
 
 MARK = "@@FARM@@"
 
@@ -15,7 +23,18 @@ def emit(**event):
     print(MARK, json.dumps(event), flush=True)
 
 
-def main(path):
+def probe_frame(scene, spec):
+    """Render one frame to a scratch file and report how long Blender took."""
+    apply_spec(scene, dict(spec, device={"backend": "CPU", "ids": [], "label": "CPU"}))
+    frame = spec["frame"] if spec.get("frame") is not None else scene.frame_start
+    scene.frame_set(frame)
+    scene.render.filepath = os.path.join(spec["out"], "probe")
+    started = time.perf_counter()
+    bpy.ops.render.render(write_still=True)
+    emit(event="probe_frame", frame=frame, ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+def main(path, spec=None):
     bpy.context.preferences.filepaths.use_scripts_auto_execute = False
     try:
         bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=False)
@@ -41,8 +60,11 @@ def main(path):
         camera=scene.camera.name if scene.camera else None,
         blender=bpy.app.version_string,
     )
+    if spec:
+        probe_frame(scene, spec)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[sys.argv.index("--") + 1]))
+    args = sys.argv[sys.argv.index("--") + 1 :]
+    sys.exit(main(args[0], json.loads(args[1]) if len(args) > 1 else None))

@@ -1,0 +1,58 @@
+"""Keep one Blender process per worker process warm across consecutive chunks of one job: the file stays loaded,
+so a chunk pays neither Blender's start-up nor the file load (the one-shot path, FARM_WARM_BLENDER=0, pays both).
+
+A warm process serves one job only (a new job gets a fresh process: no state or memory crosses between users'
+files), is recycled after FARM_WARM_MAX_CHUNKS chunks or above FARM_WARM_MAX_MB of memory, and is dropped after
+anything but a clean chunk (error, crash, cancel, stall) — so a crash costs only the frame it was rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from farm.blender import SCRIPTS, blender_command
+from farm.config import Settings
+from workers.blender_process import BlenderProcess
+
+log = logging.getLogger(__name__)
+RENDER_SCRIPT = SCRIPTS / "render_script.py"
+
+
+class WarmBlender:
+    def __init__(self) -> None:
+        self.process: BlenderProcess | None = None
+        self.job_id: str | None = None
+        self.chunks = 0
+
+    def for_chunk(self, settings: Settings, job_id: str, log_path: Path) -> BlenderProcess:
+        """The job's warm process (started now if there is none, or it serves another job or died), logging to
+        this chunk's log."""
+        if self.process is not None and (self.job_id != job_id or not self.process.alive):
+            self.close()
+        if self.process is None:
+            argv = blender_command(settings, RENDER_SCRIPT, ["--serve", job_id])  # the job id names it in ps
+            self.process = BlenderProcess(argv, log_path)
+            self.process.start(keep_stdin=True)
+            self.job_id, self.chunks = job_id, 0
+        else:
+            self.process.set_log(log_path)
+        return self.process
+
+    def after_chunk(self, settings: Settings, *, clean: bool) -> None:
+        """Recycle after an unclean chunk, after N chunks, or above the memory ceiling."""
+        self.chunks += 1
+        if self.process is None:
+            return
+        rss = self.process.rss_bytes()
+        if not clean or self.chunks >= settings.warm_max_chunks or rss > settings.warm_max_bytes:
+            log.info("recycling warm Blender after %d chunks (%d MiB)", self.chunks, rss // 2**20)
+            self.close()
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.close()
+        self.process, self.job_id, self.chunks = None, None, 0
+
+
+WARM = WarmBlender()  # one per worker process: Celery runs one task at a time in each
