@@ -50,6 +50,7 @@ class Settings:
     warm_max_bytes: int
     chunk_target_seconds: float
     probe_frame_seconds: float
+    renderer: str  # "blender", or "null-benchmark-only" for bench/orchestration.py
 
     @property
     def embedded_broker(self) -> bool:
@@ -86,6 +87,7 @@ class Settings:
             "FARM_WARM_MAX_MB": str(self.warm_max_bytes // 2**20),
             "FARM_CHUNK_TARGET_SECONDS": str(self.chunk_target_seconds),
             "FARM_PROBE_FRAME_SECONDS": str(self.probe_frame_seconds),
+            "FARM_RENDERER": self.renderer,
         }
 
 
@@ -131,6 +133,13 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def _renderer(env: Mapping[str, str]) -> str:
+    value = env.get("FARM_RENDERER", "").strip() or "blender"
+    if value not in ("blender", "null-benchmark-only"):
+        raise ConfigError(f"FARM_RENDERER must be blender (or null-benchmark-only, for benchmarks), got {value!r}")
+    return value
 
 
 def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
@@ -206,4 +215,5 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         warm_max_bytes=_positive_int(env, "FARM_WARM_MAX_MB", 8192) * 2**20,
         chunk_target_seconds=_positive_float(env, "FARM_CHUNK_TARGET_SECONDS", 60.0),
         probe_frame_seconds=_positive_float(env, "FARM_PROBE_FRAME_SECONDS", 10.0),
+        renderer=_renderer(env),
     )

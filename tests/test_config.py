@@ -12,6 +12,7 @@ def test_embedded_defaults_need_no_servers(tmp_path):
     assert settings.result_backend.startswith("db+sqlite:///")
     assert settings.storage_url == (tmp_path / "storage").as_uri()
     assert settings.max_frames == 100_000
+    assert settings.warm_blender and settings.renderer == "blender" and settings.chunk_target_seconds == 60
     assert len(settings.secret_key) == 64
     # the generated key is kept, so sessions survive a restart
     assert load_settings({"FARM_INSTANCE_DIR": str(tmp_path)}, dotenv_path=None).secret_key == settings.secret_key
@@ -36,6 +37,9 @@ def test_dotenv_is_read_and_environment_wins(tmp_path):
         ("FARM_DATABASE_URL", "mongodb://x", "FARM_DATABASE_URL must start with"),
         ("FARM_BROKER_URL", "kafka://x", "FARM_BROKER_URL must start with"),
         ("FARM_QUEUE", "a b", "FARM_QUEUE may hold"),
+        ("FARM_WARM_BLENDER", "maybe", "FARM_WARM_BLENDER must be 1 or 0"),
+        ("FARM_RENDERER", "null", "FARM_RENDERER must be blender"),
+        ("FARM_CHUNK_TARGET_SECONDS", "0", "FARM_CHUNK_TARGET_SECONDS must be above 0"),
     ],
 )
 def test_junk_values_fail_with_the_variable_named(tmp_path, name, value, message):

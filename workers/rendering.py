@@ -29,6 +29,7 @@ from farm.scheduling import failures, place_chunk
 from farm.storage import sha256_file
 from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
+from workers.null_renderer import NULL_RENDERER, render_nothing
 from workers.source_cache import local_blend
 from workers.warm_blender import RENDER_SCRIPT, WARM
 
@@ -268,6 +269,8 @@ class ChunkRun:
     def render(self, spec: dict[str, Any]) -> Outcome:
         """In the job's warm Blender (FARM_WARM_BLENDER=1, the default), or in a fresh one that exits after."""
         settings = self.ctx.settings
+        if settings.renderer == NULL_RENDERER:
+            return render_nothing(spec, self.on_event)
         watch: dict[str, Any] = dict(
             should_stop=self.should_stop, on_tick=self.on_tick, stall_seconds=settings.frame_timeout_seconds
         )

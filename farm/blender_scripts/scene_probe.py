@@ -60,7 +60,7 @@ def main(path, spec=None):
         camera=scene.camera.name if scene.camera else None,
         blender=bpy.app.version_string,
     )
-    if spec:
+    if spec and scene.camera:  # no camera: the farm refuses the file, nothing to time
         probe_frame(scene, spec)
     return 0
 
