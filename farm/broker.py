@@ -62,3 +62,38 @@ def pending_task_ids(settings: Settings, queues: Iterable[str]) -> set[str]:
 def queue_names(queue: str, workers: Iterable[str]) -> list[str]:
     """A shared queue and the given workers' own queues."""
     return [queue, *(worker_direct(w).name for w in workers)]
+
+
+def _routing_key(raw: bytes) -> str | None:
+    try:
+        entry: Any = json.loads(raw)
+    except ValueError:
+        return None
+    return entry[2] if isinstance(entry, list) and len(entry) > 2 else None
+
+
+def queue_lengths(settings: Settings, queues: Iterable[str]) -> dict[str, dict[str, int]]:
+    """For the monitor: per queue, messages `waiting` for a worker and (Redis only; the filesystem broker has no
+    such state) `unacked` ones a worker holds."""
+    names = list(dict.fromkeys(queues))
+    if settings.embedded_broker:
+        folder = settings.broker_folder / "queue"
+        counts = dict.fromkeys(names, 0)
+        for path in folder.glob("*.msg"):
+            queue = path.name.partition(".")[2].removesuffix(".msg")
+            if queue in counts:
+                counts[queue] += 1
+        return {q: {"waiting": n, "unacked": 0} for q, n in counts.items()}
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for queue in names:
+                for key in [queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in range(1, 10))]:
+                    pipe.llen(key)
+            lengths = pipe.execute()
+        unacked = [_routing_key(raw) for raw in client.hvals(UNACKED)]
+    finally:
+        client.close()
+    return {
+        q: {"waiting": sum(lengths[i * 10 : i * 10 + 10]), "unacked": unacked.count(q)} for i, q in enumerate(names)
+    }

@@ -47,7 +47,7 @@ def make_celery(settings: Settings) -> Celery:
         "farm",
         broker=settings.broker_url,
         backend=settings.result_backend,
-        include=["workers.tasks", "workers.lifecycle"],
+        include=["workers.tasks", "workers.lifecycle", "workers.task_history"],
     )
     app.conf.update(
         broker_transport_options=broker_options(settings),

@@ -171,3 +171,26 @@ class Event(Base):
     new: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str | None] = mapped_column(String(200))
+
+
+class TaskRecord(Base):
+    """One Celery task's life as its worker saw it (received, started, finished), kept so the monitor's history
+    survives restarts of the web app — unlike Flower's, which lives in memory."""
+
+    __tablename__ = "task_records"
+
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), index=True)  # RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, ...
+    worker: Mapped[str | None] = mapped_column(String(200))
+    queue: Mapped[str | None] = mapped_column(String(200))
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    chunk_id: Mapped[int | None] = mapped_column(Integer)
+    args: Mapped[str | None] = mapped_column(String(500))
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime | None] = mapped_column(index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    runtime_ms: Mapped[float | None] = mapped_column(Float)
+    result: Mapped[str | None] = mapped_column(Text)  # the return value, or the exception, shortened
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

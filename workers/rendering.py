@@ -31,6 +31,7 @@ from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
 from workers.null_renderer import NULL_RENDERER, render_nothing
 from workers.source_cache import local_blend
+from workers.thumbnails import store_thumbnail
 from workers.warm_blender import RENDER_SCRIPT, WARM
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class ChunkRun:
             lambda: storage.exists(key) or storage.put_file(key, path, planning.CONTENT_TYPES[self.work.ext]),
             what=f"storing frame {frame}",
         )
+        store_thumbnail(storage, key, path)
 
         def record() -> str | None:
             with self.ctx.db.session() as session:

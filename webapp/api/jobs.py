@@ -12,9 +12,10 @@ from farm import planning, states
 from farm.dispatch import assign_task_ids, send_chord
 from farm.errors import Conflict, NotFound, ValidationError
 from farm.models import Chunk, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
+from farm.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
 from farm.storage import FileStorage
 from farm.submission import create_job, discard_upload, parse_form, save_upload
-from webapp import services
+from webapp import live, services
 from webapp.api import bp
 from webapp.api.serializers import chunk_json, event_json, frame_json, job_json, running_chunks
 from webapp.auth import current_actor
@@ -34,7 +35,7 @@ def one_job(job: Job) -> dict[str, Any]:
     return {"job": job_json(job, running_chunks(db.session, [job.id]).get(job.id, 0))}
 
 
-def _query_int(name: str, default: int, lo: int, hi: int) -> int:
+def query_int(name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name, "").strip()
     if not raw:
         return default
@@ -95,8 +96,8 @@ def list_jobs() -> Response:
     if q:
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(or_(Job.name.ilike(pattern, escape="\\"), Job.id == q))
-    limit = _query_int("limit", 50, 1, 500)
-    offset = _query_int("offset", 0, 0, 10**9)
+    limit = query_int("limit", 50, 1, 500)
+    offset = query_int("offset", 0, 0, 10**9)
     total = db.session.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
     jobs = db.session.scalars(query.limit(limit).offset(offset)).all()
     running = running_chunks(db.session, [j.id for j in jobs])
@@ -159,17 +160,35 @@ def _serve(key: str, filename: str, mimetype: str, *, as_attachment: bool) -> Re
     return redirect(url, code=302)
 
 
+def done_frame(job: Job, frame: int) -> Frame:
+    row = db.session.scalars(select(Frame).where(Frame.job_id == job.id, Frame.frame == frame)).one_or_none()
+    if row is None:
+        raise NotFound(f"frame {frame} of job {job.id}")
+    if row.status != FrameStatus.DONE or not row.image_key:
+        raise Conflict(f"frame {frame} is {row.status}, not rendered yet")
+    return row
+
+
 @bp.get("/jobs/<job_id>/frames/<int:frame>")
 def job_frame(job_id: str, frame: int) -> Response:
     job = get_job(job_id)
-    row = db.session.scalars(select(Frame).where(Frame.job_id == job.id, Frame.frame == frame)).one_or_none()
-    if row is None:
-        raise NotFound(f"frame {frame} of job {job_id}")
-    if row.status != FrameStatus.DONE or not row.image_key:
-        raise Conflict(f"frame {frame} is {row.status}, not rendered yet")
+    row = done_frame(job, frame)
     ext = planning.EXTENSIONS[job.output_format]
     name = planning.frame_filename(frame, ext, job.frame_end)
-    return _serve(row.image_key, name, planning.CONTENT_TYPES[ext], as_attachment=False)
+    return _serve(row.image_key or "", name, planning.CONTENT_TYPES[ext], as_attachment=False)
+
+
+@bp.get("/jobs/<job_id>/frames/<int:frame>/thumbnail")
+def frame_thumbnail(job_id: str, frame: int) -> Response:
+    """A small JPEG of the frame (made by the worker that rendered it); 404 for OpenEXR jobs, which have none."""
+    job = get_job(job_id)
+    row = done_frame(job, frame)
+    key = thumbnail_key(row.image_key or "")
+    storage = services.storage()
+    if job.output_format not in PREVIEWABLE or (isinstance(storage, FileStorage) and not storage.exists(key)):
+        raise NotFound(f"a thumbnail of frame {frame}")
+    name = planning.frame_filename(frame, "jpg", job.frame_end)
+    return _serve(key, name, THUMBNAIL_TYPE, as_attachment=False)
 
 
 @bp.get("/jobs/<job_id>/asset")
@@ -204,10 +223,13 @@ def chunk_log(job_id: str, index: int) -> Response:
 
 @bp.get("/jobs/<job_id>/events")
 def job_events(job_id: str) -> Response:
-    """The audit trail: every status change of the job, its chunks and frames, oldest first."""
+    """The audit trail: every status change of the job, its chunks and frames, oldest first. With
+    `Accept: text/event-stream` instead: the job's live Server-Sent Events stream (see `webapp.live`)."""
     job = get_job(job_id)
-    limit = _query_int("limit", 1000, 1, 100_000)
-    after = _query_int("after", 0, 0, 2**62)
+    if live.wants_stream():
+        return live.stream(job.id)
+    limit = query_int("limit", 1000, 1, 100_000)
+    after = query_int("after", 0, 0, 2**62)
     events = db.session.scalars(
         select(Event).where(Event.job_id == job.id, Event.id > after).order_by(Event.id).limit(limit)
     )

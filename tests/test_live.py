@@ -1,0 +1,218 @@
+"""The job's live stream (Server-Sent Events) on the real Postgres: a snapshot, then only what changed, then `end`;
+plain requests still get the JSON audit trail; and any number of subscribers share one watcher's queries."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, insert
+
+from farm import planning, states
+from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus
+from tests.helpers import wait_until
+from webapp.live import watcher
+
+STREAM = {"Accept": "text/event-stream"}
+
+
+def make_job(database: Any, frames: int, chunk_size: int, name: str = "live") -> str:
+    """A job with its chunk and frame rows, as submission would create them (no Blender needed)."""
+    job_id = str(uuid.uuid4())
+    with database.session() as session:
+        session.add(
+            Job(
+                id=job_id,
+                name=name,
+                source_key="uploads/x.blend",
+                source_sha256="0" * 64,
+                source_kind="blend",
+                frame_start=1,
+                frame_end=frames,
+                chunk_size=chunk_size,
+                output_format="PNG",
+                device="CPU",
+                resolution_x=64,
+                resolution_y=36,
+            )
+        )
+        session.flush()
+        plan = planning.plan_chunks(1, frames, chunk_size)
+        ids = session.scalars(
+            insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
+            [{"job_id": job_id, "index": i, "frame_start": s, "frame_end": e} for i, (s, e) in enumerate(plan)],
+        ).all()
+        session.execute(
+            insert(Frame),
+            [
+                {"job_id": job_id, "chunk_id": c, "frame": f}
+                for c, (s, e) in zip(ids, plan, strict=True)
+                for f in range(s, e + 1)
+            ],
+        )
+    return job_id
+
+
+def render_frame(database: Any, job_id: str, frame: int, worker: str = "w@test") -> None:
+    with database.session() as session:
+        states.frame_done(
+            session,
+            job_id,
+            frame,
+            worker=worker,
+            render_time_ms=100.0 + frame,
+            device="CPU",
+            image_key=f"jobs/{job_id}/frames/{frame:04d}-x.png",
+            sha256="0" * 64,
+            size=1,
+        )
+
+
+def claim_first_chunk(database: Any, job_id: str, worker: str = "w@test") -> None:
+    with database.session() as session:
+        chunk = session.query(Chunk).filter_by(job_id=job_id, index=0).one()
+        assert states.claim_chunk(session, chunk.id, worker, "task-1") is not None
+
+
+class Events:
+    """Reads `event:`/`data:` blocks off a streaming test-client response."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.chunks: Iterator[bytes] = iter(response.response)
+        self.buffer = ""
+
+    def next(self) -> tuple[str, dict[str, Any]]:
+        """The next block: (event, data), or ("", {}) for a comment or the retry line."""
+        while "\n\n" not in self.buffer:
+            chunk = next(self.chunks)
+            self.buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+        block, self.buffer = self.buffer.split("\n\n", 1)
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+        if "event" not in fields:  # retry: or a keepalive comment
+            return "", {}
+        return fields["event"], json.loads(fields["data"])
+
+    def until(self, kind: str, timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert time.monotonic() < deadline, f"no {kind} event within {timeout} s"
+            got, data = self.next()
+            if got == kind:
+                return data
+
+
+@pytest.fixture()
+def open_stream(client):  # type: ignore[no-untyped-def]
+    opened: list[Any] = []
+
+    def open_(job_id: str) -> Events:
+        response = client.get(f"/api/jobs/{job_id}/events", headers=STREAM, buffered=False)
+        assert response.status_code == 200 and response.mimetype == "text/event-stream"
+        opened.append(response)
+        return Events(response)
+
+    yield open_
+    for response in opened:
+        response.close()
+
+
+def test_plain_request_still_gets_the_json_audit_trail(client, database):
+    job_id = make_job(database, 4, 2)
+    response = client.get(f"/api/jobs/{job_id}/events")
+    assert response.mimetype == "application/json"
+    assert [(e["kind"], e["to"]) for e in response.get_json()["events"]] == []  # made without job_created
+    render_frame(database, job_id, 1)
+    assert [(e["kind"], e["to"]) for e in client.get(f"/api/jobs/{job_id}/events").get_json()["events"]] == [
+        ("frame", "DONE")
+    ]
+    assert client.get("/api/jobs/nope/events", headers=STREAM).status_code == 404
+
+
+def test_stream_sends_a_snapshot_then_only_changes_then_end(open_stream, database):
+    job_id = make_job(database, 6, 3)
+    render_frame(database, job_id, 1)
+    events = open_stream(job_id)
+    snapshot = events.until("snapshot")
+    assert snapshot["job"]["id"] == job_id and snapshot["job"]["render"]["frames_rendered"] == 1
+    assert [c["status"] for c in snapshot["chunks"]] == ["QUEUED", "QUEUED"]
+    assert [f["frame"] for f in snapshot["frames"]] == [1]
+    assert snapshot["links"]["thumbnail"].endswith(f"/api/jobs/{job_id}/frames/{{frame}}/thumbnail")
+
+    claim_first_chunk(database, job_id)
+    render_frame(database, job_id, 2)
+    seen_frames: list[int] = []
+    seen_chunks: list[tuple[int, str]] = []
+    deadline = time.monotonic() + 10
+    while 2 not in seen_frames or (0, "RENDERING") not in seen_chunks:
+        assert time.monotonic() < deadline, (seen_frames, seen_chunks)
+        update = events.until("update")
+        seen_frames += [f["frame"] for f in update["frames"]]
+        seen_chunks += [(c["index"], c["status"]) for c in update["chunks"]]
+    assert 1 not in seen_frames  # only what changed
+    assert update["job"]["render"]["frames_rendered"] == 2 and update["job"]["status"] == "RENDERING"
+
+    with database.session() as session:
+        states.cancel_job(session, job_id, actor="test")
+        chunk = session.query(Chunk).filter_by(job_id=job_id, index=0).one()
+        states.finish_chunk(session, chunk, ChunkStatus.CANCELED, worker="w@test", reason="canceled")
+        states.settle_cancel(session, job_id, actor="test")
+    assert events.until("end") == {"status": JobStatus.CANCELED}
+
+
+def test_a_finished_job_streams_its_snapshot_and_ends(open_stream, database):
+    job_id = make_job(database, 2, 2)
+    with database.session() as session:
+        states.cancel_job(session, job_id, actor="test")
+    events = open_stream(job_id)
+    assert events.next() == ("", {})  # retry: 3000
+    assert events.next()[0] == "snapshot"
+    assert events.next() == ("end", {"status": "CANCELED"})
+
+
+def test_many_subscribers_share_one_watchers_queries(app, database):
+    """Twenty open pages cost the queries of one: count the web side's statements while frames finish."""
+    from webapp.extensions import db
+
+    hub = watcher(app)
+    with app.app_context():
+        engine = db.engine
+    job_id = make_job(database, 40, 10)
+    claim_first_chunk(database, job_id)
+    base = "http://farm.test/"
+
+    def statements_while_rendering(subscribers: int, frames: range) -> int:
+        subs = [hub.subscribe(job_id, base) for _ in range(subscribers)]
+        received: dict[Any, set[int]] = {sub: set() for sub in subs}
+
+        def everyone_has(frame: int) -> bool:
+            for sub in subs:
+                while not sub.inbox.empty():
+                    received[sub].update(f["frame"] for f in sub.inbox.get()[1].get("frames", []))
+            return all(frame in got for got in received.values())
+
+        count = [0]
+
+        def counted(*_: Any) -> None:
+            count[0] += 1
+
+        try:
+            wait_until(lambda: all(s.has_snapshot for s in subs), timeout=10, what="every snapshot")
+            event.listen(engine, "before_cursor_execute", counted)
+            for frame in frames:
+                render_frame(database, job_id, frame)
+                wait_until(lambda f=frame: everyone_has(f), timeout=10, what=f"frame {frame} everywhere", interval=0.02)
+        finally:
+            event.remove(engine, "before_cursor_execute", counted)
+            for sub in subs:
+                hub.unsubscribe(job_id, base, sub)
+        return count[0]
+
+    one = statements_while_rendering(1, range(1, 5))
+    twenty = statements_while_rendering(20, range(5, 9))
+    print(f"statements for 4 frames: 1 subscriber {one}, 20 subscribers {twenty}")
+    assert twenty < 2 * one + 10, (one, twenty)  # not twenty times the work

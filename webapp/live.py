@@ -1,0 +1,269 @@
+"""Live job state for Server-Sent Events, with the database work shared by every open page.
+
+One watcher thread per web process checks `Job.version` of every watched job in a single query twice a second;
+only when a version moved does it read what changed (the job, its chunks, frames finished since the last look),
+once, and hands the same update to every subscriber of that job. A hundred open pages cost what one does, and a
+subscriber holds no database connection while it waits.
+
+The stream (`GET /api/jobs/<id>/events` with `Accept: text/event-stream`) sends a `snapshot` event first (the job,
+every chunk, every finished frame), then `update` events carrying only what changed, a comment every 15 s to keep
+proxies from closing it, and `end` once the job is COMPLETED, FAILED or CANCELED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask, Response, current_app, request, url_for
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from farm.models import Chunk, Frame, FrameStatus, Job
+from farm.previews import PREVIEWABLE
+from farm.states import TERMINAL_JOB
+from webapp.api.serializers import chunk_json, job_json, running_chunks
+from webapp.extensions import db
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 0.5
+KEEPALIVE_SECONDS = 15.0
+LATE_FRAME_SLACK = timedelta(minutes=2)  # workers' clocks and commit order may record a frame a little "earlier"
+
+
+def frame_entry(row: Any) -> dict[str, Any]:
+    return {"frame": row.frame, "render_time": row.render_time_ms, "worker": row.worker, "device": row.device}
+
+
+def _done_frames(session: Session, job_id: str, since: datetime | None = None) -> list[Any]:
+    query = select(Frame.frame, Frame.render_time_ms, Frame.worker, Frame.device, Frame.finished_at).where(
+        Frame.job_id == job_id, Frame.status == FrameStatus.DONE
+    )
+    if since is not None:
+        query = query.where(Frame.finished_at >= since - LATE_FRAME_SLACK)
+    return list(session.execute(query.order_by(Frame.frame)))
+
+
+@dataclass
+class JobState:
+    """Everything a page shows about one job, kept by the watcher so a new subscriber costs no query."""
+
+    job: dict[str, Any]
+    chunks: dict[int, dict[str, Any]]
+    frames: dict[int, dict[str, Any]]
+    latest_finish: datetime | None
+    links: dict[str, str | None]
+
+    @classmethod
+    def load(cls, session: Session, job: Job) -> JobState:
+        rows = _done_frames(session, job.id)
+        return cls(
+            job=job_json(job, running_chunks(session, [job.id]).get(job.id, 0)),
+            chunks={c.index: chunk_json(c) for c in job.chunks},
+            frames={r.frame: frame_entry(r) for r in rows},
+            latest_finish=max((r.finished_at for r in rows if r.finished_at), default=None),
+            links=links(job),
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "chunks": list(self.chunks.values()),
+            "frames": sorted(self.frames.values(), key=lambda f: f["frame"]),
+            "links": self.links,
+        }
+
+    def advance(self, session: Session, job: Job) -> dict[str, Any]:
+        """Read what changed since the last look; returns the update (the job, changed chunks, new frames)."""
+        self.job = job_json(job, running_chunks(session, [job.id]).get(job.id, 0))
+        changed = []
+        for chunk in session.scalars(select(Chunk).where(Chunk.job_id == job.id)):
+            fresh = chunk_json(chunk)
+            if self.chunks.get(chunk.index) != fresh:
+                self.chunks[chunk.index] = fresh
+                changed.append(fresh)
+        rows = _done_frames(session, job.id, self.latest_finish)
+        if len(self.frames) + len([r for r in rows if r.frame not in self.frames]) < job.frames_rendered:
+            rows = _done_frames(session, job.id)  # a frame committed out of order slipped past: look at all
+        new = [frame_entry(r) for r in rows if r.frame not in self.frames]
+        for entry in new:
+            self.frames[entry["frame"]] = entry
+        finishes = [r.finished_at for r in rows if r.finished_at]
+        if finishes:
+            self.latest_finish = max([*finishes, *([self.latest_finish] if self.latest_finish else [])])
+        return {"job": self.job, "chunks": changed, "frames": new}
+
+
+def links(job: Job) -> dict[str, str | None]:
+    """URL templates (`{frame}`, `{index}`) for what the page or a script fetches next, in the page's own origin."""
+    frame = url_for("api.job_frame", job_id=job.id, frame=0).removesuffix("/0")
+    return {
+        "frame": frame + "/{frame}",
+        "thumbnail": frame + "/{frame}/thumbnail" if job.output_format in PREVIEWABLE else None,
+        "log": url_for("api.chunk_log", job_id=job.id, index=0).removesuffix("/0/log") + "/{index}/log",
+        "asset": url_for("api.job_asset", job_id=job.id),
+    }
+
+
+@dataclass(eq=False)
+class Subscriber:
+    inbox: queue.Queue[tuple[str, dict[str, Any], int]] = field(default_factory=queue.Queue)
+    has_snapshot: bool = False
+
+
+@dataclass
+class Watched:
+    subscribers: set[Subscriber] = field(default_factory=set)
+    state: JobState | None = None
+    version: int = -1
+
+
+class JobWatcher:
+    """The per-process thread that polls job versions for every open stream and fans updates out."""
+
+    def __init__(self, app: Flask, interval: float = POLL_SECONDS) -> None:
+        self.app, self.interval = app, interval
+        self.lock = threading.Lock()
+        self.watched: dict[tuple[str, str], Watched] = {}  # by (job id, base URL the clients use)
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.polls = 0  # version queries made, for tests and curiosity
+
+    def subscribe(self, job_id: str, base_url: str) -> Subscriber:
+        sub = Subscriber()
+        with self.lock:
+            watched = self.watched.setdefault((job_id, base_url), Watched())
+            watched.subscribers.add(sub)
+            if watched.state is not None:
+                self._send_snapshot(watched, sub)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="farm-job-watcher", daemon=True)
+                self.thread.start()
+        self.wake.set()
+        return sub
+
+    def unsubscribe(self, job_id: str, base_url: str, sub: Subscriber) -> None:
+        with self.lock:
+            watched = self.watched.get((job_id, base_url))
+            if watched is not None:
+                watched.subscribers.discard(sub)
+                if not watched.subscribers:
+                    del self.watched[(job_id, base_url)]
+
+    def _send_snapshot(self, watched: Watched, sub: Subscriber) -> None:
+        assert watched.state is not None
+        sub.inbox.put(("snapshot", watched.state.snapshot(), watched.version))
+        sub.has_snapshot = True
+        if watched.state.job["status"] in TERMINAL_JOB:
+            sub.inbox.put(("end", {"status": watched.state.job["status"]}, watched.version))
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            try:
+                self.tick()
+            except Exception:  # a database outage: keep the streams open and look again
+                log.warning("job watcher could not poll", exc_info=True)
+
+    def tick(self) -> None:
+        with self.lock:
+            keys = list(self.watched)
+        if not keys:
+            return
+        with self.app.app_context():
+            self.polls += 1
+            wanted = sorted({job_id for job_id, _ in keys})
+            rows = db.session.execute(select(Job.id, Job.version).where(Job.id.in_(wanted)))
+            versions = {job_id: version for job_id, version in rows}
+        for key in keys:
+            with self.lock:
+                watched = self.watched.get(key)
+            if watched is None or key[0] not in versions:
+                continue
+            if versions[key[0]] != watched.version or watched.state is None:
+                self._refresh(key, watched, versions[key[0]])
+            with self.lock:
+                for sub in watched.subscribers:
+                    if not sub.has_snapshot:
+                        self._send_snapshot(watched, sub)
+
+    def _refresh(self, key: tuple[str, str], watched: Watched, version: int) -> None:
+        job_id, base_url = key
+        with self.app.test_request_context(base_url=base_url):
+            job = db.session.get(Job, job_id)
+            if job is None:
+                return
+            if watched.state is None:
+                state, update = JobState.load(db.session, job), None
+            else:
+                state, update = watched.state, watched.state.advance(db.session, job)
+        with self.lock:
+            watched.state, watched.version = state, version
+            if update is None:
+                return
+            ended = state.job["status"] in TERMINAL_JOB
+            for sub in watched.subscribers:
+                if sub.has_snapshot:
+                    sub.inbox.put(("update", update, version))
+                    if ended:
+                        sub.inbox.put(("end", {"status": state.job["status"]}, version))
+
+
+_watchers: dict[int, JobWatcher] = {}
+_watchers_lock = threading.Lock()
+
+
+def watcher(app: Flask) -> JobWatcher:
+    """This process's watcher (keyed by pid: a forked web worker starts its own thread)."""
+    key = os.getpid()
+    with _watchers_lock:
+        found = app.extensions.get("farm.watcher")
+        if found is None or _watchers.get(key) is not found:
+            found = app.extensions["farm.watcher"] = _watchers[key] = JobWatcher(app)
+        return found
+
+
+def sse(kind: str, data: dict[str, Any], event_id: int) -> str:
+    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def stream(job_id: str) -> Response:
+    """The job's live stream; the request's database session is released before the first byte is sent."""
+    hub = watcher(current_app._get_current_object())  # type: ignore[attr-defined]
+    base_url = request.host_url
+    sub = hub.subscribe(job_id, base_url)
+
+    def events() -> Iterator[str]:
+        try:
+            yield "retry: 3000\n\n"
+            while True:
+                try:
+                    kind, data, version = sub.inbox.get(timeout=KEEPALIVE_SECONDS)
+                except queue.Empty:
+                    yield ": keepalive\n\n"
+                    continue
+                yield sse(kind, data, version)
+                if kind == "end":
+                    return
+        finally:
+            hub.unsubscribe(job_id, base_url, sub)
+
+    return Response(
+        events(),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def wants_stream() -> bool:
+    """Scripts asking for JSON (or for nothing in particular) get JSON; EventSource asks for text/event-stream."""
+    accept = request.accept_mimetypes
+    return accept["text/event-stream"] > accept["application/json"] and "text/event-stream" in accept.values()

@@ -1,0 +1,152 @@
+"""Task history for the monitor, recorded by the workers themselves from Celery's signals into our database.
+
+Flower builds its history from the event stream and keeps it in memory, so it is lost when Flower restarts and
+missing while Flower is down. Here each worker writes what happened to its tasks (received, started, and how it
+ended, with runtime) as it happens; the web app only reads. Recording is best effort: a database hiccup costs a
+history row, never a task. Workers still send Celery's own task events, so the real Flower can watch too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any
+
+from celery.signals import task_postrun, task_prerun, task_received, task_revoked
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from farm.dispatch import RENDER_CHUNK
+from farm.models import TaskRecord, utcnow
+from workers.context import get_context
+
+log = logging.getLogger(__name__)
+KEEP = 20_000  # rows of history kept; older ones are pruned
+PRUNE_EVERY = 200  # receipts per process between prunes
+STEP = {"RECEIVED": 0, "STARTED": 1}  # anything else is an ending (SUCCESS, FAILURE, RETRY, REJECTED, REVOKED…)
+_started: dict[str, float] = {}
+_received = itertools.count(1)
+
+
+def _step(state: str, retries: int) -> int:
+    """Order of what we hear about one task id; a retry re-sends the same id, so its attempt comes first."""
+    return retries * 10 + STEP.get(state, 2)
+
+
+def _short(value: Any, limit: int = 500) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _subject(name: str, args: Any, kwargs: Any) -> dict[str, Any]:
+    """The job (and chunk) a farm task works on, so the monitor can link to it."""
+    args = list(args or ())
+    kwargs = dict(kwargs or {})
+    job_id = kwargs.get("job_id") or (args[0] if args and isinstance(args[0], str) and len(args[0]) == 36 else None)
+    chunk_id = args[1] if name == RENDER_CHUNK and len(args) > 1 and isinstance(args[1], int) else None
+    return {"job_id": job_id, "chunk_id": chunk_id}
+
+
+def record(session: Session, task_id: str, state: str, retries: int, **values: Any) -> None:
+    """Insert or advance a task's row; news older than what is stored (signals race across processes) is dropped."""
+    step = _step(state, retries)
+    row = {"task_id": task_id, "state": state, "retries": retries, "updated_at": utcnow(), **values}
+    dialect = postgresql if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(TaskRecord).values(row).on_conflict_do_nothing().returning(TaskRecord.task_id)
+    if session.execute(insert).scalar() is not None:
+        return
+    stored = session.execute(
+        select(TaskRecord.state, TaskRecord.retries).where(TaskRecord.task_id == task_id).with_for_update()
+    ).one()
+    if _step(*stored) > step:
+        return
+    known = {k: v for k, v in values.items() if v is not None}
+    session.execute(
+        update(TaskRecord)
+        .where(TaskRecord.task_id == task_id)
+        .values(state=state, retries=retries, updated_at=utcnow(), **known)
+    )
+
+
+def prune(session: Session, keep: int = KEEP) -> None:
+    cutoff = session.scalar(select(TaskRecord.updated_at).order_by(TaskRecord.updated_at.desc()).offset(keep).limit(1))
+    if cutoff is not None:
+        session.execute(TaskRecord.__table__.delete().where(TaskRecord.updated_at <= cutoff))
+
+
+def _write(task_id: str, state: str, retries: int, **values: Any) -> None:
+    try:
+        with get_context().db.session() as session:
+            record(session, task_id, state, retries, **values)
+    except Exception as exc:  # history is a convenience; the task itself must not notice
+        log.warning("could not record task %s as %s: %s", task_id, state, exc)
+
+
+@task_received.connect
+def on_received(request: Any, **_: Any) -> None:
+    delivery = request.delivery_info or {}
+    _write(
+        request.id,
+        "RECEIVED",
+        int(request.request_dict.get("retries") or 0),
+        name=request.name,
+        worker=request.hostname,
+        queue=_short(delivery.get("routing_key"), 200),
+        args=_short(request.argsrepr or request.args),
+        received_at=utcnow(),
+        **_subject(request.name, request.args, request.kwargs),
+    )
+    if next(_received) % PRUNE_EVERY == 0:
+        try:
+            with get_context().db.session() as session:
+                prune(session)
+        except Exception as exc:
+            log.warning("could not prune task history: %s", exc)
+
+
+@task_prerun.connect
+def on_prerun(task_id: str, task: Any, args: Any = None, kwargs: Any = None, **_: Any) -> None:
+    _started[task_id] = time.monotonic()
+    request = task.request
+    _write(
+        task_id,
+        "STARTED",
+        int(request.retries or 0),
+        name=task.name,
+        worker=request.hostname,
+        started_at=utcnow(),
+        **_subject(task.name, args, kwargs),
+    )
+
+
+@task_postrun.connect
+def on_postrun(task_id: str, task: Any, retval: Any = None, state: str | None = None, **_: Any) -> None:
+    began = _started.pop(task_id, None)
+    _write(
+        task_id,
+        state or "UNKNOWN",
+        int(task.request.retries or 0),
+        name=task.name,
+        worker=task.request.hostname,
+        finished_at=utcnow(),
+        runtime_ms=round((time.monotonic() - began) * 1000, 1) if began is not None else None,
+        result=_short(retval),
+    )
+
+
+@task_revoked.connect
+def on_revoked(request: Any, terminated: bool = False, expired: bool = False, **_: Any) -> None:
+    why = "expired" if expired else "terminated" if terminated else "revoked before it ran"
+    _write(
+        request.id,
+        "REVOKED",
+        int(getattr(request, "request_dict", {}).get("retries") or 0),
+        name=request.name,
+        worker=getattr(request, "hostname", None),
+        finished_at=utcnow(),
+        result=why,
+    )
