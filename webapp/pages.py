@@ -1,21 +1,209 @@
-"""Server-rendered pages for people; they read the same rows the API serves."""
+"""Server-rendered pages for people: jobs, the New job form, a job's live page and the workers monitor. They read
+the same rows, and act through the same functions, as the JSON API; forms are CSRF-protected (`webapp.csrf`).
+
+Lists that refresh themselves (jobs, the monitor) fetch their own page with `?partial=1` and swap the fragment in,
+so one template renders a table both times.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, render_template
-from sqlalchemy import select
+import math
+from collections.abc import Callable
+from typing import Any
 
-from farm.models import Job
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import false, func, select
+
+from farm import staging
+from farm.errors import FarmError, ValidationError
+from farm.models import Job, JobStatus, WorkerStatus
+from farm.states import IllegalTransition
+from farm.submission import DEVICES, OUTPUT_FORMATS, parse_form, save_upload
+from webapp import csrf, services
+from webapp.api import jobs as api_jobs
+from webapp.api import workers as api_workers
+from webapp.api.monitor import TASK_STATES, queues_json, task_filters, tasks_json
+from webapp.api.serializers import job_json, running_chunks, workers_json
+from webapp.errors import error_response
 from webapp.extensions import db
+from webapp.live import JobState
 
 bp = Blueprint("pages", __name__)
+bp.before_request(csrf.check)
+PAGE_SIZE = 25
+ENGINES = ("CYCLES", "BLENDER_EEVEE_NEXT", "BLENDER_WORKBENCH")
+
+
+def _partial() -> bool:
+    return request.args.get("partial") == "1"
 
 
 @bp.get("/")
-def index() -> str:
-    jobs = db.session.scalars(select(Job).order_by(Job.created_at.desc()).limit(50)).all()
-    return render_template("index.html", jobs=jobs)
+def jobs() -> str:
+    """Newest first, searchable by name and filterable by status (the query of `GET /api/jobs`), 25 a page."""
+    page = api_jobs.query_int("page", 1, 1, 10**6)
+    try:
+        query = api_jobs.job_search()
+        error = None
+    except ValidationError as exc:
+        query, error = select(Job).where(false()), exc.message
+    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    found = db.session.scalars(query.limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
+    running = running_chunks(db.session, [j.id for j in found])
+    context = {
+        "jobs": [job_json(j, running.get(j.id, 0)) for j in found],
+        "total": total,
+        "page": page,
+        "pages": max(1, math.ceil(total / PAGE_SIZE)),
+        "statuses": list(JobStatus),
+        "q": request.args.get("q", ""),
+        "status": request.args.get("status", "").upper(),
+        "error": error,
+    }
+    return render_template("_jobs_table.html" if _partial() else "jobs.html", **context)
+
+
+def _form_context(values: Any, errors: dict[str, str], staged: staging.Staged | None) -> dict[str, Any]:
+    return {
+        "values": values,
+        "errors": errors,
+        "staged": staged,
+        "engines": ENGINES,
+        "formats": OUTPUT_FORMATS,
+        "devices": DEVICES,
+        "max_upload_mb": services.settings().max_upload_bytes // 2**20,
+    }
+
+
+@bp.get("/jobs/new")
+def new_job() -> str:
+    return render_template("new_job.html", **_form_context({}, {}, None))
+
+
+@bp.post("/jobs/new")
+def create_job() -> Response | tuple[str, int]:
+    """Submit the form: a new file, or the one staged when it was picked. A bad field re-renders the form with
+    the error beside that field and everything the user typed, the file included."""
+    settings = services.settings()
+    staged = None
+    try:
+        file = request.files.get("file")
+        if file is not None and file.filename:
+            staged = staging.stage(settings, save_upload(file.stream, file.filename, settings))
+        elif request.form.get("upload"):
+            staged = staging.load(settings, request.form["upload"])
+        else:
+            raise ValidationError("file", "missing", "choose a .blend or .zip file to render")
+        job = api_jobs.submit(staged.upload(settings), parse_form(request.form, settings))
+    except FarmError as exc:
+        db.session.rollback()
+        errors = {exc.field or "file": exc.message}
+        return render_template("new_job.html", **_form_context(request.form, errors, staged)), exc.status
+    staging.discard(settings, staged)
+    flash(f"Job {job.name} queued: frames {job.frame_start}–{job.frame_end}.", "ok")
+    return redirect(url_for("pages.job_page", job_id=job.id), 303)
+
+
+@bp.post("/jobs/new/upload")
+def stage_upload() -> Response | tuple[Response, int]:
+    """The form's first step, sent by its script as soon as a file is picked: keep the file, and answer with the
+    zip's .blend files and (for a .blend, or a zip holding one) the scene's own settings."""
+    settings = services.settings()
+    try:
+        file = request.files.get("file")
+        staged = staging.stage(
+            settings, save_upload(file.stream if file else None, file.filename if file else None, settings)
+        )
+        main = request.form.get("main") or (staged.blend_files[0] if len(staged.blend_files) == 1 else None)
+        scene = staging.scene(settings, staged, main) if staged.kind == "blend" or main else None
+    except FarmError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+    return jsonify({"upload": staged.public(), "main": main, "scene": scene})
+
+
+@bp.post("/jobs/new/scene")
+def staged_scene() -> Response | tuple[Response, int]:
+    """The scene's own settings for the .blend chosen as `main` inside a staged zip."""
+    settings = services.settings()
+    try:
+        staged = staging.load(settings, request.form.get("upload", ""))
+        scene = staging.scene(settings, staged, request.form.get("main") or None)
+    except FarmError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+    return jsonify({"scene": scene})
+
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id: str) -> str:
+    """Rendered with the job's whole state embedded, so it paints at once; then its script follows the stream."""
+    job = api_jobs.get_job(job_id)
+    state = JobState.load(db.session, job)
+    return render_template("job.html", job=state.job, snapshot=state.snapshot())
+
+
+def _act(action: Callable[[], Any], done: str, back: str) -> Response | tuple[Response, int]:
+    """Run a button's action; scripts get JSON (the error's JSON on failure), plain forms a redirect and a note."""
+    try:
+        action()
+    except (FarmError, IllegalTransition) as exc:
+        db.session.rollback()
+        if isinstance(exc, IllegalTransition):
+            exc = FarmError(None, "wrong_state", f"the {exc.kind} is {exc.old}; it cannot become {exc.new}")
+            exc.status = 409
+        if request.accept_mimetypes.best == "application/json":
+            return error_response(exc.status, exc.code, exc.message, exc.field)
+        flash(exc.message, "error")
+        return redirect(back, 303)
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify({"ok": True, "message": done})
+    flash(done, "ok")
+    return redirect(back, 303)
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response | tuple[Response, int]:
+    back = url_for("pages.job_page", job_id=job_id)
+    return _act(lambda: api_jobs.cancel_job(job_id), "Canceling: Blender stops within seconds.", back)
+
+
+@bp.post("/jobs/<job_id>/retry")
+def retry_job(job_id: str) -> Response | tuple[Response, int]:
+    back = url_for("pages.job_page", job_id=job_id)
+    return _act(lambda: api_jobs.retry_job(job_id), "Retrying the frames that did not finish.", back)
+
+
+@bp.get("/workers")
+def workers() -> str:
+    """The monitor: workers, broker queues and recent tasks (filter by state), refreshed by the page's script."""
+    filters = task_filters()
+    context = {
+        "workers": workers_json(db.session),
+        "queues": queues_json(db.session),
+        "tasks": tasks_json(db.session, **filters),
+        "task_states": TASK_STATES,
+        "state": ",".join(filters["states"]),
+        "online": WorkerStatus.ONLINE,
+    }
+    return render_template("_monitor.html" if _partial() else "workers.html", **context)
+
+
+@bp.post("/workers/<hostname>/<any(enable, disable):action>")
+def toggle_worker(hostname: str, action: str) -> Response | tuple[Response, int]:
+    change = api_workers.enable_worker if action == "enable" else api_workers.disable_worker
+    done = f"{hostname} {'takes work again' if action == 'enable' else 'finishes its chunk and takes no more work'}."
+    return _act(lambda: change(hostname), done, url_for("pages.workers"))
 
 
 def init_app(app: Flask) -> None:
+    csrf.init_app(app)
     app.register_blueprint(bp)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 KEEP = 20_000  # rows of history kept; older ones are pruned
 PRUNE_EVERY = 200  # receipts per process between prunes
 STEP = {"RECEIVED": 0, "STARTED": 1}  # anything else is an ending (SUCCESS, FAILURE, RETRY, REJECTED, REVOKED…)
+ENDING = ("finished_at", "runtime_ms", "result")  # cleared when a retry's new attempt is received
 _started: dict[str, float] = {}
 _received = itertools.count(1)
 
@@ -44,6 +45,8 @@ def _short(value: Any, limit: int = 500) -> str | None:
 
 def _subject(name: str, args: Any, kwargs: Any) -> dict[str, Any]:
     """The job (and chunk) a farm task works on, so the monitor can link to it."""
+    if not name.startswith("farm."):
+        return {"job_id": None, "chunk_id": None}
     args = list(args or ())
     kwargs = dict(kwargs or {})
     job_id = kwargs.get("job_id") or (args[0] if args and isinstance(args[0], str) and len(args[0]) == 36 else None)
@@ -64,7 +67,7 @@ def record(session: Session, task_id: str, state: str, retries: int, **values: A
     ).one()
     if _step(*stored) > step:
         return
-    known = {k: v for k, v in values.items() if v is not None}
+    known = {k: v for k, v in values.items() if v is not None or k in ENDING}
     session.execute(
         update(TaskRecord)
         .where(TaskRecord.task_id == task_id)
@@ -98,6 +101,7 @@ def on_received(request: Any, **_: Any) -> None:
         queue=_short(delivery.get("routing_key"), 200),
         args=_short(request.argsrepr or request.args),
         received_at=utcnow(),
+        **dict.fromkeys(ENDING),
         **_subject(request.name, request.args, request.kwargs),
     )
     if next(_received) % PRUNE_EVERY == 0:
@@ -134,7 +138,7 @@ def on_postrun(task_id: str, task: Any, retval: Any = None, state: str | None = 
         worker=task.request.hostname,
         finished_at=utcnow(),
         runtime_ms=round((time.monotonic() - began) * 1000, 1) if began is not None else None,
-        result=_short(retval),
+        result=_short(retval) or "",
     )
 
 

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from flask import Response, jsonify, redirect, request, send_file, url_for
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 
 from farm import planning, states
 from farm.dispatch import assign_task_ids, send_chord
@@ -14,7 +14,7 @@ from farm.errors import Conflict, NotFound, ValidationError
 from farm.models import Chunk, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
 from farm.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
 from farm.storage import FileStorage
-from farm.submission import create_job, discard_upload, parse_form, save_upload
+from farm.submission import JobForm, Upload, create_job, discard_upload, parse_form, save_upload
 from webapp import live, services
 from webapp.api import bp
 from webapp.api.serializers import chunk_json, event_json, frame_json, job_json, running_chunks
@@ -57,6 +57,17 @@ def online_slots() -> int:
     ).scalar_one()
 
 
+def submit(upload: Upload, form: JobForm) -> Job:
+    """Create the job from a saved upload and dispatch it: what the API and the New job page both do."""
+    job = create_job(
+        db.session, services.storage(), services.settings(), upload, form, owner=current_actor(), slots=online_slots()
+    )
+    db.session.flush()
+    chunk_ids = list(db.session.scalars(select(Chunk.id).where(Chunk.job_id == job.id).order_by(Chunk.index)))
+    dispatch(job, chunk_ids)
+    return job
+
+
 @bp.post("/jobs")
 def submit_job() -> tuple[Response, int, dict[str, str]]:
     """Upload a .blend (or a .zip project with `main`) and the render settings; answers 201 with the job."""
@@ -67,12 +78,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
         upload_file.stream if upload_file else None, upload_file.filename if upload_file else None, settings
     )
     try:
-        job = create_job(
-            db.session, services.storage(), settings, upload, form, owner=current_actor(), slots=online_slots()
-        )
-        db.session.flush()
-        chunk_ids = list(db.session.scalars(select(Chunk.id).where(Chunk.job_id == job.id).order_by(Chunk.index)))
-        dispatch(job, chunk_ids)
+        job = submit(upload, form)
     finally:
         discard_upload(upload)
     location = url_for("api.read_job", job_id=job.id)
@@ -82,6 +88,19 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
 @bp.get("/jobs")
 def list_jobs() -> Response:
     """Newest first. Query: status (one of the contract's), q (name contains), limit (1-500), offset."""
+    query = job_search()
+    limit = query_int("limit", 50, 1, 500)
+    offset = query_int("offset", 0, 0, 10**9)
+    total = db.session.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
+    jobs = db.session.scalars(query.limit(limit).offset(offset)).all()
+    running = running_chunks(db.session, [j.id for j in jobs])
+    return jsonify(
+        {"jobs": [job_json(j, running.get(j.id, 0)) for j in jobs], "total": total, "limit": limit, "offset": offset}
+    )
+
+
+def job_search() -> Select[tuple[Job]]:
+    """Jobs newest first, narrowed by the request's `status` (comma-separated) and `q` (name contains, or an id)."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id)
     status = request.args.get("status", "").strip().upper()
     if status:
@@ -96,14 +115,7 @@ def list_jobs() -> Response:
     if q:
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(or_(Job.name.ilike(pattern, escape="\\"), Job.id == q))
-    limit = query_int("limit", 50, 1, 500)
-    offset = query_int("offset", 0, 0, 10**9)
-    total = db.session.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
-    jobs = db.session.scalars(query.limit(limit).offset(offset)).all()
-    running = running_chunks(db.session, [j.id for j in jobs])
-    return jsonify(
-        {"jobs": [job_json(j, running.get(j.id, 0)) for j in jobs], "total": total, "limit": limit, "offset": offset}
-    )
+    return query
 
 
 @bp.get("/jobs/<job_id>")

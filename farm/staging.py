@@ -1,0 +1,142 @@
+"""Uploads held between the New job form's two steps: the file is sent once, as soon as it is picked, so the page
+can offer the zip's .blend files and the scene's own settings, and a form sent back with an error keeps it.
+
+A staged upload is a file and a small JSON note under `instance/tmp/staged/`, named by a random token; it is
+removed once its job is created, and any left behind for a day are swept away by the next upload.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from farm import uploads
+from farm.blender import BlenderFailed, probe_scene
+from farm.config import Settings
+from farm.errors import ValidationError
+from farm.submission import Upload
+
+TOKEN = re.compile(r"^[0-9a-f]{32}$")
+MAX_AGE_SECONDS = 24 * 3600
+
+
+@dataclass
+class Staged:
+    token: str
+    filename: str
+    kind: str
+    sha256: str
+    size: int
+    blend_files: list[str] = field(default_factory=list)
+    scenes: dict[str, dict[str, Any]] = field(default_factory=dict)  # probed scene by main ("" for a .blend)
+
+    def upload(self, settings: Settings) -> Upload:
+        return Upload(
+            path=_folder(settings) / f"{self.token}.{self.kind}",
+            filename=self.filename,
+            sha256=self.sha256,
+            size=self.size,
+            kind=self.kind,
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "scenes"}
+
+
+def _folder(settings: Settings) -> Path:
+    folder = settings.instance_dir / "tmp" / "staged"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _save_note(settings: Settings, staged: Staged) -> None:
+    note = _folder(settings) / f"{staged.token}.json"
+    tmp = note.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(staged)))
+    tmp.replace(note)
+
+
+def sweep(settings: Settings, now: float | None = None) -> None:
+    """Forget staged uploads nobody turned into a job within a day."""
+    cutoff = (now or time.time()) - MAX_AGE_SECONDS
+    for path in _folder(settings).iterdir():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+
+
+def stage(settings: Settings, upload: Upload) -> Staged:
+    """Keep a freshly saved upload (it is moved, not copied) and list a zip project's .blend files."""
+    sweep(settings)
+    blend_files = []
+    if upload.kind == "zip":
+        blend_files = uploads.inspect_zip(upload.path, max_bytes=settings.max_zip_bytes).blend_files
+    staged = Staged(
+        token=secrets.token_hex(16),
+        filename=upload.filename,
+        kind=upload.kind,
+        sha256=upload.sha256,
+        size=upload.size,
+        blend_files=blend_files,
+    )
+    upload.path.replace(_folder(settings) / f"{staged.token}.{staged.kind}")
+    _save_note(settings, staged)
+    return staged
+
+
+def load(settings: Settings, token: str) -> Staged:
+    if not TOKEN.match(token or ""):
+        raise ValidationError("file", "missing", "choose the .blend or .zip file again")
+    try:
+        note = json.loads((_folder(settings) / f"{token}.json").read_text())
+    except FileNotFoundError:
+        raise ValidationError("file", "expired", "the uploaded file is gone; choose it again") from None
+    return Staged(**note)
+
+
+def scene(settings: Settings, staged: Staged, main: str | None) -> dict[str, Any]:
+    """The scene's own settings (range, resolution, engine, samples), read once by Blender with scripts off."""
+    key = main or ""
+    if key in staged.scenes:
+        return staged.scenes[key]
+    upload = staged.upload(settings)
+    with tempfile.TemporaryDirectory(prefix="probe-", dir=upload.path.parent) as workdir:
+        blend = upload.path
+        if staged.kind == "zip":
+            if key not in staged.blend_files:
+                raise ValidationError("main", "not_in_zip", f"the zip holds no .blend named {key[:200]!r}")
+            blend = Path(workdir) / "main.blend"
+            uploads.extract_member(upload.path, key, blend)
+        try:
+            found = probe_scene(settings, blend)
+        except BlenderFailed as exc:
+            raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {exc}") from None
+    staged.scenes[key] = {k: found.get(k) for k in DEFAULTS}
+    _save_note(settings, staged)
+    return staged.scenes[key]
+
+
+def discard(settings: Settings, staged: Staged) -> None:
+    for suffix in (staged.kind, "json"):
+        (_folder(settings) / f"{staged.token}.{suffix}").unlink(missing_ok=True)
+
+
+DEFAULTS = (
+    "scene",
+    "camera",
+    "frame_start",
+    "frame_end",
+    "engine",
+    "samples",
+    "resolution_x",
+    "resolution_y",
+    "resolution_percentage",
+)

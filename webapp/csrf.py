@@ -1,0 +1,32 @@
+"""CSRF protection for the pages' forms: a random token in the signed session cookie, echoed by every form (a
+hidden field) or script (the X-CSRF-Token header), checked on each unsafe request a page makes."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from flask import Flask, abort, request, session
+
+FIELD = "csrf_token"
+HEADER = "X-CSRF-Token"
+
+
+def token() -> str:
+    if FIELD not in session:
+        session[FIELD] = secrets.token_urlsafe(32)
+    return session[FIELD]
+
+
+def check() -> None:
+    """Refuse a page's POST whose token is missing or not this browser's."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    sent = request.form.get(FIELD) or request.headers.get(HEADER) or ""
+    expected = session.get(FIELD)
+    if not expected or not hmac.compare_digest(sent, expected):
+        abort(400, description="The form expired or came from another site; reload the page and try again.")
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.globals["csrf_token"] = token
