@@ -39,6 +39,12 @@ worker: setup
 check: setup
 	$(BIN)/farm check
 
+bench: setup         ## measure against same-run baselines; tables in bench/results/ (needs Postgres + Redis)
+	$(BIN)/python -m bench.render
+	$(BIN)/python -m bench.orchestration
+	$(BIN)/python -m bench.packaging $(if $(SIZE_MB),--size-mb $(SIZE_MB))
+	$(BIN)/python -m bench.latency
+
 compose-check:
 	docker-compose -f compose.yaml config --quiet
 

@@ -1,0 +1,93 @@
+"""Latency benchmark: submit → first frame stored on an idle farm, minus what plain Blender itself needs for that
+frame (process start, file load, first render, image written), measured in the same invocation. Goal ≤ 1 s.
+
+    python -m bench.latency [--repeats 3] [--size 240x135] [--samples 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from bench.common import make_scene, median, report, services
+from farm.blender import parse_event
+from farm.db import Database
+from farm.models import Frame
+from tests.helpers import FarmProcesses, submit, wait_for_status
+
+HERE = Path(__file__).parent
+
+
+def plain_first_frame(blend: Path, out: Path) -> float:
+    """Seconds from starting plain Blender to its first image written."""
+    started = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-P", str(HERE / "plain_blender.py"), "--", str(blend), str(out), "1", "1"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    event = next(e for e in map(parse_event, proc.stdout.splitlines()) if e and e.get("event") == "frames")
+    return event["written"][0] - started
+
+
+def farm_first_frame(procs: FarmProcesses, db: Database, blend: Path, chunk_size: int | None) -> float:
+    """Seconds from the start of the submission request to the first frame recorded as stored."""
+    fields = {"frame_start": 1, "frame_end": 4, **({"chunk_size": chunk_size} if chunk_size else {})}
+    started = time.time()
+    response = submit(procs.url, blend, name="latency", **fields)
+    response.raise_for_status()
+    job_id = response.json()["job"]["id"]
+    assert wait_for_status(procs.url, job_id, {"COMPLETED", "FAILED"}, timeout=600)["status"] == "COMPLETED"
+    with db.session() as session:
+        first = session.scalar(select(func.min(Frame.finished_at)).where(Frame.job_id == job_id))
+    assert first is not None
+    return first.timestamp() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", default="240x135")
+    parser.add_argument("--samples", type=int, default=16)
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    plain: list[float] = []
+    farm: dict[str, list[float]] = {"chunk_size 4": [], "adaptive": []}
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp, services(Path(tmp)) as env:
+        blend = make_scene(env, Path(tmp) / "scene.blend", frames=4, width=width, height=height, samples=args.samples)
+        procs = FarmProcesses(env, Path(tmp))
+        db = Database(env["FARM_DATABASE_URL"])
+        try:
+            procs.start_web()
+            procs.start_worker("idle")
+            for _ in range(args.repeats):
+                plain.append(plain_first_frame(blend, Path(tmp) / "plain"))
+                farm["chunk_size 4"].append(farm_first_frame(procs, db, blend, 4))
+                farm["adaptive"].append(farm_first_frame(procs, db, blend, None))
+        finally:
+            procs.stop_all()
+            db.engine.dispose()
+    base = median(plain)
+    rows: list[list[object]] = [["plain Blender: start → first image written", f"{base:.2f}", "-"]]
+    for label, values in farm.items():
+        rows.append(
+            [f"farm, {label}: submit → first frame stored", f"{median(values):.2f}", f"{median(values) - base:.2f}"]
+        )
+    report(
+        "latency",
+        f"Latency: first frame of an idle farm ({width}×{height}, Cycles {args.samples} samples)",
+        ["run", f"seconds (median of {args.repeats})", "farm overhead s"],
+        rows,
+        notes="""Farm: from the start of the HTTP submission (upload, scene probe, planning, dispatch) to the first
+frame's row marked DONE after its image is in S3 (moto), with one idle worker (its Blender not yet started for the job).
+The adaptive submission also renders a probe frame to size the chunks, which is most of its extra time.""",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Render benchmark: a 48-frame job on the farm (1 and 2 worker slots; warm and fresh Blender; chunk sizes 1, 4, 16
+and adaptive) against plain Blender rendering the same frames as one animation in one process.
+
+efficiency = Σ raw frame time ÷ (wall × slots), where raw frame time is Blender's own time per frame (render start
+to image written) and wall runs from the moment the job is submitted to the moment it is COMPLETED (zip stored),
+or, for plain Blender, from process start to exit. Goal for the farm: ≥ 0.95.
+
+    python -m bench.render [--frames 48] [--size 240x135] [--samples 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bench.common import make_scene, report, services
+from farm.blender import parse_event
+from farm.db import Database
+from farm.models import Chunk, Job
+from tests.helpers import FarmProcesses, submit, wait_for_status
+
+HERE = Path(__file__).parent
+
+
+def plain_blender(blend: Path, out: Path, frames: int) -> tuple[float, float]:
+    """(wall seconds, Σ frame seconds) of plain Blender rendering frames 1..frames in one process."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-P", str(HERE / "plain_blender.py"), "--", str(blend), str(out), "1", str(frames)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall = time.perf_counter() - started
+    times = next(e["ms"] for e in map(parse_event, proc.stdout.splitlines()) if e and e.get("event") == "frames")
+    assert len(times) == frames, proc.stdout[-2000:]
+    return wall, sum(times) / 1000
+
+
+def farm_job(procs: FarmProcesses, db: Database, blend: Path, frames: int, chunk_size: int | None) -> dict:
+    fields = {"frame_start": 1, "frame_end": frames, **({"chunk_size": chunk_size} if chunk_size else {})}
+    started = time.time()
+    response = submit(procs.url, blend, name="bench", **fields)
+    response.raise_for_status()
+    job_id = response.json()["job"]["id"]
+    assert wait_for_status(procs.url, job_id, {"COMPLETED", "FAILED"}, timeout=1800)["status"] == "COMPLETED"
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.finished_at is not None
+        sizes = [
+            e - s + 1
+            for s, e in session.execute(select(Chunk.frame_start, Chunk.frame_end).where(Chunk.job_id == job_id))
+        ]
+        return {"wall": job.finished_at.timestamp() - started, "raw": job.render_ms_total / 1000, "chunks": sizes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--size", default="240x135")
+    parser.add_argument("--samples", type=int, default=16)
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    rows: list[list[object]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp, services(Path(tmp)) as env:
+        blend = make_scene(
+            env, Path(tmp) / "scene.blend", frames=args.frames, width=width, height=height, samples=args.samples
+        )
+        plain_wall, plain_raw = plain_blender(blend, Path(tmp) / "plain", args.frames)
+        rows.append(
+            [
+                "plain Blender, one process",
+                1,
+                "-",
+                f"{plain_wall:.1f}",
+                f"{plain_raw:.1f}",
+                f"{plain_raw / plain_wall:.3f}",
+                "1.00",
+            ]
+        )
+        db = Database(env["FARM_DATABASE_URL"])
+
+        def measure(label: str, procs: FarmProcesses, slots: int, chunk_size: int | None) -> None:
+            got = farm_job(procs, db, blend, args.frames, chunk_size)
+            sizes = got["chunks"]
+            shown = (
+                f"{len(sizes)} × {sizes[0]}"
+                if len(set(sizes)) == 1
+                else f"{len(sizes)}: " + ",".join(map(str, sorted(sizes, reverse=True)))
+            )
+            rows.append(
+                [
+                    label,
+                    slots,
+                    shown,
+                    f"{got['wall']:.1f}",
+                    f"{got['raw']:.1f}",
+                    f"{got['raw'] / (got['wall'] * slots):.3f}",
+                    f"{got['wall'] / plain_wall:.2f}",
+                ]
+            )
+            print(rows[-1], flush=True)
+
+        for warm in ("1", "0"):
+            procs = FarmProcesses(dict(env, FARM_WARM_BLENDER=warm), Path(tmp) / f"logs-{warm}")
+            procs.log_dir.mkdir()
+            try:
+                procs.start_web()
+                procs.start_worker("a")
+                kind = "warm" if warm == "1" else "fresh"
+                for chunk_size in (None, 1, 4, 16):
+                    measure(f"farm, {kind}, chunks {chunk_size or 'adaptive'}", procs, 1, chunk_size)
+                if warm == "1":
+                    procs.start_worker("b")
+                    for chunk_size in (None, 4):
+                        measure(f"farm, {kind}, chunks {chunk_size or 'adaptive'}", procs, 2, chunk_size)
+            finally:
+                procs.stop_all()
+        db.engine.dispose()
+    report(
+        "render",
+        f"Render: {args.frames} frames of the demo scene ({width}×{height}, Cycles {args.samples} samples)",
+        ["run", "slots", "chunks", "wall s", "Σ frame s", "efficiency", "wall ÷ plain"],
+        rows,
+        notes="""efficiency = Σ raw frame time ÷ (wall × slots). Farm wall: submit (upload, probe, plan, dispatch) to
+COMPLETED (zip stored in S3); plain wall: process start to exit. Warm = FARM_WARM_BLENDER=1 (one Blender per worker
+keeps the file loaded across the job's chunks); fresh = a new Blender per chunk. Adaptive: no chunk_size given, the
+submission probe times a frame and chunks target FARM_CHUNK_TARGET_SECONDS (60 s) with smaller chunks at the tail.
+Two slots are two workers on the same 2 cores, so each frame takes longer; the formula charges both slots.""",
+    )
+
+
+if __name__ == "__main__":
+    main()
