@@ -15,6 +15,7 @@ from farm.celery_app import make_celery
 from farm.config import Settings, load_settings
 from tests.conftest import RUN_ID
 from tests.helpers import wait_until
+from workers.context import get_context
 
 
 def test_queue_lengths_count_waiting_messages_at_every_priority_in_redis(prod_settings: Settings):
@@ -65,6 +66,7 @@ def history_worker(prod_settings: Settings, database):  # type: ignore[no-untype
 
     with start_worker(app, pool="solo", perform_ping_check=False, hostname=f"history-{RUN_ID}@test", queues=[queue]):
         yield app
+    get_context().db.engine.dispose()  # the recorder's connections, opened in the worker's thread
 
 
 def test_worker_records_task_history_that_the_api_serves(history_worker: Celery, client):

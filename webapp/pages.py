@@ -7,8 +7,10 @@ so one template renders a table both times.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -41,6 +43,7 @@ from webapp.live import JobState
 bp = Blueprint("pages", __name__)
 bp.before_request(csrf.check)
 PAGE_SIZE = 25
+MAX_TILES = 5000  # frames drawn as thumbnails on a job page; larger jobs show the first ones (the chart shows all)
 ENGINES = ("CYCLES", "BLENDER_EEVEE_NEXT", "BLENDER_WORKBENCH")
 
 
@@ -148,7 +151,7 @@ def job_page(job_id: str) -> str:
     """Rendered with the job's whole state embedded, so it paints at once; then its script follows the stream."""
     job = api_jobs.get_job(job_id)
     state = JobState.load(db.session, job)
-    return render_template("job.html", job=state.job, snapshot=state.snapshot())
+    return render_template("job.html", job=state.job, snapshot=state.snapshot(), max_tiles=MAX_TILES)
 
 
 def _act(action: Callable[[], Any], done: str, back: str) -> Response | tuple[Response, int]:
@@ -205,5 +208,14 @@ def toggle_worker(hostname: str, action: str) -> Response | tuple[Response, int]
 
 
 def init_app(app: Flask) -> None:
+    """Static files are cached for a year under URLs that carry a hash of their content, so a page never waits on
+    a revalidation round trip for its stylesheet and still sees a new one at once."""
+    versions = {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        for path in Path(app.static_folder or "").iterdir()
+        if path.is_file()
+    }
+    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 365 * 24 * 3600
+    app.jinja_env.globals["static_url"] = lambda name: url_for("static", filename=name, v=versions.get(name))
     csrf.init_app(app)
     app.register_blueprint(bp)

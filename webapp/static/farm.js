@@ -176,13 +176,7 @@ function jobPage() {
   const live = document.getElementById("live-state");
   const url = (template, key, value) => template.replace(`{${key}}`, encodeURIComponent(value));
 
-  const r0 = job.current.render;
-  for (let f = r0.frame_start; f <= r0.frame_end; f++) {
-    const tile = el("a", { class: "tile queued", href: url(links.frame, "frame", f), "data-frame": f },
-      el("span", { class: "n", text: f }));
-    tiles.set(f, tile);
-    grid.append(tile);
-  }
+  grid.querySelectorAll(".tile").forEach((tile) => tiles.set(Number(tile.dataset.frame), tile));
 
   function renderJob() {
     const j = job.current;
@@ -209,7 +203,8 @@ function jobPage() {
     chunks.set(c.index, c);
     for (let f = c.frame_start; f <= c.frame_end; f++) {
       chunkOf.set(f, c.index);
-      if (!frames.has(f)) tiles.get(f).className = `tile ${c.status.toLowerCase()}`;
+      const tile = tiles.get(f);
+      if (tile && !frames.has(f)) tile.className = `tile ${c.status.toLowerCase()}`;
     }
     const logButton = el("button", { type: "button", class: "small", text: "Log", disabled: !c.log_url });
     logButton.addEventListener("click", () => openLog(c.index));

@@ -1,0 +1,184 @@
+"""How fast the job page of a 1,000-frame job reaches the screen, served by a real `farm web` (gunicorn).
+
+Measures, never asserts: the full GET of /jobs/<id> (HTML with the whole state embedded) against /api/health on
+the same server as the baseline, then first-contentful-paint and the time until the frame grid is built in
+Debian's headless Chromium. The job's rows are written straight into the database (all frames done, as the page
+looks at the end of a render), so no Blender is needed.
+
+    .venv/bin/python bench/job_page.py [--frames 1000] [--runs 30] [--database-url postgresql://…]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import requests
+from sqlalchemy import insert, update
+
+from farm import planning
+from farm.config import load_settings
+from farm.db import Database, init_db
+from farm.models import Chunk, ChunkStatus, Frame, FrameStatus, Job, JobStatus, utcnow
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def finished_job(db: Database, frames: int, chunk_size: int) -> str:
+    """A COMPLETED job with every frame DONE, the heaviest page to draw."""
+    job_id = str(uuid.uuid4())
+    plan = planning.plan_chunks(1, frames, chunk_size)
+    now = utcnow()
+    with db.session() as session:
+        session.add(
+            Job(
+                id=job_id,
+                name="bench page",
+                status=JobStatus.COMPLETED,
+                source_key="uploads/bench.blend",
+                source_sha256="0" * 64,
+                source_kind="blend",
+                frame_start=1,
+                frame_end=frames,
+                chunk_size=chunk_size,
+                output_format="PNG",
+                device="CPU",
+                resolution_x=1920,
+                resolution_y=1080,
+                frames_rendered=frames,
+                render_ms_total=sum(1000.0 + f % 97 for f in range(1, frames + 1)),
+                latest_frame=frames,
+            )
+        )
+        session.flush()
+        chunk_ids = session.scalars(
+            insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
+            [
+                {"job_id": job_id, "index": i, "frame_start": s, "frame_end": e, "status": ChunkStatus.DONE}
+                for i, (s, e) in enumerate(plan)
+            ],
+        ).all()
+        session.execute(
+            insert(Frame),
+            [
+                {
+                    "job_id": job_id,
+                    "chunk_id": cid,
+                    "frame": f,
+                    "status": FrameStatus.DONE,
+                    "render_time_ms": 1000.0 + f % 97,
+                    "worker": f"node-{f % 4}@bench",
+                    "image_key": f"jobs/{job_id}/frames/{f:04d}-bench.png",
+                    "finished_at": now,
+                }
+                for cid, (s, e) in zip(chunk_ids, plan, strict=True)
+                for f in range(s, e + 1)
+            ],
+        )
+        session.execute(update(Job).where(Job.id == job_id).values(version=frames))
+    return job_id
+
+
+def timed_gets(url: str, runs: int) -> list[float]:
+    with requests.Session() as http:
+        http.get(url, timeout=30).raise_for_status()  # warm: templates compiled, connections pooled
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            http.get(url, timeout=30).raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def browser_paint(url: str, runs: int) -> tuple[list[float], list[float]]:
+    """First-contentful-paint, and the moment the script has drawn every tile, per fresh page load (ms)."""
+    from playwright.sync_api import sync_playwright
+
+    paints, grids = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        for _ in range(runs + 1):
+            page = browser.new_page()
+            page.goto(url, wait_until="domcontentloaded")
+            page.wait_for_function("document.querySelectorAll('.tile.done').length > 0")
+            fcp = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? -1")
+            grid = page.evaluate("performance.now()")
+            page.close()
+            paints.append(fcp)
+            grids.append(grid)
+        browser.close()
+    return paints[1:], grids[1:]  # the first load also warms the browser's cache of style.css and farm.js
+
+
+def line(label: str, values: list[float], baseline: float | None = None) -> str:
+    median = statistics.median(values)
+    p90 = sorted(values)[int(0.9 * (len(values) - 1))]
+    ratio = f"  ({median / baseline:.1f}× the baseline)" if baseline else ""
+    return f"{label:<44} median {median:7.1f} ms   p90 {p90:7.1f} ms{ratio}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1000)
+    parser.add_argument("--chunk-size", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--database-url", help="default: a SQLite file in a temporary instance folder")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="farm-bench-page-") as tmp:
+        env = dict(os.environ, FARM_INSTANCE_DIR=tmp, PYTHONUNBUFFERED="1")
+        if args.database_url:
+            env["FARM_DATABASE_URL"] = args.database_url
+        settings = load_settings(env, dotenv_path=None)
+        db = Database(settings.database_url)
+        init_db(db.engine)
+        job_id = finished_job(db, args.frames, args.chunk_size)
+        port = 5600 + os.getpid() % 300
+        base = f"http://127.0.0.1:{port}"
+        with open(Path(tmp) / "web.log", "wb") as log:
+            web = subprocess.Popen(
+                [sys.executable, "-m", "farm", "web", "--port", str(port)], env=env, stdout=log, stderr=log
+            )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if requests.get(f"{base}/api/health", timeout=2).ok:
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline or web.poll() is not None:
+                    raise SystemExit(f"farm web did not start: {(Path(tmp) / 'web.log').read_text()[-2000:]}")
+                time.sleep(0.2)
+            page_url = f"{base}/jobs/{job_id}"
+            size = len(requests.get(page_url, timeout=30).content)
+            health = timed_gets(f"{base}/api/health", args.runs)
+            page = timed_gets(page_url, args.runs)
+            frames_json = timed_gets(f"{base}/api/jobs/{job_id}/frames", args.runs)
+            backend = settings.database_url.split(":")[0]
+            print(f"job page of {args.frames} done frames ({size / 1024:.0f} KiB of HTML), database {backend}")
+            print(line("GET /api/health (baseline)", health))
+            print(line("GET /jobs/<id> (full HTML, state embedded)", page, statistics.median(health)))
+            print(line("GET /api/jobs/<id>/frames (for comparison)", frames_json, statistics.median(health)))
+            if Path(CHROMIUM).exists():
+                paints, grids = browser_paint(page_url, min(args.runs, 10))
+                print(line("Chromium first-contentful-paint", paints))
+                print(line("Chromium every tile drawn (from navigation)", grids))
+        finally:
+            web.terminate()
+            web.wait(30)
+            db.engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Jobs written straight into the database, as submission and workers would leave them, for tests of what the web
+app shows (pages, the live stream) without running Blender."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import insert
+
+from farm import planning, states
+from farm.models import Chunk, Frame, Job
+
+
+def make_job(database: Any, frames: int, chunk_size: int, name: str = "live") -> str:
+    """A job with its chunk and frame rows, as submission would create them (no Blender needed)."""
+    job_id = str(uuid.uuid4())
+    with database.session() as session:
+        session.add(
+            Job(
+                id=job_id,
+                name=name,
+                source_key="uploads/x.blend",
+                source_sha256="0" * 64,
+                source_kind="blend",
+                frame_start=1,
+                frame_end=frames,
+                chunk_size=chunk_size,
+                output_format="PNG",
+                device="CPU",
+                resolution_x=64,
+                resolution_y=36,
+            )
+        )
+        session.flush()
+        plan = planning.plan_chunks(1, frames, chunk_size)
+        ids = session.scalars(
+            insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
+            [{"job_id": job_id, "index": i, "frame_start": s, "frame_end": e} for i, (s, e) in enumerate(plan)],
+        ).all()
+        session.execute(
+            insert(Frame),
+            [
+                {"job_id": job_id, "chunk_id": c, "frame": f}
+                for c, (s, e) in zip(ids, plan, strict=True)
+                for f in range(s, e + 1)
+            ],
+        )
+    return job_id
+
+
+def render_frame(database: Any, job_id: str, frame: int, worker: str = "w@test") -> None:
+    with database.session() as session:
+        states.frame_done(
+            session,
+            job_id,
+            frame,
+            worker=worker,
+            render_time_ms=100.0 + frame,
+            device="CPU",
+            image_key=f"jobs/{job_id}/frames/{frame:04d}-x.png",
+            sha256="0" * 64,
+            size=1,
+        )
+
+
+def claim_first_chunk(database: Any, job_id: str, worker: str = "w@test") -> None:
+    with database.session() as session:
+        chunk = session.query(Chunk).filter_by(job_id=job_id, index=0).one()
+        assert states.claim_chunk(session, chunk.id, worker, "task-1") is not None
