@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from farm.config import Settings
+from farm.config import Settings, load_settings
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -70,4 +70,13 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_max_retries=None,
     )
     app.conf.farm_settings = settings
+    return app
+
+
+def __getattr__(name: str) -> Celery:
+    """`app`: the farm's Celery app from the environment, made on first use, for Celery's own tools —
+    `celery -A farm.celery_app:app flower`, `celery -A farm.celery_app:app inspect active`."""
+    if name != "app":
+        raise AttributeError(name)
+    globals()["app"] = app = make_celery(load_settings())
     return app

@@ -204,7 +204,8 @@ function jobPage() {
     for (let f = c.frame_start; f <= c.frame_end; f++) {
       chunkOf.set(f, c.index);
       const tile = tiles.get(f);
-      if (tile && !frames.has(f)) tile.className = `tile ${c.status.toLowerCase()}`;
+      const wanted = `tile ${c.status.toLowerCase()}`;
+      if (tile && !frames.has(f) && tile.className !== wanted) tile.className = wanted;
     }
     const logButton = el("button", { type: "button", class: "small", text: "Log", disabled: !c.log_url });
     logButton.addEventListener("click", () => openLog(c.index));
@@ -380,9 +381,12 @@ function jobPage() {
     else if (!source) pollOnce();
   });
 
-  apply(snapshot, true);
-  if (["COMPLETED", "FAILED", "CANCELED"].includes(job.current.status)) live.textContent = "finished";
-  else connect();
+  // The server-rendered page paints first; the grid, chart and chunks are filled in right after.
+  requestAnimationFrame(() => setTimeout(() => {
+    apply(snapshot, true);
+    if (["COMPLETED", "FAILED", "CANCELED"].includes(job.current.status)) live.textContent = "finished";
+    else connect();
+  }, 0));
 }
 
 if (document.body.dataset.page === "new-job") newJobPage();
