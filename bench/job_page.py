@@ -5,7 +5,7 @@ the same server as the baseline, then first-contentful-paint and the time until 
 Debian's headless Chromium. The job's rows are written straight into the database (all frames done, as the page
 looks at the end of a render), so no Blender is needed.
 
-    .venv/bin/python bench/job_page.py [--frames 1000] [--runs 30] [--database-url postgresql://…]
+    .venv/bin/python -m bench.job_page [--frames 1000] [--runs 30] [--database-url postgresql://…]
 """
 
 from __future__ import annotations
@@ -17,72 +17,48 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import requests
-from sqlalchemy import insert, update
+from sqlalchemy import update
 
-from farm import planning
 from farm.config import load_settings
 from farm.db import Database, init_db
 from farm.models import Chunk, ChunkStatus, Frame, FrameStatus, Job, JobStatus, utcnow
+from tests.rows import make_job
 
 CHROMIUM = "/usr/bin/chromium"
 
 
 def finished_job(db: Database, frames: int, chunk_size: int) -> str:
-    """A COMPLETED job with every frame DONE, the heaviest page to draw."""
-    job_id = str(uuid.uuid4())
-    plan = planning.plan_chunks(1, frames, chunk_size)
-    now = utcnow()
+    """A COMPLETED job with every frame DONE (the heaviest page to draw), from the tests' row writer."""
+    job_id = make_job(db, frames, chunk_size, name="bench page")
     with db.session() as session:
-        session.add(
-            Job(
-                id=job_id,
-                name="bench page",
-                status=JobStatus.COMPLETED,
-                source_key="uploads/bench.blend",
-                source_sha256="0" * 64,
-                source_kind="blend",
-                frame_start=1,
-                frame_end=frames,
-                chunk_size=chunk_size,
-                output_format="PNG",
-                device="CPU",
-                resolution_x=1920,
-                resolution_y=1080,
-                frames_rendered=frames,
-                render_ms_total=sum(1000.0 + f % 97 for f in range(1, frames + 1)),
-                latest_frame=frames,
+        session.execute(update(Chunk).where(Chunk.job_id == job_id).values(status=ChunkStatus.DONE))
+        session.execute(
+            update(Frame)
+            .where(Frame.job_id == job_id)
+            .values(
+                status=FrameStatus.DONE,
+                render_time_ms=1000.0 + Frame.frame % 97,
+                worker="node@bench",
+                image_key=f"jobs/{job_id}/frames/bench.png",
+                finished_at=utcnow(),
             )
         )
-        session.flush()
-        chunk_ids = session.scalars(
-            insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
-            [
-                {"job_id": job_id, "index": i, "frame_start": s, "frame_end": e, "status": ChunkStatus.DONE}
-                for i, (s, e) in enumerate(plan)
-            ],
-        ).all()
         session.execute(
-            insert(Frame),
-            [
-                {
-                    "job_id": job_id,
-                    "chunk_id": cid,
-                    "frame": f,
-                    "status": FrameStatus.DONE,
-                    "render_time_ms": 1000.0 + f % 97,
-                    "worker": f"node-{f % 4}@bench",
-                    "image_key": f"jobs/{job_id}/frames/{f:04d}-bench.png",
-                    "finished_at": now,
-                }
-                for cid, (s, e) in zip(chunk_ids, plan, strict=True)
-                for f in range(s, e + 1)
-            ],
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                status=JobStatus.COMPLETED,
+                frames_rendered=frames,
+                render_ms_total=1000.0 * frames,
+                latest_frame=frames,
+                version=frames,
+                resolution_x=1920,
+                resolution_y=1080,
+            )
         )
-        session.execute(update(Job).where(Job.id == job_id).values(version=frames))
     return job_id
 
 

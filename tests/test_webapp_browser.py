@@ -127,6 +127,15 @@ def test_monitor_shows_the_running_worker_and_its_task_then_cancel_from_the_job_
     page.locator(f"tr[data-job='{job_id}'] .s-rendering").wait_for()
     shot(page, "jobs")
 
+    blocked = page.context.new_page()  # a proxy that kills streams: the page falls back to polling
+    blocked.route("**/events", lambda route: route.abort())
+    blocked.goto(f"{farm.url}/jobs/{job_id}")
+    blocked.wait_for_function("document.getElementById('live-state').textContent.startsWith('polling')")
+    seen = int(blocked.text_content("#frames-done"))
+    blocked.wait_for_function(f"Number(document.getElementById('frames-done').textContent) > {seen}", timeout=60_000)
+    assert blocked.locator(".tile.done").count() > seen
+    blocked.close()
+
     page.goto(f"{farm.url}/jobs/{job_id}")
     page.locator("#live-state.on").wait_for()
     page.click("#cancel")
