@@ -244,7 +244,7 @@ function jobPage() {
     const count = r.frame_end - r.frame_start + 1;
     const done = [...frames.values()];
     const max = Math.max(1, ...done.map((f) => f.render_time || 0));
-    svg.setAttribute("viewBox", `0 0 ${count} 100`);
+    svg.setAttribute("viewBox", `0 0 ${Math.max(count, 40)} 100`); // a short job keeps slim bars
     const bars = done.map((f) => {
       const h = Math.max(1, (100 * (f.render_time || 0)) / max);
       const bar = document.createElementNS(svgNS, "rect");
@@ -308,7 +308,7 @@ function jobPage() {
   const viewer = document.getElementById("viewer");
   function openFrame(n) {
     const f = frames.get(n);
-    if (!f) return false;
+    if (!f || !links.thumbnail) return false; // OpenEXR: no browser shows it, so the link downloads it
     document.getElementById("viewer-img").src = url(links.frame, "frame", n);
     document.getElementById("viewer-cap").textContent = `Frame ${n} · ${formatMs(f.render_time)} · ${f.worker || ""}`;
     viewer.showModal();
@@ -371,14 +371,13 @@ function jobPage() {
       const current = await pollOnce();
       if (current && ["COMPLETED", "FAILED", "CANCELED"].includes(current.status)) {
         clearInterval(pollTimer);
+        pollTimer = null;
         live.textContent = "finished";
       }
     }, 3000);
   }
   document.addEventListener("farm:acted", (e) => {
-    if (!e.detail.ok) return;
-    if (!source && !pollTimer) connect();
-    else if (!source) pollOnce();
+    if (e.detail.ok && !source && !pollTimer) connect(); // a retry brings a finished job back to life
   });
 
   // The server-rendered page paints first; the grid, chart and chunks are filled in right after.
