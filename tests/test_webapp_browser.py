@@ -17,6 +17,12 @@ pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 NAME = '<i>shot 010</i> & "co"'  # user input that must show as text, never as markup
+LAYOUT_SHIFTS = """
+window.layoutShift = 0;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) if (!e.hadRecentInput) window.layoutShift += e.value;
+}).observe({type: "layout-shift", buffered: true});
+"""  # the page's cumulative layout shift, as Chrome scores it
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +44,7 @@ def browser() -> Iterator[object]:
 @pytest.fixture()
 def page(browser):  # type: ignore[no-untyped-def]
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.add_init_script(LAYOUT_SHIFTS)
     page = context.new_page()
     page.set_default_timeout(60_000)
     errors: list[str] = []
@@ -81,6 +88,7 @@ def test_upload_fix_a_bad_range_watch_frames_arrive_live_open_one_and_download(p
     shot(page, "job-rendering")
     page.wait_for_selector("#status .s-completed", timeout=180_000)
     assert page.evaluate("window.farmLoadedAt") == loaded_at  # everything arrived without a reload
+    assert page.evaluate("window.layoutShift") < 0.01  # and nothing moved while it did
     assert first_seen < 4 and page.text_content("#frames-done") == "4"
     page.wait_for_function(
         "[...document.querySelectorAll('.tile.done img')].filter(i => i.complete && i.naturalWidth > 0).length === 4"
