@@ -87,6 +87,7 @@ function newJobPage() {
   const main = document.getElementById("f-main");
   const submit = document.getElementById("submit-job");
   const touched = new Set();
+  let fileLine = state.textContent;
   const defaults = ["frame_start", "frame_end", "samples", "resolution_x", "resolution_y", "resolution_percentage", "engine"];
   form.addEventListener("input", (e) => touched.add(e.target.name));
   for (const name of defaults) if (form.elements[name].value) touched.add(name);
@@ -111,7 +112,7 @@ function newJobPage() {
         input.value = value;
       }
     }
-    state.textContent = `Scene “${scene.scene}”, camera ${scene.camera || "none"}: frames ${scene.frame_start}–${scene.frame_end}, ${scene.resolution_x}×${scene.resolution_y}.`;
+    state.textContent = `${fileLine} Scene “${scene.scene}”, camera ${scene.camera || "none"}: frames ${scene.frame_start}–${scene.frame_end}, ${scene.resolution_x}×${scene.resolution_y}.`;
   }
 
   async function post(url, data) {
@@ -137,8 +138,11 @@ function newJobPage() {
       main.replaceChildren(...body.upload.blend_files.map((name) => el("option", { value: name, text: name })));
       mainField.hidden = !body.upload.blend_files.length;
       if (body.main) main.value = body.main;
-      state.textContent = `${body.upload.filename} uploaded (${(body.upload.size / 1048576).toFixed(1)} MiB).`;
-      applyScene(body.scene);
+      fileLine = `${body.upload.filename} uploaded (${(body.upload.size / 1048576).toFixed(1)} MiB).`;
+      state.textContent = fileLine;
+      form.elements.namedItem("name").placeholder = body.upload.filename.replace(/\.(blend|zip)$/i, "");
+      if (body.scene) applyScene(body.scene);
+      else if (body.upload.blend_files.length) main.dispatchEvent(new Event("change")); // the first .blend's scene
     } catch (error) {
       token.value = "";
       state.textContent = "";
