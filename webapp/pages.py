@@ -26,7 +26,7 @@ from flask import (
 )
 from sqlalchemy import false, func, select
 
-from farm import staging
+from farm import staging, submission
 from farm.errors import FarmError, ValidationError
 from farm.models import Job, JobStatus, WorkerStatus
 from farm.states import IllegalTransition
@@ -44,7 +44,7 @@ bp = Blueprint("pages", __name__)
 bp.before_request(csrf.check)
 PAGE_SIZE = 25
 MAX_TILES = 5000  # frames drawn as thumbnails on a job page; larger jobs show the first ones (the chart shows all)
-ENGINES = ("CYCLES", "BLENDER_EEVEE_NEXT", "BLENDER_WORKBENCH")
+ENGINES = tuple(dict.fromkeys(submission.ENGINES.values()))  # without the aliases the API also accepts
 
 
 def _partial() -> bool:

@@ -23,10 +23,11 @@ TASK_STATES = ("RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REJECTED",
 
 def monitored_queues(session: Session) -> list[str]:
     """The farm's shared queue, every queue a worker consumes or a job was sent to, and each worker's own."""
-    names = [services.settings().queue]
-    for hostname, queues in session.execute(select(Worker.hostname, Worker.queues).order_by(Worker.hostname)):
-        names += [*(queues or []), *broker.queue_names(services.settings().queue, [hostname])[1:]]
-    names += session.scalars(select(Job.queue).distinct())
+    shared = services.settings().queue
+    workers = session.execute(select(Worker.hostname, Worker.queues).order_by(Worker.hostname)).all()
+    names = [shared, *session.scalars(select(Job.queue).distinct().order_by(Job.queue))]
+    names += [queue for _, queues in workers for queue in queues or []]
+    names += broker.queue_names(shared, [hostname for hostname, _ in workers])[1:]  # each worker's own queue
     return list(dict.fromkeys(names))
 
 
