@@ -104,8 +104,9 @@ def test_jobs_list_searches_filters_and_pages(client, database):
     second = client.get("/?q=pagetest&page=2").get_data(as_text=True)
     assert second.count('<tr data-job="') == 5 and "pagetest 00" in second
     assert client.get("/?q=pagetest&status=COMPLETED").get_data(as_text=True).count('<tr data-job="') == 0
-    bad = client.get("/?status=EXPLODED")
-    assert bad.status_code == 200 and "status must be one of" in bad.get_data(as_text=True)
+    for query in ("status=EXPLODED", "page=0"):
+        bad = client.get(f"/?{query}")
+        assert bad.status_code == 200 and "must be" in bad.get_data(as_text=True), query
     fragment = client.get("/?q=pagetest&partial=1").get_data(as_text=True)
     assert "<html" not in fragment and fragment.count('<tr data-job="') == 25
 
@@ -116,12 +117,14 @@ def test_job_page_embeds_its_state_and_the_monitor_its_data(client, database):
     page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert page.count('class="tile queued"') == 12
     assert '"frames_rendered":1' in page.replace(" ", "") and '"worker":"node-7@test"' in page.replace(" ", "")
-    assert client.get("/jobs/nope").status_code == 404
+    missing = client.get("/jobs/nope")
+    assert missing.status_code == 404 and missing.mimetype == "text/html" and "job nope not found" in missing.text
 
     monitor = client.get("/workers").get_data(as_text=True)
     assert "Queues" in monitor and "Tasks" in monitor
     fragment = client.get("/workers?partial=1&state=FAILURE").get_data(as_text=True)
     assert "<html" not in fragment and "No task in state failure" in fragment
+    assert "state must be one of" in client.get("/workers?state=EXPLODED").get_data(as_text=True)
 
 
 def test_worker_thumbnails_fit_the_box_and_land_beside_the_frame(tmp_path: Path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from farm.errors import FarmError
@@ -23,9 +23,16 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.path == "/api"
 
 
+def error_page(status: int, title: str, message: str) -> tuple[str, int]:
+    """The pages' own error page (the API answers JSON instead)."""
+    return render_template("error.html", status=status, title=title, message=message), status
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(FarmError)
     def farm_error(exc: FarmError):  # type: ignore[no-untyped-def]
+        if not _wants_json() and request.method == "GET":
+            return error_page(exc.status, "Not found" if exc.status == 404 else "That did not work", exc.message)
         return error_response(exc.status, exc.code, exc.message, exc.field)
 
     @app.errorhandler(IllegalTransition)
@@ -35,7 +42,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
         if not _wants_json():
-            return exc
+            return error_page(exc.code or 500, exc.name or "Error", exc.description or "")
         status = exc.code or 500
         if status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH") or 0

@@ -54,11 +54,12 @@ def _partial() -> bool:
 @bp.get("/")
 def jobs() -> str:
     """Newest first, searchable by name and filterable by status (the query of `GET /api/jobs`), 25 a page."""
-    page = api_jobs.query_int("page", 1, 1, 10**6)
     try:
+        page = api_jobs.query_int("page", 1, 1, 10**6)
         query = api_jobs.job_search()
         error = None
     except ValidationError as exc:
+        page = 1
         query, error = select(Job).where(false()), exc.message
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
     found = db.session.scalars(query.limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
@@ -188,8 +189,12 @@ def retry_job(job_id: str) -> Response | tuple[Response, int]:
 @bp.get("/workers")
 def workers() -> str:
     """The monitor: workers, broker queues and recent tasks (filter by state), refreshed by the page's script."""
-    filters = task_filters()
+    try:
+        filters, error = task_filters(), None
+    except ValidationError as exc:
+        filters, error = {"states": [], "worker": None, "job_id": None, "limit": 50, "offset": 0}, exc.message
     context = {
+        "error": error,
         "workers": workers_json(db.session),
         "queues": queues_json(db.session),
         "tasks": tasks_json(db.session, **filters),
