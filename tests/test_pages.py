@@ -123,7 +123,9 @@ def test_job_page_embeds_its_state_and_the_monitor_its_data(client, database):
     monitor = client.get("/workers").get_data(as_text=True)
     assert "Queues" in monitor and "Tasks" in monitor
     fragment = client.get("/workers?partial=1&state=FAILURE").get_data(as_text=True)
-    assert "<html" not in fragment and "No task in state failure" in fragment
+    assert "<html" not in fragment and "Tasks" in fragment
+    shown = re.findall(r'<tr data-task="[^"]+">.*?class="badge s-(\w+)"', fragment, re.S)
+    assert set(shown) <= {"failure"} and (shown or "No task in state failure" in fragment)
     assert "state must be one of" in client.get("/workers?state=EXPLODED").get_data(as_text=True)
 
 
