@@ -78,7 +78,11 @@ def stage(settings: Settings, upload: Upload) -> Staged:
     sweep(settings)
     blend_files = []
     if upload.kind == "zip":
-        blend_files = uploads.inspect_zip(upload.path, max_bytes=settings.max_zip_bytes).blend_files
+        try:
+            blend_files = uploads.inspect_zip(upload.path, max_bytes=settings.max_zip_bytes).blend_files
+        except ValidationError:
+            upload.path.unlink(missing_ok=True)
+            raise
     staged = Staged(
         token=secrets.token_hex(16),
         filename=upload.filename,
