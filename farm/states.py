@@ -7,6 +7,7 @@ changed, from what, why and by whom.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -389,6 +390,23 @@ def fail_job(session: Session, job_id: str, reason: str, *, actor: str | None) -
     for chunk in session.scalars(select(Chunk).where(Chunk.job_id == job_id, Chunk.status == C.QUEUED)):
         move_chunk(session, chunk, C.CANCELED, actor=actor, reason="job failed")
     return True
+
+
+_CULPRIT = re.compile(r"Dependency (\S+) raised")
+
+
+def fail_job_for_chord(session: Session, job_id: str, reason: str, *, actor: str | None) -> bool:
+    """Fail a job whose chord reported a crashed render task, unless the report is stale: tasks revoked by a cancel
+    (already recorded), or a task that no longer renders its chunk — a canceled run's chord may report after the
+    user's retry has sent new tasks, and must not fail the new run."""
+    if "TaskRevokedError" in reason:
+        return False
+    culprit = _CULPRIT.search(reason)
+    if culprit:
+        chunk = session.scalar(select(Chunk).where(Chunk.job_id == job_id, Chunk.task_id == culprit.group(1)))
+        if chunk is None or chunk.status not in (C.QUEUED, C.RENDERING):
+            return False
+    return fail_job(session, job_id, reason, actor=actor)
 
 
 def retry_job(session: Session, job_id: str, *, actor: str | None) -> list[int]:

@@ -112,6 +112,24 @@ def test_failed_chunk_fails_job_and_stops_queued_chunks(database, job_id):
         assert set(session.scalars(select(Frame.status).where(Frame.chunk_id == first))) == {FrameStatus.FAILED}
 
 
+def test_a_stale_chord_failure_does_not_fail_the_current_run(database, job_id):
+    first, second, _ = chunk_ids(database, job_id)
+    with database.session() as session:
+        states.claim_chunk(session, first, "ws1@states", "task-now")
+        session.get(Chunk, second).task_id = "task-also-now"
+    stale = [
+        "a render task crashed: ChordError(\"TaskRevokedError('revoked')\")",  # a cancel's revoked tasks
+        "a render task crashed: ChordError(\"Dependency task-before-retry raised KeyError('x')\")",  # replaced
+    ]
+    with database.session() as session:
+        assert not any(states.fail_job_for_chord(session, job_id, r, actor="ws1@states") for r in stale)
+    assert job_status(database, job_id) == JobStatus.RENDERING
+    with database.session() as session:
+        current = "a render task crashed: ChordError(\"Dependency task-now raised KeyError('x')\")"
+        assert states.fail_job_for_chord(session, job_id, current, actor="ws1@states")
+    assert job_status(database, job_id) == JobStatus.FAILED
+
+
 def test_cancel_waits_for_running_chunks(database, job_id):
     first = chunk_ids(database, job_id)[0]
     with database.session() as session:

@@ -56,7 +56,7 @@ def package_job(self: Task, job_id: str, resume: bool = False) -> str:
 def chord_failed(request: Any, exc: BaseException, traceback: Any, job_id: str) -> None:
     """The chord's error callback: a render task raised instead of recording its outcome (or was revoked)."""
     with get_context().db.session() as session:
-        if states.fail_job(
+        if states.fail_job_for_chord(
             session, job_id, f"a render task crashed: {exc!r}", actor=getattr(request, "hostname", None)
         ):
             log.error("chord of job %s failed: %r", job_id, exc)
