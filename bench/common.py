@@ -12,19 +12,24 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
 
-from farm.blender import SCRIPTS, run_script
+from farm.blender import SCRIPTS, parse_event, run_script
 from farm.config import load_settings
+from tests.helpers import FarmProcesses, free_port, submit, wait_for_status
 
-RESULTS = Path(__file__).parent / "results"
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
 PG = os.environ.get("FARM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("FARM_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -69,7 +74,6 @@ def services(tmp: Path, **extra: str) -> Iterator[dict[str, str]]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-    from tests.helpers import free_port
 
     run = uuid.uuid4().hex[:8]
     name = f"farm_bench_{run}"
@@ -114,10 +118,24 @@ def make_scene(env: dict[str, str], path: Path, *, frames: int, width: int, heig
     return path
 
 
-class Stopwatch:
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
+def plain_blender(blend: Path, out: Path, frames: int) -> tuple[float, dict[str, Any]]:
+    """Plain Blender rendering frames 1..frames as one animation (bench/plain_blender.py): the wall-clock time it
+    started at, and its report (`ms` per frame, `written` times)."""
+    started = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-P", str(HERE / "plain_blender.py"), "--", str(blend), str(out), "1", str(frames)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    report = next(e for e in map(parse_event, proc.stdout.splitlines()) if e and e.get("event") == "frames")
+    assert len(report["ms"]) == frames, proc.stdout[-2000:]
+    return started, report
 
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.started
+
+def run_job(procs: FarmProcesses, blend: Path, **fields: object) -> tuple[str, float]:
+    """Submit a job and wait until it COMPLETED; its id and the wall-clock time the submission started."""
+    started = time.time()
+    response = submit(procs.url, blend, name="bench", **fields)
+    response.raise_for_status()
+    job_id = response.json()["job"]["id"]
+    assert wait_for_status(procs.url, job_id, {"COMPLETED", "FAILED"}, timeout=3600)["status"] == "COMPLETED"
+    return job_id, started

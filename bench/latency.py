@@ -7,42 +7,28 @@ frame (process start, file load, first render, image written), measured in the s
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from sqlalchemy import func, select
 
-from bench.common import make_scene, median, report, services
-from farm.blender import parse_event
+from bench.common import make_scene, median, plain_blender, report, run_job, services
 from farm.db import Database
 from farm.models import Frame
-from tests.helpers import FarmProcesses, submit, wait_for_status
-
-HERE = Path(__file__).parent
+from tests.helpers import FarmProcesses
 
 
 def plain_first_frame(blend: Path, out: Path) -> float:
     """Seconds from starting plain Blender to its first image written."""
-    started = time.time()
-    proc = subprocess.run(
-        [sys.executable, "-P", str(HERE / "plain_blender.py"), "--", str(blend), str(out), "1", "1"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    event = next(e for e in map(parse_event, proc.stdout.splitlines()) if e and e.get("event") == "frames")
-    return event["written"][0] - started
+    started, report = plain_blender(blend, out, 1)
+    return report["written"][0] - started
 
 
 def farm_first_frame(procs: FarmProcesses, db: Database, blend: Path, chunk_size: int | None) -> float:
     """Seconds from the start of the submission request to the first frame recorded as stored."""
-    fields = {"frame_start": 1, "frame_end": 4, **({"chunk_size": chunk_size} if chunk_size else {})}
-    started = time.time()
-    response = submit(procs.url, blend, name="latency", **fields)
-    response.raise_for_status()
-    job_id = response.json()["job"]["id"]
-    assert wait_for_status(procs.url, job_id, {"COMPLETED", "FAILED"}, timeout=600)["status"] == "COMPLETED"
+    job_id, started = run_job(
+        procs, blend, frame_start=1, frame_end=4, **({"chunk_size": chunk_size} if chunk_size else {})
+    )
     with db.session() as session:
         first = session.scalar(select(func.min(Frame.finished_at)).where(Frame.job_id == job_id))
     assert first is not None

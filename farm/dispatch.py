@@ -30,8 +30,8 @@ def assign_task_ids(session: Session, chunk_ids: Sequence[int]) -> dict[int, str
     """Give each chunk the id of the task that will render it, recorded before anything is sent."""
     task_ids = {cid: new_task_id() for cid in chunk_ids}
     now = utcnow()
-    for cid, tid in task_ids.items():
-        session.execute(update(Chunk).where(Chunk.id == cid).values(task_id=tid, dispatched_at=now))
+    if task_ids:  # one executemany UPDATE by primary key, not a round trip per chunk
+        session.execute(update(Chunk), [{"id": c, "task_id": t, "dispatched_at": now} for c, t in task_ids.items()])
     return task_ids
 
 

@@ -6,13 +6,18 @@ Keys are plain relative paths (`jobs/<id>/frames/0001.png`); one helper applies 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
 import os
 import shutil
 import tempfile
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import unquote, urlparse
@@ -87,6 +92,11 @@ class Storage(ABC):
     def ensure_ready(self) -> None:
         """Create what must exist before first use (the bucket, the folder)."""
 
+    @abstractmethod
+    def writer(self, key: str, content_type: str | None = None, size_hint: int = 0) -> AbstractContextManager[Sink]:
+        """A stream to write the object as it is produced (the packager's zip): it appears whole when the block
+        ends, and not at all if the block raises."""
+
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         with tempfile.NamedTemporaryFile(prefix="farm-put-") as tmp:
             tmp.write(data)
@@ -154,6 +164,97 @@ class FileStorage(Storage):
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
+
+    @contextmanager
+    def writer(self, key: str, content_type: str | None = None, size_hint: int = 0) -> Iterator[Sink]:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                sink = Sink(out.write)
+                yield sink
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class Sink(io.RawIOBase):
+    """A write-only, unseekable stream that hands every write on and counts the bytes (zipfile writes data
+    descriptors to it, so no seek is needed)."""
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        super().__init__()
+        self._write, self.written = write, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        block = bytes(data)
+        self._write(block)
+        self.written += len(block)
+        return len(block)
+
+
+class MultipartUpload:
+    """Upload an object of unknown size part by part while it is produced: parts of `part_size` go up on a few
+    threads while the next is filled, so memory holds at most `in_flight + 1` parts however big the object."""
+
+    def __init__(self, client: Any, bucket: str, key: str, content_type: str | None, part_size: int) -> None:
+        self.client, self.bucket, self.key, self.content_type = client, bucket, key, content_type
+        self.part_size, self.buffer = part_size, bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[Future[dict[str, Any]]] = []
+        self.pool = ThreadPoolExecutor(4, thread_name_prefix="s3-part")
+        self.slots = threading.BoundedSemaphore(4)
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= self.part_size:
+            self._send(bytes(self.buffer[: self.part_size]))
+            del self.buffer[: self.part_size]
+
+    def _send(self, data: bytes) -> None:
+        if self.upload_id is None:
+            extra = {"ContentType": self.content_type} if self.content_type else {}
+            self.upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **extra)["UploadId"]
+        failed = next((f.exception() for f in self.parts if f.done() and f.exception()), None)
+        if failed:
+            raise failed  # stop producing: the upload cannot complete
+        number = len(self.parts) + 1
+        self.slots.acquire()
+        future = self.pool.submit(self._part, number, data)
+        future.add_done_callback(lambda _: self.slots.release())
+        self.parts.append(future)
+
+    def _part(self, number: int, data: bytes) -> dict[str, Any]:
+        answer = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
+        )
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    def finish(self) -> None:
+        try:
+            if self.upload_id is None:  # small enough for one request
+                extra = {"ContentType": self.content_type} if self.content_type else {}
+                self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), **extra)
+                return
+            if self.buffer:
+                self._send(bytes(self.buffer))
+            parts = [future.result() for future in self.parts]
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+            )
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.upload_id is not None:
+            with contextlib.suppress(Exception):  # best effort: a bucket lifecycle rule reaps what is left
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
 
 
 S3_OUTAGES = (
@@ -274,6 +375,18 @@ class S3Storage(Storage):
     @_unavailable_on_outage
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    @contextmanager
+    def writer(self, key: str, content_type: str | None = None, size_hint: int = 0) -> Iterator[Sink]:
+        # S3 allows 10,000 parts: grow the part size for objects expected to be larger than 160 GiB
+        part_size = max(16 * CHUNK, -(-size_hint // 9000))
+        upload = MultipartUpload(self.client, self.bucket, self._key(key), content_type, part_size)
+        try:
+            yield Sink(upload.write)
+            _unavailable_on_outage(lambda _self: upload.finish())(self)
+        except BaseException:
+            upload.abort()
+            raise
 
     @_unavailable_on_outage
     def delete_prefix(self, prefix: str) -> None:

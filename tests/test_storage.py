@@ -1,3 +1,5 @@
+import random
+
 import pytest
 import requests
 
@@ -90,3 +92,20 @@ def test_s3_large_upload_uses_multipart(s3_endpoint, tmp_path):
     head = store.client.head_object(Bucket="multipart-test", Key="big.bin")
     assert head["ContentLength"] == 70 * 2**20
     assert head["ETag"].strip('"').endswith("-2")  # two 64 MiB parts
+
+
+@pytest.mark.parametrize("size", [1000, 40 * 2**20 + 123])  # one request; three multipart parts
+def test_writer_streams_an_object_that_appears_whole(storage, size):
+    data = random.Random(size).randbytes(size)
+    with storage.writer("jobs/w/out.zip", "application/zip") as out:
+        for start in range(0, size, 1_000_003):  # odd-sized writes, as zipfile makes them
+            out.write(data[start : start + 1_000_003])
+        assert not storage.exists("jobs/w/out.zip")  # nothing visible before the block ends
+    assert out.written == size and storage.read_bytes("jobs/w/out.zip") == data
+
+
+def test_writer_leaves_nothing_when_the_producer_fails(storage):
+    with pytest.raises(RuntimeError, match="frame corrupt"), storage.writer("jobs/w/bad.zip") as out:
+        out.write(b"x" * (17 * 2**20))  # a part is already uploaded when the producer fails
+        raise RuntimeError("frame corrupt")
+    assert not storage.exists("jobs/w/bad.zip")

@@ -1,6 +1,7 @@
-"""Package a finished job: stream every frame from storage into one zip on local disk (memory stays flat however
-many frames there are), check each frame against the sha256 recorded when it was stored, add `manifest.json`, and
-upload the zip with boto3's managed (multipart) transfer.
+"""Package a finished job: stream every frame from storage into one zip that streams straight back into storage
+(an S3 multipart upload whose parts go up while the next frames come down), check each frame against the sha256
+recorded when it was stored, and add `manifest.json`. Memory stays flat however many frames there are: a few
+frames are prefetched to disk, a few parts are in flight.
 """
 
 from __future__ import annotations
@@ -8,16 +9,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import shutil
 import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, func, select
 
 from farm import planning, states
 from farm.models import Frame, FrameStatus, Job, JobStatus
@@ -25,10 +29,15 @@ from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 COPY_BLOCK = 1024 * 1024
+PREFETCH = 4  # frames downloaded ahead of the zip writer
 
 
 class FrameCorrupt(RuntimeError):
     pass
+
+
+class NoLongerPackaging(Exception):
+    """Someone else finished or canceled the job while this packager built its zip."""
 
 
 def start_packaging(ctx: WorkerContext, job_id: str, actor: str, *, resume: bool) -> Job | None:
@@ -53,8 +62,31 @@ def start_packaging(ctx: WorkerContext, job_id: str, actor: str, *, resume: bool
         return job
 
 
-def build_zip(ctx: WorkerContext, job: Job, dest: Path) -> int:
-    """Write the job's zip to `dest`; returns the number of frames in it."""
+def prefetched(ctx: WorkerContext, frames: Sequence[Row[Any]], folder: Path) -> Iterator[tuple[Row[Any], Path]]:
+    """Each frame row with a local copy of its image, in order, downloaded PREFETCH frames ahead of the zip writer:
+    many small frames are not one S3 round trip after another, and only PREFETCH copies are ever on disk."""
+    scratch = Path(tempfile.mkdtemp(prefix="frames-", dir=folder))
+
+    def download(index: int) -> Path:
+        path = scratch / str(index)
+        ctx.storage.get_file(frames[index].image_key, path)
+        return path
+
+    try:
+        with ThreadPoolExecutor(PREFETCH, thread_name_prefix="frame-fetch") as pool:
+            pending = deque(pool.submit(download, i) for i in range(min(PREFETCH, len(frames))))
+            for index, row in enumerate(frames):
+                path = pending.popleft().result()
+                if index + PREFETCH < len(frames):
+                    pending.append(pool.submit(download, index + PREFETCH))
+                yield row, path
+                path.unlink()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def build_zip(ctx: WorkerContext, job: Job, dest: IO[bytes]) -> int:
+    """Write the job's zip to the stream `dest` (it need not seek); returns the number of frames in it."""
     with ctx.db.session() as session:
         frames = session.execute(
             select(Frame.frame, Frame.image_key, Frame.sha256, Frame.render_time_ms, Frame.worker, Frame.device)
@@ -63,12 +95,14 @@ def build_zip(ctx: WorkerContext, job: Job, dest: Path) -> int:
         ).all()
     manifest = []
     ext = planning.EXTENSIONS[job.output_format]
+    scratch = ctx.settings.cache_dir / "zips"
+    scratch.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for frame, key, sha256, render_ms, worker, device in frames:
+        for (frame, _key, sha256, render_ms, worker, device), local in prefetched(ctx, frames, scratch):
             name = planning.frame_filename(frame, ext, job.frame_end)
             digest = hashlib.sha256()
             entry = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
-            with ctx.storage.open(key) as src, archive.open(entry, "w", force_zip64=True) as out:
+            with open(local, "rb") as src, archive.open(entry, "w", force_zip64=True) as out:
                 while block := src.read(COPY_BLOCK):
                     digest.update(block)
                     out.write(block)
@@ -131,13 +165,12 @@ def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = F
         return "not ready"
     filename = planning.zip_filename(job.name, job.frame_start, job.frame_end)
     key = f"jobs/{job.id}/{filename}"
-    tmp_dir = ctx.settings.cache_dir / "zips"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{job.id}-", suffix=".zip", dir=tmp_dir)
-    os.close(fd)
+    with ctx.db.session() as session:
+        expected = session.scalar(select(func.sum(Frame.size)).where(Frame.job_id == job.id)) or 0
     try:
-        with packaging_lease(ctx, job_id):
-            count = build_zip(ctx, job, Path(tmp))
+        # The zip streams into storage as it is built (S3: a multipart upload), overlapping downloads and uploads.
+        with packaging_lease(ctx, job_id), ctx.storage.writer(key, "application/zip", size_hint=expected) as out:
+            count = build_zip(ctx, job, out)
             with ctx.db.session() as session:
                 moved = states.move_job(
                     session,
@@ -148,14 +181,11 @@ def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = F
                     only_from=[JobStatus.PACKAGING],
                 )
             if not moved and not resume:
-                return "no longer packaging"
-            size = os.path.getsize(tmp)
-            ctx.storage.put_file(key, tmp, "application/zip")
-            with ctx.db.session() as session:
-                states.complete_job(
-                    session, job_id, asset_key=key, asset_filename=filename, asset_size=size, actor=actor
-                )
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+                raise NoLongerPackaging  # the upload is abandoned, not completed
+    except NoLongerPackaging:
+        return "no longer packaging"
+    size = out.written
+    with ctx.db.session() as session:
+        states.complete_job(session, job_id, asset_key=key, asset_filename=filename, asset_size=size, actor=actor)
     log.info("job %s packaged: %s (%d bytes)", job_id, key, size)
     return "completed"
