@@ -159,12 +159,18 @@ def download(job_id: str, out_dir: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=5000, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Web processes.")
-@click.option("--threads", type=int, default=32, show_default=True, help="Threads per process (live pages hold one).")
-def web(host: str, port: int, workers: int, threads: int) -> None:
+@click.option(
+    "--threads",
+    type=click.IntRange(9, 1024),
+    help="Threads per process; live pages hold one each, 8 stay for the API (default: FARM_WEB_THREADS, 32).",
+)
+def web(host: str, port: int, workers: int, threads: int | None) -> None:
     """Serve the web app and the API (gunicorn)."""
     from gunicorn.app.wsgiapp import WSGIApplication
 
-    settings()  # fail on a bad setting before gunicorn starts
+    if threads is not None:
+        os.environ["FARM_WEB_THREADS"] = str(threads)  # the app caps its live streams by it
+    threads = settings().web_threads  # also fails on a bad setting before gunicorn starts
     sys.argv = [
         "farm web",
         "--bind",

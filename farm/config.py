@@ -51,6 +51,12 @@ class Settings:
     chunk_target_seconds: float
     probe_frame_seconds: float
     renderer: str  # "blender", or "null-benchmark-only" for bench/orchestration.py
+    web_threads: int  # threads per `farm web` process; live streams may hold all but a few
+
+    @property
+    def max_streams(self) -> int:
+        """Live streams one web process serves; the rest of its threads stay free for the API and pages."""
+        return max(1, self.web_threads - 8)
 
     @property
     def embedded_broker(self) -> bool:
@@ -216,4 +222,5 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         chunk_target_seconds=_positive_float(env, "FARM_CHUNK_TARGET_SECONDS", 60.0),
         probe_frame_seconds=_positive_float(env, "FARM_PROBE_FRAME_SECONDS", 10.0),
         renderer=_renderer(env),
+        web_threads=_positive_int(env, "FARM_WEB_THREADS", 32),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -128,7 +129,7 @@ def test_many_subscribers_share_one_watchers_queries(app, database):
     base = "http://farm.test/"
 
     def statements_while_rendering(subscribers: int, frames: range) -> int:
-        subs = [hub.subscribe(job_id, base) for _ in range(subscribers)]
+        subs = [hub.subscribe(job_id, base, limit=100) for _ in range(subscribers)]
         received: dict[Any, set[int]] = {sub: set() for sub in subs}
 
         def everyone_has(frame: int) -> bool:
@@ -158,3 +159,19 @@ def test_many_subscribers_share_one_watchers_queries(app, database):
     twenty = statements_while_rendering(20, range(5, 9))
     print(f"statements for 4 frames: 1 subscriber {one}, 20 subscribers {twenty}")
     assert twenty < 2 * one + 10, (one, twenty)  # not twenty times the work
+
+
+def test_streams_beyond_the_thread_budget_are_refused_so_pages_poll(app, client, database, open_stream):
+    """Each open stream holds a web thread: past `max_streams` the API answers 503 JSON instead of hanging."""
+    settings = app.extensions["farm"]
+    app.extensions["farm"] = replace(settings, web_threads=9)  # 9 threads: one stream, eight for the API
+    try:
+        job_id = make_job(database, 2, 2)
+        first = open_stream(job_id)
+        assert first.until("snapshot")["job"]["id"] == job_id
+        refused = client.get(f"/api/jobs/{job_id}/events", headers=STREAM)
+        assert refused.status_code == 503
+        assert refused.get_json()["error"]["code"] == "too_many_streams"
+        assert client.get(f"/api/jobs/{job_id}").status_code == 200  # the API itself still answers
+    finally:
+        app.extensions["farm"] = settings

@@ -26,6 +26,7 @@ from flask import Flask, Response, current_app, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from farm.errors import FarmError
 from farm.models import Chunk, Frame, FrameStatus, Job
 from farm.previews import PREVIEWABLE
 from farm.states import TERMINAL_JOB
@@ -112,6 +113,17 @@ def links(job: Job) -> dict[str, str | None]:
     }
 
 
+class TooManyStreams(FarmError):
+    """Every thread a live stream may hold is taken; the page falls back to polling the JSON API."""
+
+    status = 503
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            None, "too_many_streams", f"this web process already serves {limit} live streams; poll instead"
+        )
+
+
 @dataclass(eq=False)
 class Subscriber:
     inbox: queue.Queue[tuple[str, dict[str, Any], int]] = field(default_factory=queue.Queue)
@@ -136,9 +148,12 @@ class JobWatcher:
         self.thread: threading.Thread | None = None
         self.polls = 0  # version queries made, for tests and curiosity
 
-    def subscribe(self, job_id: str, base_url: str) -> Subscriber:
+    def subscribe(self, job_id: str, base_url: str, limit: int) -> Subscriber:
+        """Add a subscriber, unless `limit` streams are open already: each holds a web thread until it ends."""
         sub = Subscriber()
         with self.lock:
+            if sum(len(w.subscribers) for w in self.watched.values()) >= limit:
+                raise TooManyStreams(limit)
             watched = self.watched.setdefault((job_id, base_url), Watched())
             watched.subscribers.add(sub)
             if watched.state is not None:
@@ -239,7 +254,7 @@ def stream(job_id: str) -> Response:
     """The job's live stream; the request's database session is released before the first byte is sent."""
     hub = watcher(current_app._get_current_object())  # type: ignore[attr-defined]
     base_url = request.host_url
-    sub = hub.subscribe(job_id, base_url)
+    sub = hub.subscribe(job_id, base_url, current_app.extensions["farm"].max_streams)
 
     def events() -> Iterator[str]:
         try:

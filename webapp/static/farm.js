@@ -352,7 +352,8 @@ function jobPage() {
       failures += 1;
       live.textContent = "reconnecting…";
       live.classList.remove("on");
-      if (failures >= 3) { source.close(); source = null; poll(); }
+      // A refused stream (503: the server's live streams are all taken) is not retried by the browser: poll.
+      if (failures >= 3 || source.readyState === EventSource.CLOSED) { source.close(); source = null; poll(); }
     });
   }
   async function pollOnce() {
