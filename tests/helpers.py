@@ -67,7 +67,7 @@ class FarmProcesses:
         return proc
 
     def start_web(self) -> None:
-        proc = self._start("web", ["web", "--port", str(self.port), "--threads", "8"])
+        proc = self._start("web", ["web", "--port", str(self.port), "--threads", "16"])
 
         def up() -> bool:
             if proc.poll() is not None:
