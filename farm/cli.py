@@ -161,8 +161,8 @@ def download(job_id: str, out_dir: Path) -> None:
 @click.option("--workers", type=int, default=1, show_default=True, help="Web processes.")
 @click.option(
     "--threads",
-    type=click.IntRange(9, 1024),
-    help="Threads per process; live pages hold one each, 8 stay for the API (default: FARM_WEB_THREADS, 32).",
+    type=click.IntRange(2, 1024),
+    help="Threads per process; live pages may hold 3 in 4, the rest serve the API (default: FARM_WEB_THREADS, 32).",
 )
 def web(host: str, port: int, workers: int, threads: int | None) -> None:
     """Serve the web app and the API (gunicorn)."""

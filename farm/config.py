@@ -51,12 +51,12 @@ class Settings:
     chunk_target_seconds: float
     probe_frame_seconds: float
     renderer: str  # "blender", or "null-benchmark-only" for bench/orchestration.py
-    web_threads: int  # threads per `farm web` process; live streams may hold all but a few
+    web_threads: int  # threads per `farm web` process; live streams may hold three in four
 
     @property
     def max_streams(self) -> int:
-        """Live streams one web process serves; the rest of its threads stay free for the API and pages."""
-        return max(1, self.web_threads - 8)
+        """Live streams one web process serves; the other quarter of its threads stays free for the API and pages."""
+        return max(1, self.web_threads * 3 // 4)
 
     @property
     def embedded_broker(self) -> bool:

@@ -164,7 +164,7 @@ def test_many_subscribers_share_one_watchers_queries(app, database):
 def test_streams_beyond_the_thread_budget_are_refused_so_pages_poll(app, client, database, open_stream):
     """Each open stream holds a web thread: past `max_streams` the API answers 503 JSON instead of hanging."""
     settings = app.extensions["farm"]
-    app.extensions["farm"] = replace(settings, web_threads=9)  # 9 threads: one stream, eight for the API
+    app.extensions["farm"] = replace(settings, web_threads=2)  # 2 threads: one stream, one for the API
     try:
         job_id = make_job(database, 2, 2)
         first = open_stream(job_id)
