@@ -231,7 +231,8 @@ def create_job(
         try:
             scene = probe_scene(settings, blend, _probe_frame_spec(form, Path(workdir)))
         except BlenderFailed as exc:
-            raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {exc}") from None
+            said = str(exc).replace(str(blend), main or upload.filename)  # name the user's file, not our temp path
+            raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {said}") from None
     if not scene.get("camera"):
         raise ValidationError("file", "no_camera", f"scene {scene.get('scene')!r} has no active camera to render from")
 

@@ -160,6 +160,7 @@ def test_not_a_blend(client, payload):
 def test_blend_that_blender_cannot_open(client):
     error = assert_error(post(client, {}, b"BLENDER-v405REND" + b"\xde\xad" * 2000), 400, "unreadable_blend", "file")
     assert "Blender could not open the file" in error["message"]
+    assert "scene.blend" in error["message"] and "upload-" not in error["message"]  # the user's name, not ours
 
 
 def test_scene_without_camera(client, camera_less_blend):
