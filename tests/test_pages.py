@@ -111,12 +111,13 @@ def test_jobs_list_searches_filters_and_pages(client, database):
     assert "<html" not in fragment and fragment.count('<tr data-job="') == 25
 
 
-def test_job_page_embeds_its_state_and_the_monitor_its_data(client, database):
+def test_job_page_embeds_its_job_and_the_monitor_its_data(client, database):
     job_id = make_job(database, 12, 4)
     render_frame(database, job_id, 3, worker="node-7@test")
     page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
-    assert page.count('class="tile queued"') == 12
-    assert '"frames_rendered":1' in page.replace(" ", "") and '"worker":"node-7@test"' in page.replace(" ", "")
+    assert page.count('class="tile queued"') == 12 and 'data-last="12"' in page and "grid tall" not in page
+    assert '"frames_rendered":1' in page.replace(" ", "")
+    assert '"frames":[]' in page.replace(" ", "")  # frames come from the stream or the API, not in the HTML
     missing = client.get("/jobs/nope")
     assert missing.status_code == 404 and missing.mimetype == "text/html" and "job nope not found" in missing.text
 
@@ -127,6 +128,13 @@ def test_job_page_embeds_its_state_and_the_monitor_its_data(client, database):
     shown = re.findall(r'<tr data-task="[^"]+">.*?class="badge s-(\w+)"', fragment, re.S)
     assert set(shown) <= {"failure"} and (shown or "No task in state failure" in fragment)
     assert "state must be one of" in client.get("/workers?state=EXPLODED").get_data(as_text=True)
+
+
+def test_a_long_jobs_page_carries_only_its_first_tiles(client, database):
+    """A 1,000-frame page stays small: 60 tiles in the HTML, a grid of full height, the script adds the rest."""
+    page = client.get(f"/jobs/{make_job(database, 1000, 10)}").get_data(as_text=True)
+    assert page.count('class="tile queued"') == 60 and 'data-last="1000"' in page and "grid tall" in page
+    assert len(page) < 20_000, len(page)
 
 
 def test_worker_thumbnails_fit_the_box_and_land_beside_the_frame(tmp_path: Path):

@@ -111,6 +111,9 @@ def test_upload_fix_a_bad_range_watch_frames_arrive_live_open_one_and_download(p
     data = Path(download.value.path()).read_bytes()
     check_zip(data, name=NAME, frames=range(1, 5), size=(320, 180))
 
+    page.reload()  # a finished job's page: its frames and chunks come from the API, since no stream runs
+    page.wait_for_function("document.querySelectorAll('.tile.done img').length === 4")
+    assert page.locator("#chart rect").count() == 4 and page.locator("tr[data-chunk]").count() == 2
     page.set_viewport_size({"width": 390, "height": 844})
     shot(page, "job-phone")
     assert requests.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).json()["job"]["status"] == "COMPLETED"

@@ -44,6 +44,7 @@ bp = Blueprint("pages", __name__)
 bp.before_request(csrf.check)
 PAGE_SIZE = 25
 MAX_TILES = 5000  # frames drawn as thumbnails on a job page; larger jobs show the first ones (the chart shows all)
+FIRST_TILES = 60  # tiles in the HTML itself; the page's script adds the rest right after the first paint
 ENGINES = tuple(dict.fromkeys(submission.ENGINES.values()))  # without the aliases the API also accepts
 
 
@@ -152,7 +153,9 @@ def job_page(job_id: str) -> str:
     """Rendered with the job's whole state embedded, so it paints at once; then its script follows the stream."""
     job = api_jobs.get_job(job_id)
     state = JobState.load(db.session, job)
-    return render_template("job.html", job=state.job, snapshot=state.snapshot(), max_tiles=MAX_TILES)
+    return render_template(
+        "job.html", job=state.job, snapshot=state.snapshot(), max_tiles=MAX_TILES, first_tiles=FIRST_TILES
+    )
 
 
 def _act(action: Callable[[], Any], done: str, back: str) -> Response | tuple[Response, int]:

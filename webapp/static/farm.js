@@ -233,6 +233,7 @@ function jobPage() {
     const tile = tiles.get(f.frame);
     if (!tile) return;
     tile.className = "tile done";
+    tile.href = url(links.frame, "frame", f.frame);
     tile.title = `frame ${f.frame}: ${formatMs(f.render_time)} on ${f.worker}`;
     if (links.thumbnail && !tile.querySelector("img")) {
       const img = el("img", { loading: "lazy", alt: `frame ${f.frame}`, src: url(links.thumbnail, "frame", f.frame) });
@@ -386,10 +387,24 @@ function jobPage() {
   });
 
   // The server-rendered page paints first; the grid, chart and chunks are filled in right after.
+  function addRemainingTiles() {
+    const more = document.createDocumentFragment();
+    const last = Number(grid.dataset.last);
+    for (let f = Math.max(...tiles.keys()) + 1; f <= last; f++) {
+      const tile = el("a", { class: "tile queued", "data-frame": f });
+      tiles.set(f, tile);
+      more.append(tile);
+    }
+    grid.append(more);
+  }
+
   requestAnimationFrame(() => setTimeout(() => {
+    addRemainingTiles();
     apply(snapshot, true);
-    if (["COMPLETED", "FAILED", "CANCELED"].includes(job.current.status)) live.textContent = "finished";
-    else connect();
+    if (["COMPLETED", "FAILED", "CANCELED"].includes(job.current.status)) {
+      live.textContent = "finished";
+      pollOnce(); // the chunks and frames of a finished job: no stream brings them
+    } else connect();
   }, 0));
 }
 
