@@ -7,46 +7,52 @@ import uuid
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
 from farm import planning, states
 from farm.models import Chunk, Frame, Job
 
 
-def make_job(database: Any, frames: int, chunk_size: int, name: str = "live") -> str:
-    """A job with its chunk and frame rows, as submission would create them (no Blender needed)."""
+def add_job(session: Session, frames: int, chunk_size: int, *, name: str = "live", queue: str = "farm") -> str:
+    """A job with its chunk and frame rows, as submission would create them (no Blender needed); returns its id."""
     job_id = str(uuid.uuid4())
-    with database.session() as session:
-        session.add(
-            Job(
-                id=job_id,
-                name=name,
-                source_key="uploads/x.blend",
-                source_sha256="0" * 64,
-                source_kind="blend",
-                frame_start=1,
-                frame_end=frames,
-                chunk_size=chunk_size,
-                output_format="PNG",
-                device="CPU",
-                resolution_x=64,
-                resolution_y=36,
-            )
+    session.add(
+        Job(
+            id=job_id,
+            name=name,
+            source_key="uploads/x.blend",
+            source_sha256="0" * 64,
+            source_kind="blend",
+            frame_start=1,
+            frame_end=frames,
+            chunk_size=chunk_size,
+            output_format="PNG",
+            device="CPU",
+            resolution_x=64,
+            resolution_y=36,
+            queue=queue,
         )
-        session.flush()
-        plan = planning.plan_chunks(1, frames, chunk_size)
-        ids = session.scalars(
-            insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
-            [{"job_id": job_id, "index": i, "frame_start": s, "frame_end": e} for i, (s, e) in enumerate(plan)],
-        ).all()
-        session.execute(
-            insert(Frame),
-            [
-                {"job_id": job_id, "chunk_id": c, "frame": f}
-                for c, (s, e) in zip(ids, plan, strict=True)
-                for f in range(s, e + 1)
-            ],
-        )
+    )
+    session.flush()
+    plan = planning.plan_chunks(1, frames, chunk_size)
+    ids = session.scalars(
+        insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
+        [{"job_id": job_id, "index": i, "frame_start": s, "frame_end": e} for i, (s, e) in enumerate(plan)],
+    ).all()
+    session.execute(
+        insert(Frame),
+        [
+            {"job_id": job_id, "chunk_id": c, "frame": f}
+            for c, (s, e) in zip(ids, plan, strict=True)
+            for f in range(s, e + 1)
+        ],
+    )
     return job_id
+
+
+def make_job(database: Any, frames: int, chunk_size: int, name: str = "live") -> str:
+    with database.session() as session:
+        return add_job(session, frames, chunk_size, name=name)
 
 
 def render_frame(database: Any, job_id: str, frame: int, worker: str = "w@test") -> None:

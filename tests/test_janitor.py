@@ -19,7 +19,7 @@ from farm.janitor import Janitor
 from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
 from farm.scheduling import place_chunk
 from tests.conftest import RUN_ID
-from tests.test_states import make_job
+from tests.rows import add_job
 
 
 @pytest.fixture()
@@ -58,10 +58,10 @@ def add_worker(database, name, *, queues, status=WorkerStatus.ONLINE, beat=None)
 
 def new_job(database, queue, frames=4, chunk_size=2):
     with database.session() as session:
-        job = make_job(session, frames=frames, chunk_size=chunk_size, queue=queue)
-        ids = list(session.scalars(select(Chunk.id).where(Chunk.job_id == job.id).order_by(Chunk.index)))
+        job_id = add_job(session, frames, chunk_size, queue=queue)
+        ids = list(session.scalars(select(Chunk.id).where(Chunk.job_id == job_id).order_by(Chunk.index)))
         assign_task_ids(session, ids)
-        return job.id, ids
+        return job_id, ids
 
 
 def chunk(database, chunk_id):

@@ -4,42 +4,19 @@ import threading
 import uuid
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from farm import states
 from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
-from farm.planning import plan_chunks
 from farm.states import IllegalTransition
 from tests.conftest import RUN_ID
-
-
-def make_job(session, frames=6, chunk_size=2, queue=f"states-{RUN_ID}"):
-    job = Job(
-        name="t",
-        source_key="uploads/x.blend",
-        source_sha256="0" * 64,
-        source_kind="blend",
-        frame_start=1,
-        frame_end=frames,
-        chunk_size=chunk_size,
-        output_format="PNG",
-        device="AUTO",
-        queue=queue,
-    )
-    session.add(job)
-    session.flush()
-    for i, (s, e) in enumerate(plan_chunks(1, frames, chunk_size)):
-        chunk = Chunk(job_id=job.id, index=i, frame_start=s, frame_end=e)
-        session.add(chunk)
-        session.flush()
-        session.execute(insert(Frame), [{"job_id": job.id, "chunk_id": chunk.id, "frame": f} for f in range(s, e + 1)])
-    return job
+from tests.rows import add_job
 
 
 @pytest.fixture()
 def job_id(database):
     with database.session() as session:
-        return make_job(session).id
+        return add_job(session, 6, 2, queue=f"states-{RUN_ID}")
 
 
 def chunk_ids(database, job_id):
