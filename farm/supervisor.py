@@ -46,7 +46,13 @@ def supervise(plans: Sequence[WorkerPlan], *, concurrency: int, loglevel: str) -
         click.echo(f"starting {plan.name} on {', '.join(devices.describe(plan.devices))}", err=True)
         children.append(subprocess.Popen(child_command(plan, concurrency=concurrency, loglevel=loglevel), env=env))
 
+    stopping: list[int] = []
+
     def stop_all(signum: int = signal.SIGTERM, *_: object) -> None:
+        """Pass the stop on once: a second SIGTERM turns Celery's warm shutdown into death by the signal."""
+        if stopping:
+            return
+        stopping.append(signum)
         for child in children:
             if child.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
