@@ -8,6 +8,7 @@ Redis (priority sub-queues and the `unacked` hash) and the filesystem broker (on
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from farm.config import Settings
 
 PRIORITY_SEP = ":"  # kombu's Redis `sep` transport option, set in farm.celery_app
 UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"
 
 
 def _task_id(raw: bytes | str) -> str | None:
@@ -31,13 +33,17 @@ def _task_id(raw: bytes | str) -> str | None:
     return headers.get("id") if isinstance(headers, dict) else None
 
 
-def _redis_messages(settings: Settings, queues: Iterable[str]) -> Iterator[bytes]:
+def _redis_messages(settings: Settings, queues: Iterable[str], held_within: float | None) -> Iterator[bytes]:
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
     try:
         for queue in queues:
             for key in [queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in range(1, 10))]:
                 yield from client.lrange(key, 0, -1)
-        yield from client.hvals(UNACKED)
+        if held_within is None:
+            yield from client.hvals(UNACKED)
+        else:  # kombu records each delivery's time in the `unacked_index` sorted set
+            recent = client.zrangebyscore(UNACKED_INDEX, time.time() - held_within, "+inf")
+            yield from (raw for raw in (client.hmget(UNACKED, recent) if recent else []) if raw)
     finally:
         client.close()
 
@@ -53,9 +59,15 @@ def _filesystem_messages(settings: Settings, queues: Iterable[str]) -> Iterator[
                 continue
 
 
-def pending_task_ids(settings: Settings, queues: Iterable[str]) -> set[str]:
-    """Ids of tasks the broker still holds for `queues`: waiting, or delivered and not yet acknowledged."""
-    messages = _filesystem_messages(settings, queues) if settings.embedded_broker else _redis_messages(settings, queues)
+def pending_task_ids(settings: Settings, queues: Iterable[str], *, held_within: float | None = None) -> set[str]:
+    """Ids of tasks the broker still holds for `queues`: waiting, or delivered and not yet acknowledged — with
+    `held_within`, only those delivered that recently (a task delivered long ago whose chunk nobody claimed was
+    taken by a worker that died before it could: each worker prefetches one task and claims it at once)."""
+    messages = (
+        _filesystem_messages(settings, queues)
+        if settings.embedded_broker
+        else _redis_messages(settings, queues, held_within)
+    )
     return {tid for tid in map(_task_id, messages) if tid}
 
 

@@ -151,7 +151,9 @@ class Janitor:
             live = session.scalars(select(Worker.hostname).where(Worker.status != WorkerStatus.OFFLINE)).all()
         held: dict[str, set[str]] = {}
         for queue in {row.queue for row in waiting}:
-            held[queue] = broker.pending_task_ids(self.settings, broker.queue_names(queue, live))
+            held[queue] = broker.pending_task_ids(
+                self.settings, broker.queue_names(queue, live), held_within=self.timeout.total_seconds()
+            )
         sends: list[Send] = []
         with self.db.session() as session:
             for chunk_id, old_task_id, job_id, queue, priority in waiting:

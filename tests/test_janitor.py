@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import uuid
 from datetime import timedelta
 
 import pytest
+import redis
 from sqlalchemy import select, update
 
 from farm import states
@@ -117,6 +119,28 @@ def test_lost_tasks_are_sent_again_but_waiting_ones_are_not(database, celery, ja
     assert chunk(database, waiting).task_id == waiting_task
     held = pending_task_ids(settings, [settings.queue])
     assert chunk(database, lost).task_id in held and waiting_task in held
+
+
+def test_a_task_taken_by_a_worker_that_died_before_claiming_is_sent_again(database, celery, janitor, settings):
+    """A worker killed between receiving a task and claiming its chunk leaves the message in Redis' unacked set
+    until the visibility timeout (hours): held longer than the worker timeout, it counts as lost; just taken, not."""
+    job_id, (orphaned, fresh) = new_job(database, settings.queue)
+    tasks = {c: chunk(database, c).task_id for c in (orphaned, fresh)}
+    with celery.connection_for_read() as conn:
+        channel = conn.default_channel
+        for c in (orphaned, fresh):
+            send_render(celery, job_id, c, tasks[c], queue=settings.queue, priority=0)
+        taken = [channel.basic_get(settings.queue, no_ack=False) for _ in range(2)]  # delivered, never acked
+        client = redis.Redis.from_url(settings.broker_url)
+        tags = {m.headers["id"]: m.delivery_tag for m in taken}
+        client.zadd("unacked_index", {tags[tasks[orphaned]]: time.time() - 60})  # its taker died a minute ago
+        with database.session() as session:
+            session.execute(update(Chunk).where(Chunk.job_id == job_id).values(dispatched_at=long_ago()))
+        done = janitor.sweep()
+        assert orphaned in done.chunks_redispatched and fresh not in done.chunks_redispatched
+        assert chunk(database, orphaned).task_id != tasks[orphaned] and chunk(database, fresh).task_id == tasks[fresh]
+        for message in taken:
+            message.ack()
 
 
 def test_two_janitors_at_once_send_a_lost_task_once(database, celery, settings):
