@@ -14,13 +14,7 @@ import time
 import bpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from render_script import apply_spec
-
-MARK = "@@FARM@@"
-
-
-def emit(**event):
-    print(MARK, json.dumps(event), flush=True)
+from render_script import ChunkError, apply_spec, emit, open_blend
 
 
 def probe_frame(scene, spec):
@@ -35,11 +29,10 @@ def probe_frame(scene, spec):
 
 
 def main(path, spec=None):
-    bpy.context.preferences.filepaths.use_scripts_auto_execute = False
     try:
-        bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=False)
-    except RuntimeError as exc:
-        emit(event="error", message=str(exc).strip())
+        open_blend(path)  # scripts off
+    except ChunkError as exc:
+        emit(event="error", message=str(exc))
         return 2
     scene = bpy.context.scene
     render = scene.render
