@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from farm import uploads
-from farm.blender import BlenderFailed, probe_scene
 from farm.config import Settings
 from farm.errors import ValidationError
-from farm.submission import Upload
+from farm.submission import Upload, read_scene
 
 TOKEN = re.compile(r"^[0-9a-f]{32}$")
 MAX_AGE_SECONDS = 24 * 3600
@@ -119,10 +118,7 @@ def scene(settings: Settings, staged: Staged, main: str | None) -> dict[str, Any
                 raise ValidationError("main", "not_in_zip", f"the zip holds no .blend named {key[:200]!r}")
             blend = Path(workdir) / "main.blend"
             uploads.extract_member(upload.path, key, blend)
-        try:
-            found = probe_scene(settings, blend)
-        except BlenderFailed as exc:
-            raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {exc}") from None
+        found = read_scene(settings, blend, main or staged.filename)
     staged.scenes[key] = {k: found.get(k) for k in DEFAULTS}
     _save_note(settings, staged)
     return staged.scenes[key]

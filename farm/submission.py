@@ -228,11 +228,7 @@ def create_job(
         raise NoGpuWorker()
     with tempfile.TemporaryDirectory(prefix="probe-", dir=upload.path.parent) as workdir:
         blend, main = _blend_to_probe(upload, form, settings, Path(workdir))
-        try:
-            scene = probe_scene(settings, blend, _probe_frame_spec(form, Path(workdir)))
-        except BlenderFailed as exc:
-            said = str(exc).replace(str(blend), main or upload.filename)  # name the user's file, not our temp path
-            raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {said}") from None
+        scene = read_scene(settings, blend, main or upload.filename, _probe_frame_spec(form, Path(workdir)))
     if not scene.get("camera"):
         raise ValidationError("file", "no_camera", f"scene {scene.get('scene')!r} has no active camera to render from")
 
@@ -295,6 +291,18 @@ def create_job(
         ],
     )
     return job
+
+
+def read_scene(
+    settings: Settings, blend: Path, shown_as: str, render: dict[str, object] | None = None
+) -> dict[str, object]:
+    """Blender's reading of the file (scripts off); one it cannot open is the user's error, named as they know it
+    (`shown_as`), not by the server's temp path."""
+    try:
+        return probe_scene(settings, blend, render)
+    except BlenderFailed as exc:
+        said = str(exc).replace(str(blend), shown_as)
+        raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {said}") from None
 
 
 def _probe_frame_spec(form: JobForm, workdir: Path) -> dict[str, object] | None:

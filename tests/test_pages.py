@@ -84,6 +84,11 @@ def test_a_zip_project_offers_its_blend_files_and_each_ones_scene(client, tiny_b
     assert missing.status_code == 400 and missing.get_json()["error"]["field"] == "main"
     bad = client.post("/jobs/new/upload", data={"csrf_token": token, "file": (io.BytesIO(b"hello"), "x.blend")})
     assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "file"
+    broken = b"BLENDER-v405REND" + b"\xde\xad" * 2000
+    unreadable = client.post("/jobs/new/upload", data={"csrf_token": token, "file": (io.BytesIO(broken), "shot.blend")})
+    error = unreadable.get_json()["error"]
+    assert unreadable.status_code == 400 and error["code"] == "unreadable_blend"
+    assert "shot.blend" in error["message"] and "staged" not in error["message"]  # the user's name, not our path
 
 
 def test_job_names_are_escaped_on_every_page(client, database):
