@@ -28,7 +28,7 @@ from sqlalchemy import false, func, select
 
 from farm import staging, submission
 from farm.errors import FarmError, ValidationError
-from farm.models import Job, JobStatus, WorkerStatus
+from farm.models import Chunk, Job, JobStatus, WorkerStatus
 from farm.states import IllegalTransition
 from farm.submission import DEVICES, OUTPUT_FORMATS, parse_form, save_upload
 from webapp import csrf, services
@@ -38,7 +38,7 @@ from webapp.api.monitor import TASK_STATES, queues_json, task_filters, tasks_jso
 from webapp.api.serializers import job_json, running_chunks, workers_json
 from webapp.errors import error_response
 from webapp.extensions import db
-from webapp.live import JobState
+from webapp.live import links
 
 bp = Blueprint("pages", __name__)
 bp.before_request(csrf.check)
@@ -150,11 +150,16 @@ def staged_scene() -> Response | tuple[Response, int]:
 
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
-    """Rendered with the job's whole state embedded, so it paints at once; then its script follows the stream."""
+    """Rendered with the job itself (not its frames), so it paints at once; then its script follows the stream."""
     job = api_jobs.get_job(job_id)
-    state = JobState.load(db.session, job)
+    chunks = db.session.scalar(select(func.count()).select_from(Chunk).where(Chunk.job_id == job.id))
     return render_template(
-        "job.html", job=state.job, snapshot=state.snapshot(), max_tiles=MAX_TILES, first_tiles=FIRST_TILES
+        "job.html",
+        job=api_jobs.one_job(job)["job"],
+        links=links(job),
+        chunks=chunks,
+        max_tiles=MAX_TILES,
+        first_tiles=FIRST_TILES,
     )
 
 
