@@ -52,11 +52,15 @@ def make_engine(url: str) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    """Create missing tables; on Postgres under an advisory lock, since web and workers may start at once."""
+    """Create missing tables, and indexes added to tables that already exist; on Postgres under an advisory lock,
+    since web and workers may start at once."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(72177001)"))
         Base.metadata.create_all(conn)
+        for table in Base.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
 class Database:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 from celery import Celery, chord
 from celery.utils import worker_direct
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from farm.celery_app import FarmCelery
 from farm.models import Chunk, utcnow
 
 RENDER_CHUNK = "farm.render_chunk"
@@ -49,7 +51,8 @@ def send_chord(celery: Celery, job_id: str, task_ids: dict[int, str], *, priorit
         PACKAGE_JOB, args=(job_id,), immutable=True, queue=queue, priority=broker_priority(priority)
     )
     body.on_error(celery.signature(CHORD_FAILED, kwargs={"job_id": job_id}, queue=queue))
-    return chord(header, body).apply_async().id
+    with celery.batched() if isinstance(celery, FarmCelery) else nullcontext():
+        return chord(header, body).apply_async().id
 
 
 def set_worker_consuming(celery: Celery, hostname: str, queues: Sequence[str], consuming: bool) -> None:

@@ -105,7 +105,7 @@ class Job(Base):
 
 class Chunk(Base):
     __tablename__ = "chunks"
-    __table_args__ = (UniqueConstraint("job_id", "index"),)
+    __table_args__ = (UniqueConstraint("job_id", "index"), Index("ix_chunks_job_status", "job_id", "status"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
@@ -161,12 +161,14 @@ class Event(Base):
     """One row per status change: the audit trail of what changed, from what, why and by whom."""
 
     __tablename__ = "events"
+    # A job's trail, and its chunk failures (the blocklist) found without reading the whole trail.
+    __table_args__ = (Index("ix_events_job_kind_new", "job_id", "kind", "new"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     kind: Mapped[str] = mapped_column(String(8))  # job, chunk, frame, worker
     subject: Mapped[str] = mapped_column(String(200))
-    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(36))
     old: Mapped[str | None] = mapped_column(String(16))
     new: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ScalarSelect, func, select
 from sqlalchemy.orm import Session
 
 from farm.config import Settings
@@ -26,24 +27,28 @@ class Failures:
         return self.by_worker[worker] >= threshold
 
 
-def failures(session: Session, job_id: str, chunk_index: int | None = None) -> Failures:
+def _chunk_failures(job_id: str) -> tuple[Any, ...]:
     """Chunk failures of the job since it was last (re)queued: a retry by the user wipes the slate clean."""
-    since = (
-        session.scalar(
-            select(func.max(Event.id)).where(Event.job_id == job_id, Event.kind == "job", Event.new == JobStatus.QUEUED)
-        )
-        or 0
+    requeued = (
+        select(func.coalesce(func.max(Event.id), 0))
+        .where(Event.job_id == job_id, Event.kind == "job", Event.new == JobStatus.QUEUED)
+        .scalar_subquery()
     )
-    rows = session.execute(
-        select(Event.subject, Event.actor).where(
-            Event.job_id == job_id, Event.kind == "chunk", Event.new == ChunkStatus.FAILED, Event.id > since
-        )
-    ).all()
+    return (Event.job_id == job_id, Event.kind == "chunk", Event.new == ChunkStatus.FAILED, Event.id > requeued)
+
+
+def failures(session: Session, job_id: str, chunk_index: int | None = None) -> Failures:
+    rows = session.execute(select(Event.subject, Event.actor).where(*_chunk_failures(job_id))).all()
     subject = f"{job_id}/{chunk_index}"
     return Failures(
         by_worker=Counter(actor for _, actor in rows if actor),
         of_chunk={actor for subj, actor in rows if subj == subject and actor},
     )
+
+
+def failed_by(job_id: str, worker: str) -> ScalarSelect[int]:
+    """How many chunks of the job `worker` failed, as a subquery: asked before every chunk, so two index probes."""
+    return select(func.count()).where(*_chunk_failures(job_id), Event.actor == worker).scalar_subquery()
 
 
 def live_workers(session: Session, queue: str, settings: Settings, now: datetime | None = None) -> dict[str, int]:

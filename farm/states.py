@@ -8,11 +8,12 @@ changed, from what, why and by whom.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from farm.models import (
@@ -78,9 +79,14 @@ def _record(
     session.add(Event(kind=kind, subject=str(subject), job_id=job_id, old=old, new=new, reason=reason, actor=actor))
 
 
-def touch_job(session: Session, job_id: str) -> None:
-    """Tell watchers something about the job changed."""
-    session.execute(update(Job).where(Job.id == job_id).values(version=Job.version + 1, updated_at=utcnow()))
+def touch_job(session: Session, job_id: str, **values: Any) -> str | None:
+    """Tell watchers something about the job changed (setting `values` in the same statement); its status."""
+    return session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(version=Job.version + 1, updated_at=utcnow(), **values)
+        .returning(Job.status)
+    ).scalar_one_or_none()
 
 
 def _move(
@@ -93,10 +99,20 @@ def _move(
     strict: bool,
     only_from: Iterable[str] | None,
     values: dict[str, Any],
+    guard: tuple[Any, ...] = (),
 ) -> str | None:
-    """Compare-and-set `model[key].status` to `new`; returns the old status, or None if nothing changed."""
+    """Compare-and-set `model[key].status` to `new` (and `guard`, extra conditions on the row); returns the old
+    status, or None if nothing changed. A move with one legal origin is a single UPDATE; the others read first."""
     pk = model.__mapper__.primary_key[0]
     allowed_from = set(only_from) if only_from is not None else None
+    origins = {old for old, targets in flow.items() if new in targets and (allowed_from is None or old in allowed_from)}
+    if len(origins) == 1:
+        (origin,) = origins
+        moved = session.execute(
+            update(model).where(pk == key, model.status == origin, *guard).values(status=new, **values)
+        )
+        if moved.rowcount == 1:
+            return origin
     for _ in range(5):
         old = session.execute(select(model.status).where(pk == key).with_for_update()).scalar_one_or_none()
         if old is None:
@@ -106,7 +122,9 @@ def _move(
             if strict and old != new:
                 raise IllegalTransition(model.__tablename__.rstrip("s"), str(key), old, new)
             return None
-        result = session.execute(update(model).where(pk == key, model.status == old).values(status=new, **values))
+        result = session.execute(
+            update(model).where(pk == key, model.status == old, *guard).values(status=new, **values)
+        )
         if result.rowcount == 1:
             return old
     return None
@@ -144,21 +162,31 @@ def move_chunk(
     reason: str | None = None,
     actor: str | None = None,
     only_from: Iterable[str] | None = None,
+    guard: tuple[Any, ...] = (),
+    job_values: dict[str, Any] | None = None,
     **values: Any,
-) -> bool:
-    old = _move(session, Chunk, chunk.id, new, flow=CHUNK_FLOW, strict=False, only_from=only_from, values=values)
-    if old is None:
-        return False
-    _record(session, "chunk", f"{chunk.job_id}/{chunk.index}", chunk.job_id, old, new, reason, actor)
-    touch_job(session, chunk.job_id)
-    return True
-
-
-def _move_frames(session: Session, chunk_id: int, frm: Iterable[str], new: FrameStatus, **values: Any) -> None:
-    """Bulk change of a chunk's frames (not events: one row per frame per attempt would drown the trail)."""
-    session.execute(
-        update(Frame).where(Frame.chunk_id == chunk_id, Frame.status.in_(list(frm))).values(status=new, **values)
+) -> str | None:
+    """Change a chunk's status (touching its job, with `job_values`); the job's status then, or None if the chunk
+    could not move."""
+    old = _move(
+        session, Chunk, chunk.id, new, flow=CHUNK_FLOW, strict=False, only_from=only_from, values=values, guard=guard
     )
+    if old is None:
+        return None
+    _record(session, "chunk", f"{chunk.job_id}/{chunk.index}", chunk.job_id, old, new, reason, actor)
+    return touch_job(session, chunk.job_id, **(job_values or {}))
+
+
+def _move_frames(session: Session, chunk_id: int, frm: Iterable[str], new: FrameStatus) -> list[int]:
+    """Bulk change of a chunk's frames (not events: one row per frame per attempt would drown the trail); the
+    frame numbers moved."""
+    moved = session.execute(
+        update(Frame)
+        .where(Frame.chunk_id == chunk_id, Frame.status.in_(list(frm)))
+        .values(status=new)
+        .returning(Frame.frame)
+    )
+    return sorted(moved.scalars())
 
 
 def job_created(session: Session, job: Job, *, reason: str, actor: str | None) -> None:
@@ -192,38 +220,67 @@ def _take_over(session: Session, chunk: Chunk, worker: str, stale_before: dateti
     return bool(taken)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A chunk just claimed, its job, and the frames left to render (every one not DONE, in order)."""
+
+    chunk: Chunk
+    job: Job
+    frames: list[int]
+
+
 def claim_chunk(
-    session: Session, chunk_id: int, worker: str, task_id: str | None, *, stale_before: datetime | None = None
-) -> Chunk | None:
+    session: Session,
+    chunk_id: int,
+    worker: str,
+    task_id: str | None,
+    *,
+    stale_before: datetime | None = None,
+    log_key: Callable[[Chunk, int], str] | None = None,
+) -> Claim | None:
     """Take a chunk for `worker`: a QUEUED one, or a RENDERING one whose renderer went silent before
     `stale_before`. None if it is not renderable now (done, alive elsewhere, job not active): the database, not
-    the broker, decides who renders a chunk, so a re-delivered message never renders it twice."""
-    chunk = session.get(Chunk, chunk_id)
-    if chunk is None:
+    the broker, decides who renders a chunk, so a re-delivered message never renders it twice. `log_key` names
+    where this attempt's Blender log will be stored, from the chunk and the attempt's number.
+
+    A chunk is claimed on every task, so this is a handful of statements: one read, then compare-and-set writes."""
+    found = session.execute(select(Chunk, Job).join(Job, Job.id == Chunk.job_id).where(Chunk.id == chunk_id)).first()
+    if found is None:
         return None
-    job_status = session.execute(select(Job.status).where(Job.id == chunk.job_id)).scalar_one()
-    if job_status not in (J.QUEUED, J.RENDERING):
+    chunk, job = found
+    if job.status not in (J.QUEUED, J.RENDERING):
         return None
     now = utcnow()
     claim = dict(
-        attempts=Chunk.attempts + 1,
+        attempts=chunk.attempts + 1,
         worker=worker,
         task_id=task_id,
         started_at=now,
         heartbeat_at=now,
         finished_at=None,
         error=None,
+        log_key=log_key(chunk, chunk.attempts + 1) if log_key else chunk.log_key,
     )
     if chunk.status == C.RENDERING and stale_before is not None and _take_over(session, chunk, worker, stale_before):
         session.execute(update(Chunk).where(Chunk.id == chunk.id).values(**claim))
-    elif not move_chunk(session, chunk, C.RENDERING, actor=worker, reason="claimed", only_from=[C.QUEUED], **claim):
+        touch_job(session, job.id, worker_host=worker)
+    elif not move_chunk(
+        session,
+        chunk,
+        C.RENDERING,
+        actor=worker,
+        reason="claimed",
+        only_from=[C.QUEUED],
+        guard=(Chunk.attempts == chunk.attempts,),  # attempts is set from what was read: nobody claimed it since
+        job_values={"worker_host": worker},
+        **claim,
+    ):
         return None
-    _move_frames(session, chunk.id, [F.QUEUED, F.FAILED], F.RENDERING)
-    move_job(session, chunk.job_id, J.RENDERING, actor=worker, reason="first chunk started", only_from=[J.QUEUED])
-    session.execute(update(Job).where(Job.id == chunk.job_id).values(worker_host=worker))
+    frames = _move_frames(session, chunk.id, [F.QUEUED, F.FAILED, F.RENDERING], F.RENDERING)
+    if job.status == J.QUEUED:
+        move_job(session, job.id, J.RENDERING, actor=worker, reason="first chunk started", only_from=[J.QUEUED])
     session.execute(update(Worker).where(Worker.hostname == worker).values(current_chunk_id=chunk.id))
-    session.refresh(chunk)
-    return chunk
+    return Claim(chunk=chunk, job=job, frames=frames)
 
 
 def chunk_heartbeat(session: Session, chunk_id: int, worker: str) -> bool:
@@ -321,10 +378,11 @@ def finish_chunk(
     worker: str,
     reason: str | None = None,
     log_key: str | None = None,
-) -> bool:
-    """End a rendering chunk as DONE, FAILED or CANCELED and free its worker."""
+) -> str | None:
+    """End a rendering chunk as DONE, FAILED or CANCELED and free its worker; the job's status, or None if the
+    chunk was not rendering. DONE means every frame was recorded DONE, so only the other endings move frames."""
     frame_status = F.FAILED if new == C.FAILED else F.QUEUED
-    changed = move_chunk(
+    job_status = move_chunk(
         session,
         chunk,
         new,
@@ -335,27 +393,34 @@ def finish_chunk(
         error=reason if new == C.FAILED else None,
         log_key=log_key,
     )
-    if changed:
+    if job_status is not None and new != C.DONE:
         _move_frames(session, chunk.id, [F.RENDERING], frame_status)
     session.execute(
         update(Worker)
         .where(Worker.hostname == worker, Worker.current_chunk_id == chunk.id)
         .values(current_chunk_id=None)
     )
-    return changed
+    return job_status
+
+
+UNFINISHED_CHUNK = (C.QUEUED, C.RENDERING, C.FAILED, C.CANCELED)
 
 
 def chunks_left(session: Session, job_id: str) -> int:
     """Chunks of a job not yet DONE."""
     return session.execute(
-        select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id, Chunk.status != C.DONE)
+        select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id, Chunk.status.in_(UNFINISHED_CHUNK))
     ).scalar_one()
 
 
-def chunks_queued(session: Session, job_id: str) -> int:
-    return session.execute(
-        select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id, Chunk.status == C.QUEUED)
-    ).scalar_one()
+def chunks_pending(session: Session, job_id: str) -> tuple[bool, bool]:
+    """Whether any chunk of the job is not DONE, and whether any is still QUEUED. Asked at every chunk's end, so
+    it is two index probes in one statement rather than counts over the job's chunks."""
+    of_job = select(Chunk.id).where(Chunk.job_id == job_id)
+    unfinished = exists(of_job.where(Chunk.status.in_(UNFINISHED_CHUNK)))
+    queued = exists(of_job.where(Chunk.status == C.QUEUED))
+    left, waiting = session.execute(select(unfinished, queued)).one()
+    return bool(left), bool(waiting)
 
 
 def chunks_running(session: Session, job_id: str) -> int:

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 from farm import devices, planning, uploads
 from farm.blender import BlenderFailed, probe_scene
 from farm.config import Settings
+from farm.dispatch import new_task_id
 from farm.errors import ValidationError
-from farm.models import Chunk, Frame, Job, JobStatus
+from farm.models import Chunk, Frame, Job, JobStatus, utcnow
 from farm.scheduling import live_workers
 from farm.states import job_created
 from farm.storage import CHUNK, Storage
@@ -220,8 +221,9 @@ def create_job(
     *,
     owner: str | None,
     slots: int = 1,
-) -> Job:
-    """Probe, store and plan; adds the job, its chunks and frames to `session` (the caller commits).
+) -> tuple[Job, dict[int, str]]:
+    """Probe, store and plan; adds the job, its chunks and frames to `session` (the caller commits, then sends
+    the tasks). Returns the job and, per chunk id, the id of the task that will render it, recorded with the chunk.
     GPU-only jobs go to the GPU queue; without a chunk size, the probe also times one frame to size the chunks."""
     queue = devices.gpu_queue(settings.queue) if form.device == "GPU" else settings.queue
     if form.device == "GPU" and not live_workers(session, queue, settings):
@@ -278,10 +280,12 @@ def create_job(
     session.add(job)
     session.flush()
     job_created(session, job, reason=f"submitted: frames {frame_start}-{frame_end}", actor=owner)
-    chunk_ids = session.scalars(
-        insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
-        [{"job_id": job.id, "index": i, "frame_start": s, "frame_end": e} for i, (s, e) in enumerate(plan)],
-    ).all()
+    now = utcnow()
+    chunks = [
+        {"job_id": job.id, "index": i, "frame_start": s, "frame_end": e, "task_id": new_task_id(), "dispatched_at": now}
+        for i, (s, e) in enumerate(plan)
+    ]
+    chunk_ids = session.scalars(insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True), chunks).all()
     session.execute(
         insert(Frame),
         [
@@ -290,7 +294,7 @@ def create_job(
             for f in range(s, e + 1)
         ],
     )
-    return job
+    return job, {cid: chunk["task_id"] for cid, chunk in zip(chunk_ids, chunks, strict=True)}
 
 
 def read_scene(

@@ -171,7 +171,7 @@ def test_finished_but_unpackaged_jobs_are_packaged(database, janitor, settings):
     job_id, ids = new_job(database, settings.queue, frames=2, chunk_size=1)
     with database.session() as session:
         for chunk_id, frame in zip(ids, (1, 2), strict=True):
-            c = states.claim_chunk(session, chunk_id, "w@t", None)
+            c = states.claim_chunk(session, chunk_id, "w@t", None).chunk
             states.frame_done(
                 session,
                 job_id,
@@ -207,7 +207,7 @@ def test_queue_names_include_each_workers_own_queue(settings):
 
 def fail_chunk(database, chunk_id, worker):
     with database.session() as session:
-        c = states.claim_chunk(session, chunk_id, worker, None)
+        c = states.claim_chunk(session, chunk_id, worker, None).chunk
         states.finish_chunk(session, c, ChunkStatus.FAILED, worker=worker, reason="boom")
         states.requeue_chunk(session, c, task_id=str(uuid.uuid4()), reason="retry", actor=worker)
 

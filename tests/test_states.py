@@ -32,8 +32,12 @@ def job_status(database, job_id):
 def test_claim_starts_chunk_job_and_frames(database, job_id):
     first = chunk_ids(database, job_id)[0]
     with database.session() as session:
-        chunk = states.claim_chunk(session, first, "ws1@states", "task-1")
+        claim = states.claim_chunk(session, first, "ws1@states", "task-1", log_key=lambda c, n: f"{c.index}-{n}")
+        chunk = claim.chunk
         assert chunk.status == ChunkStatus.RENDERING and chunk.attempts == 1 and chunk.worker == "ws1@states"
+        assert claim.frames == [1, 2] and claim.job.id == job_id
+    with database.session() as session:
+        assert session.get(Chunk, first).log_key == "0-1"
     with database.session() as session:
         job = session.get(Job, job_id)
         assert job.status == JobStatus.RENDERING and job.worker_host == "ws1@states"
@@ -79,7 +83,7 @@ def test_frame_done_counts_each_frame_once(database, job_id):
 def test_failed_chunk_fails_job_and_stops_queued_chunks(database, job_id):
     first, *rest = chunk_ids(database, job_id)
     with database.session() as session:
-        chunk = states.claim_chunk(session, first, "ws1@states", None)
+        chunk = states.claim_chunk(session, first, "ws1@states", None).chunk
         states.finish_chunk(session, chunk, ChunkStatus.FAILED, worker="ws1@states", reason="boom")
         assert states.fail_job(session, job_id, "chunk 0 failed: boom", actor="ws1@states")
     with database.session() as session:
@@ -110,7 +114,7 @@ def test_a_stale_chord_failure_does_not_fail_the_current_run(database, job_id):
 def test_cancel_waits_for_running_chunks(database, job_id):
     first = chunk_ids(database, job_id)[0]
     with database.session() as session:
-        chunk = states.claim_chunk(session, first, "ws1@states", None)
+        chunk = states.claim_chunk(session, first, "ws1@states", None).chunk
         states.cancel_job(session, job_id, actor="user")
     assert job_status(database, job_id) == JobStatus.CANCELING
     with database.session() as session:
@@ -152,7 +156,7 @@ def test_illegal_job_moves_are_refused(database, job_id, old, new):
 def test_retry_requeues_only_unfinished_chunks(database, job_id):
     first, second, third = chunk_ids(database, job_id)
     with database.session() as session:
-        chunk = states.claim_chunk(session, first, "ws1@states", None)
+        chunk = states.claim_chunk(session, first, "ws1@states", None).chunk
         for frame in (1, 2):
             states.frame_done(
                 session,
@@ -166,7 +170,7 @@ def test_retry_requeues_only_unfinished_chunks(database, job_id):
                 size=1,
             )
         states.finish_chunk(session, chunk, ChunkStatus.DONE, worker="ws1@states")
-        chunk = states.claim_chunk(session, second, "ws1@states", None)
+        chunk = states.claim_chunk(session, second, "ws1@states", None).chunk
         states.finish_chunk(session, chunk, ChunkStatus.FAILED, worker="ws1@states", reason="boom")
         states.fail_job(session, job_id, "boom", actor="ws1@states")
     with database.session() as session:

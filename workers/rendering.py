@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select, update
+from celery.exceptions import Reject
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from farm import devices, planning, states
 from farm.blender import blender_command, blender_error
 from farm.dispatch import new_task_id, send_packaging, send_render
-from farm.models import Chunk, ChunkStatus, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
+from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, Worker, WorkerStatus, utcnow
 from farm.retrying import is_transient, with_retries
-from farm.scheduling import failures, place_chunk
+from farm.scheduling import failed_by, failures, place_chunk
 from farm.storage import sha256_file
 from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
@@ -36,6 +38,10 @@ from workers.warm_blender import RENDER_SCRIPT, WARM
 
 log = logging.getLogger(__name__)
 LOG_UPLOAD_SECONDS = 5.0
+
+
+def log_key(chunk: Chunk, attempt: int) -> str:
+    return f"jobs/{chunk.job_id}/logs/chunk-{chunk.index:04d}-attempt-{attempt}.log"
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class ChunkWork:
     source_kind: str
     main: str | None
     spec: dict[str, Any]
+    chunk: Chunk  # as claimed (detached): what ending and retrying it need to know
 
     @property
     def ext(self) -> str:
@@ -62,7 +69,7 @@ class ChunkWork:
 
     @property
     def log_key(self) -> str:
-        return f"jobs/{self.job_id}/logs/chunk-{self.index:04d}-attempt-{self.attempt}.log"
+        return log_key(self.chunk, self.attempt)
 
     def frame_key(self, frame: int, sha256: str) -> str:
         """Content-addressed, so two renderers of one frame can never overwrite each other's bytes."""
@@ -71,30 +78,37 @@ class ChunkWork:
         return f"jobs/{self.job_id}/frames/{stem}-{sha256[:16]}.{ext}"
 
 
-def worker_disabled(ctx: WorkerContext, worker: str) -> bool:
-    with ctx.db.session() as session:
-        return session.scalar(select(Worker.status).where(Worker.hostname == worker)) == WorkerStatus.DISABLED
+class Blocklisted(Exception):
+    """This worker failed too many of the job's chunks: it passes the chunk on if another worker can take it."""
 
 
-def claim(ctx: WorkerContext, job_id: str, chunk_id: int, worker: str, task_id: str | None) -> ChunkWork | None:
+def admit(ctx: WorkerContext, session: Session, job_id: str, worker: str, *, blocklist: bool) -> None:
+    """May this worker take a chunk of the job? One statement, in the claiming transaction: a disabled worker puts
+    the message back for an enabled one; a blocklisted one raises Blocklisted."""
+    status = select(Worker.status).where(Worker.hostname == worker).scalar_subquery()
+    disabled, failed = session.execute(select(status == WorkerStatus.DISABLED, failed_by(job_id, worker))).one()
+    if disabled:
+        raise Reject("this worker is disabled", requeue=True)
+    if blocklist and (failed or 0) >= ctx.settings.blocklist_failures:
+        raise Blocklisted
+
+
+def claim(
+    ctx: WorkerContext, job_id: str, chunk_id: int, worker: str, task_id: str | None, *, blocklist: bool = True
+) -> ChunkWork | None:
     stale_before = utcnow() - timedelta(seconds=ctx.settings.worker_timeout_seconds)
     with ctx.db.session() as session:
-        chunk = states.claim_chunk(session, chunk_id, worker, task_id, stale_before=stale_before)
-        if chunk is None:
+        admit(ctx, session, job_id, worker, blocklist=blocklist)
+        claimed = states.claim_chunk(session, chunk_id, worker, task_id, stale_before=stale_before, log_key=log_key)
+        if claimed is None:
             return None
-        job = session.get(Job, job_id)
-        assert job is not None
-        frames = session.scalars(
-            select(Frame.frame)
-            .where(Frame.chunk_id == chunk_id, Frame.status != FrameStatus.DONE)
-            .order_by(Frame.frame)
-        ).all()
+        chunk, job = claimed.chunk, claimed.job
         work = ChunkWork(
             job_id=job_id,
             chunk_id=chunk_id,
             index=chunk.index,
             attempt=chunk.attempts,
-            frames=list(frames),
+            frames=claimed.frames,
             last_frame=job.frame_end,
             priority=job.priority,
             queue=job.queue,
@@ -111,8 +125,8 @@ def claim(ctx: WorkerContext, job_id: str, chunk_id: int, worker: str, task_id: 
                 "output_format": job.output_format,
                 "device": job.device,
             },
+            chunk=chunk,
         )
-        session.execute(update(Chunk).where(Chunk.id == chunk_id).values(log_key=work.log_key))
         return work
 
 
@@ -129,6 +143,7 @@ class ChunkRun:
         self.log_uploaded_at = time.monotonic()
         self.beat_at = time.monotonic()
         self.lost = False
+        self.ending: Ending | None = None  # set when the last frame's record also ended the chunk
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -150,9 +165,13 @@ class ChunkRun:
         )
         store_thumbnail(storage, key, path)
 
-        def record() -> str | None:
+        last = not set(self.work.frames) - self.stored - {frame}
+
+        def record() -> tuple[str | None, Ending | None]:
+            """The frame's record, and with the chunk's last frame the chunk's end, in one transaction."""
             with self.ctx.db.session() as session:
-                if states.frame_done(
+                recorded: str | None = key
+                if not states.frame_done(
                     session,
                     self.work.job_id,
                     frame,
@@ -163,12 +182,12 @@ class ChunkRun:
                     sha256=sha256,
                     size=size,
                 ):
-                    return key
-                return session.scalar(
-                    select(Frame.image_key).where(Frame.job_id == self.work.job_id, Frame.frame == frame)
-                )
+                    recorded = session.scalar(
+                        select(Frame.image_key).where(Frame.job_id == self.work.job_id, Frame.frame == frame)
+                    )
+                return recorded, end_chunk(session, self.work, ChunkStatus.DONE, self.worker) if last else None
 
-        recorded = with_retries(record, what=f"recording frame {frame}")
+        recorded, self.ending = with_retries(record, what=f"recording frame {frame}")
         if recorded != key:  # another renderer stored this frame first; keep theirs, drop ours
             with_retries(lambda: storage.delete(key), what=f"dropping a duplicate of frame {frame}")
         path.unlink(missing_ok=True)
@@ -176,6 +195,8 @@ class ChunkRun:
 
     def should_stop(self) -> str | None:
         """A reason to kill Blender now: the job was canceled or failed, or the chunk is no longer ours."""
+        if self.ending is not None:  # the last frame ended the chunk: Blender is only saying it is done
+            return None
         if self.lost:
             return "chunk taken back"
         try:
@@ -200,7 +221,7 @@ class ChunkRun:
     def on_tick(self) -> None:
         """Every second while Blender runs: heartbeat the chunk, and keep the stored log a few seconds behind."""
         now = time.monotonic()
-        if now - self.beat_at >= self.ctx.settings.heartbeat_seconds:
+        if now - self.beat_at >= self.ctx.settings.heartbeat_seconds and self.ending is None:
             self.beat_at = now
             try:
                 with self.ctx.db.session() as session:
@@ -258,11 +279,10 @@ class ChunkRun:
         )
         outcome = self.render(spec)
         self.upload_log()
-        missing = [f for f in self.work.frames if f not in self.stored]
+        if self.ending is not None:  # every frame is stored, and the chunk was ended DONE with the last one
+            return ChunkStatus.DONE, None
         if outcome.stopped in ("canceled", "job failed", "chunk taken back"):
             return ChunkStatus.CANCELED, outcome.stopped
-        if not missing and outcome.returncode == 0:
-            return ChunkStatus.DONE, None
         reason = self.error or outcome.stopped or blender_error(outcome.log_tail)
         if outcome.returncode and outcome.returncode < 0:
             reason = f"Blender was killed by signal {-outcome.returncode}: {reason}"
@@ -290,6 +310,22 @@ class ChunkRun:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """What a chunk's end left behind in its job."""
+
+    all_done: bool  # every chunk of the job is DONE: package it
+    none_queued: bool  # no chunk of the job waits for a renderer: the job's warm Blender may go
+
+
+def end_chunk(session: Session, work: ChunkWork, status: ChunkStatus, worker: str, reason: str | None = None) -> Ending:
+    job_status = states.finish_chunk(session, work.chunk, status, worker=worker, reason=reason, log_key=work.log_key)
+    if job_status in (None, JobStatus.CANCELING):
+        states.settle_cancel(session, work.job_id, actor=worker)
+    left, queued = states.chunks_pending(session, work.job_id)
+    return Ending(all_done=status == ChunkStatus.DONE and not left, none_queued=not queued)
 
 
 def pass_on_if_blocklisted(ctx: WorkerContext, celery: Celery, job_id: str, chunk_id: int, worker: str) -> str | None:
@@ -354,13 +390,28 @@ def retry_or_fail(ctx: WorkerContext, celery: Celery, work: ChunkWork, chunk: Ch
 
 
 def render_chunk(
-    ctx: WorkerContext, celery: Celery, job_id: str, chunk_id: int, *, worker: str, task_id: str | None
+    ctx: WorkerContext,
+    celery: Celery,
+    job_id: str,
+    chunk_id: int,
+    *,
+    worker: str,
+    task_id: str | None,
 ) -> str:
     """The whole life of one chunk on this worker; returns what happened (for the task's result)."""
-    passed = pass_on_if_blocklisted(ctx, celery, job_id, chunk_id, worker)
-    if passed:
-        return passed
-    work = with_retries(lambda: claim(ctx, job_id, chunk_id, worker, task_id), what="claiming a chunk")
+
+    def take(blocklist: bool) -> ChunkWork | None:
+        return with_retries(
+            lambda: claim(ctx, job_id, chunk_id, worker, task_id, blocklist=blocklist), what="claiming a chunk"
+        )
+
+    try:
+        work = take(blocklist=True)
+    except Blocklisted:
+        passed = pass_on_if_blocklisted(ctx, celery, job_id, chunk_id, worker)
+        if passed:
+            return passed
+        work = take(blocklist=False)  # nobody else can take it
     if work is None:
         with ctx.db.session() as session:
             states.settle_cancel(session, job_id, actor=worker)
@@ -374,20 +425,15 @@ def render_chunk(
     if status == ChunkStatus.CANCELED and reason == "chunk taken back":
         return "taken back"
 
-    def finish() -> tuple[Chunk, bool, bool]:
+    def finish() -> Ending:
         with ctx.db.session() as session:
-            chunk = session.get(Chunk, chunk_id)
-            assert chunk is not None
-            states.finish_chunk(session, chunk, status, worker=worker, reason=reason, log_key=work.log_key)
-            states.settle_cancel(session, job_id, actor=worker)
-            queued = states.chunks_queued(session, job_id)
-            return chunk, status == ChunkStatus.DONE and states.chunks_left(session, job_id) == 0, queued == 0
+            return end_chunk(session, work, status, worker, reason)
 
-    chunk, all_done, none_queued = with_retries(finish, what="recording the chunk's end")
-    if none_queued and WARM.job_id == job_id:  # nothing more of this job to come: free Blender's memory now
+    ending = run.ending or with_retries(finish, what="recording the chunk's end")
+    if ending.none_queued and WARM.job_id == job_id:  # nothing more of this job to come: free Blender's memory now
         WARM.close()
     if status == ChunkStatus.FAILED:
-        retry_or_fail(ctx, celery, work, chunk, reason or "unknown", worker)
-    if all_done:
+        retry_or_fail(ctx, celery, work, work.chunk, reason or "unknown", worker)
+    if ending.all_done:
         send_packaging(celery, job_id, queue=work.queue)
     return str(status)

@@ -11,7 +11,6 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError
 from celery import Task, shared_task
-from celery.exceptions import Reject
 
 from farm import retrying, states
 from farm.dispatch import CHORD_FAILED, PACKAGE_JOB, RENDER_CHUNK
@@ -24,8 +23,6 @@ TRANSIENT = (*retrying.TRANSIENT, BotoCoreError)  # BotoCoreError: a storage str
 
 @shared_task(name=RENDER_CHUNK, bind=True, acks_late=True, max_retries=None)
 def render_chunk(self: Task, job_id: str, chunk_id: int) -> str:
-    if rendering.worker_disabled(get_context(), self.request.hostname):
-        raise Reject("this worker is disabled", requeue=True)  # back to the queue for an enabled worker
     return rendering.render_chunk(
         get_context(), self.app, job_id, chunk_id, worker=self.request.hostname, task_id=self.request.id
     )

@@ -59,12 +59,11 @@ def online_slots() -> int:
 
 def submit(upload: Upload, form: JobForm) -> Job:
     """Create the job from a saved upload and dispatch it: what the API and the New job page both do."""
-    job = create_job(
+    job, task_ids = create_job(
         db.session, services.storage(), services.settings(), upload, form, owner=current_actor(), slots=online_slots()
     )
-    db.session.flush()
-    chunk_ids = list(db.session.scalars(select(Chunk.id).where(Chunk.job_id == job.id).order_by(Chunk.index)))
-    dispatch(job, chunk_ids)
+    db.session.commit()  # a worker never sees a chunk the database lacks
+    send_chord(services.celery(), job.id, task_ids, priority=job.priority, queue=job.queue)
     return job
 
 
