@@ -117,7 +117,7 @@ def run_script(
 def probe_scene(settings: Settings, blend: Path, render: dict[str, Any] | None = None) -> dict[str, Any]:
     """Open the file in Blender (scripts off) and read the active scene's range, resolution and engine. With a
     `render` spec (the job's settings, `frame`, `out`), also time one frame: `probe_frame_ms`, or None when it took
-    longer than FARM_PROBE_FRAME_SECONDS (then it was stopped)."""
+    longer than FARM_PROBE_FRAME_SECONDS (then it was stopped), and `probe_image`: the frame's number and file."""
     args = [str(blend), *([json.dumps(render)] if render else [])]
     then = ("scene", settings.probe_frame_seconds) if render else None
     events = run_script(settings, SCRIPTS / "scene_probe.py", args, settings.probe_timeout_seconds, then=then)
@@ -127,6 +127,7 @@ def probe_scene(settings: Settings, blend: Path, render: dict[str, Any] | None =
     scene = scenes[-1]
     scene.pop("event", None)
     if render:
-        timed = [e["ms"] for e in events if e.get("event") == "probe_frame"]
-        scene["probe_frame_ms"] = timed[-1] if timed else None
+        timed = [e for e in events if e.get("event") == "probe_frame"]
+        scene["probe_frame_ms"] = timed[-1]["ms"] if timed else None
+        scene["probe_image"] = {"frame": timed[-1]["frame"], "path": timed[-1]["path"]} if timed else None
     return scene

@@ -52,6 +52,12 @@ def frame_filename(frame: int, ext: str, last_frame: int) -> str:
     return f"{frame:0{width}d}.{ext}"
 
 
+def frame_key(job_id: str, frame: int, ext: str, last_frame: int, sha256: str) -> str:
+    """Content-addressed, so two renderers of one frame can never overwrite each other's bytes."""
+    stem = frame_filename(frame, ext, last_frame).rsplit(".", 1)[0]
+    return f"jobs/{job_id}/frames/{stem}-{sha256[:16]}.{ext}"
+
+
 def zip_filename(name: str, frame_start: int, frame_end: int) -> str:
     return f"{safe_name(name)}-{frame_start:04d}-{frame_end:04d}.zip"
 

@@ -1,14 +1,57 @@
-"""Where a frame's thumbnail lives: beside the frame, named from the frame's own content-addressed key, so no
-column records it and the web app finds it without asking the worker that made it."""
+"""Thumbnails for the job page's frame grid, made where the frame was rendered (the worker, or the submission's
+probe) while the image is on local disk, so the web app never decodes full frames and a grid of 1,000 frames stays
+light. A thumbnail lives beside its frame, named from the frame's own content-addressed key, so no column records
+it and the web app finds it without asking who made it."""
 
 from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from farm.retrying import with_retries
+from farm.storage import Storage
+
+log = logging.getLogger(__name__)
 
 THUMBNAIL_BOX = (320, 320)  # the thumbnail fits inside this, keeping the frame's aspect ratio
 THUMBNAIL_TYPE = "image/jpeg"
 PREVIEWABLE = frozenset({"PNG", "JPEG"})  # output formats Pillow reads; OPEN_EXR frames get no thumbnail
+BACKDROP = (34, 34, 38)  # transparent pixels are shown over the page's own dark tile colour
 
 
 def thumbnail_key(image_key: str) -> str:
     """`jobs/J/frames/0007-ab12….png` → `jobs/J/thumbnails/0007-ab12….jpg`."""
     folder, _, name = image_key.rpartition("/frames/")
     return f"{folder}/thumbnails/{name.rsplit('.', 1)[0]}.jpg"
+
+
+def make_thumbnail(path: Path) -> bytes | None:
+    """A small JPEG of the image, or None for a format Pillow cannot read (OpenEXR)."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", THUMBNAIL_BOX)  # JPEG decodes at a reduced size directly
+            image.thumbnail(THUMBNAIL_BOX)
+            rgba = image.convert("RGBA")
+    except (UnidentifiedImageError, OSError) as exc:
+        log.info("no thumbnail for %s: %s", path.name, exc)
+        return None
+    flat = Image.new("RGB", rgba.size, BACKDROP)
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    out = io.BytesIO()
+    flat.save(out, "JPEG", quality=82, optimize=True)
+    return out.getvalue()
+
+
+def store_thumbnail(storage: Storage, image_key: str, path: Path) -> None:
+    """Store the thumbnail of the frame stored at `image_key` (before the frame is recorded DONE, so a page that
+    sees the frame finds its thumbnail); storage outages are waited out like the frame's own upload."""
+    data = make_thumbnail(path)
+    if data is None:
+        return
+    key = thumbnail_key(image_key)
+    with_retries(
+        lambda: storage.exists(key) or storage.put_bytes(key, data, THUMBNAIL_TYPE), what="storing a thumbnail"
+    )

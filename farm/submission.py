@@ -5,7 +5,9 @@ create the job with one row per chunk and per frame. Nothing is dispatched here;
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import socket
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,14 +17,14 @@ from typing import IO
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from farm import devices, planning, uploads
+from farm import devices, planning, states, uploads
 from farm.blender import BlenderFailed, probe_scene
 from farm.config import Settings
 from farm.dispatch import new_task_id
 from farm.errors import ValidationError
 from farm.models import Chunk, Frame, Job, JobStatus, utcnow
+from farm.previews import store_thumbnail
 from farm.scheduling import live_workers
-from farm.states import job_created
 from farm.storage import CHUNK, Storage
 
 ENGINES = {
@@ -37,6 +39,8 @@ OUTPUT_FORMATS = ("PNG", "JPEG", "OPEN_EXR")
 DEVICES = ("AUTO", "GPU", "CPU")
 MAX_RESOLUTION = 16384
 MAX_SAMPLES = 1 << 24
+PROBE_RENDERER = f"probe@{socket.gethostname()}"  # who rendered a kept probe frame: the submitting host
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -224,77 +228,117 @@ def create_job(
 ) -> tuple[Job, dict[int, str]]:
     """Probe, store and plan; adds the job, its chunks and frames to `session` (the caller commits, then sends
     the tasks). Returns the job and, per chunk id, the id of the task that will render it, recorded with the chunk.
-    GPU-only jobs go to the GPU queue; without a chunk size, the probe also times one frame to size the chunks."""
+    GPU-only jobs go to the GPU queue; without a chunk size, the probe also times one frame to size the chunks, and
+    that frame, rendered with the job's settings, is kept as the job's first frame instead of being rendered twice."""
     queue = devices.gpu_queue(settings.queue) if form.device == "GPU" else settings.queue
     if form.device == "GPU" and not live_workers(session, queue, settings):
         raise NoGpuWorker()
     with tempfile.TemporaryDirectory(prefix="probe-", dir=upload.path.parent) as workdir:
         blend, main = _blend_to_probe(upload, form, settings, Path(workdir))
         scene = read_scene(settings, blend, main or upload.filename, _probe_frame_spec(form, Path(workdir)))
-    if not scene.get("camera"):
-        raise ValidationError("file", "no_camera", f"scene {scene.get('scene')!r} has no active camera to render from")
+        probe = scene.pop("probe_image", None)
+        if not scene.get("camera"):
+            raise ValidationError(
+                "file", "no_camera", f"scene {scene.get('scene')!r} has no active camera to render from"
+            )
 
-    frame_start = form.frame_start if form.frame_start is not None else max(0, int(scene["frame_start"]))
-    frame_end = form.frame_end if form.frame_end is not None else int(scene["frame_end"])
-    _check_range(frame_start, frame_end, settings, "frame_end" if form.frame_end is not None else "frame_start")
-    count = frame_end - frame_start + 1
-    if form.chunk_size:
-        plan = planning.plan_chunks(frame_start, frame_end, min(form.chunk_size, count))
-    else:
-        plan = planning.adaptive_chunks(
-            frame_start,
-            frame_end,
-            frame_seconds=_frame_seconds(scene, settings),
-            slots=slots,
-            target_seconds=settings.chunk_target_seconds,
+        frame_start = form.frame_start if form.frame_start is not None else max(0, int(scene["frame_start"]))
+        frame_end = form.frame_end if form.frame_end is not None else int(scene["frame_end"])
+        _check_range(frame_start, frame_end, settings, "frame_end" if form.frame_end is not None else "frame_start")
+        count = frame_end - frame_start + 1
+        if form.chunk_size:
+            plan = planning.plan_chunks(frame_start, frame_end, min(form.chunk_size, count))
+        else:
+            plan = planning.adaptive_chunks(
+                frame_start,
+                frame_end,
+                frame_seconds=_frame_seconds(scene, settings),
+                slots=slots,
+                target_seconds=settings.chunk_target_seconds,
+            )
+        chunk_size = max(e - s + 1 for s, e in plan)
+
+        source_key = f"uploads/{upload.sha256}.{upload.kind}"
+        if not storage.exists(source_key):
+            storage.put_file(source_key, upload.path)
+
+        default_name = Path(upload.filename).stem or "render"
+        job = Job(
+            name=form.name or default_name[:200],
+            status=JobStatus.QUEUED,
+            owner=owner,
+            source_key=source_key,
+            source_sha256=upload.sha256,
+            source_kind=upload.kind,
+            main=main,
+            scene=scene,
+            frame_start=frame_start,
+            frame_end=frame_end,
+            chunk_size=chunk_size,
+            engine=form.engine or scene.get("engine"),
+            samples=form.samples or scene.get("samples"),
+            resolution_x=form.resolution_x or scene.get("resolution_x"),
+            resolution_y=form.resolution_y or scene.get("resolution_y"),
+            resolution_percentage=form.resolution_percentage or scene.get("resolution_percentage"),
+            output_format=form.output_format,
+            device=form.device,
+            priority=form.priority,
+            queue=queue,
         )
-    chunk_size = max(e - s + 1 for s, e in plan)
+        session.add(job)
+        session.flush()
+        states.job_created(session, job, reason=f"submitted: frames {frame_start}-{frame_end}", actor=owner)
+        now = utcnow()
+        chunks = [
+            {
+                "job_id": job.id,
+                "index": i,
+                "frame_start": s,
+                "frame_end": e,
+                "task_id": new_task_id(),
+                "dispatched_at": now,
+            }
+            for i, (s, e) in enumerate(plan)
+        ]
+        chunk_ids = session.scalars(insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True), chunks).all()
+        session.execute(
+            insert(Frame),
+            [
+                {"job_id": job.id, "chunk_id": cid, "frame": f}
+                for cid, (s, e) in zip(chunk_ids, plan, strict=True)
+                for f in range(s, e + 1)
+            ],
+        )
+        if probe and form.device != "GPU" and frame_start <= probe["frame"] <= frame_end:  # GPU jobs: never on a CPU
+            keep_probe_frame(session, storage, job, int(probe["frame"]), Path(probe["path"]), scene["probe_frame_ms"])
+        return job, {cid: chunk["task_id"] for cid, chunk in zip(chunk_ids, chunks, strict=True)}
 
-    source_key = f"uploads/{upload.sha256}.{upload.kind}"
-    if not storage.exists(source_key):
-        storage.put_file(source_key, upload.path)
 
-    default_name = Path(upload.filename).stem or "render"
-    job = Job(
-        name=form.name or default_name[:200],
-        status=JobStatus.QUEUED,
-        owner=owner,
-        source_key=source_key,
-        source_sha256=upload.sha256,
-        source_kind=upload.kind,
-        main=main,
-        scene=scene,
-        frame_start=frame_start,
-        frame_end=frame_end,
-        chunk_size=chunk_size,
-        engine=form.engine or scene.get("engine"),
-        samples=form.samples or scene.get("samples"),
-        resolution_x=form.resolution_x or scene.get("resolution_x"),
-        resolution_y=form.resolution_y or scene.get("resolution_y"),
-        resolution_percentage=form.resolution_percentage or scene.get("resolution_percentage"),
-        output_format=form.output_format,
-        device=form.device,
-        priority=form.priority,
-        queue=queue,
+def keep_probe_frame(session: Session, storage: Storage, job: Job, frame: int, image: Path, ms: float) -> None:
+    """Store and record the probe's frame as the worker would (content-addressed, with its thumbnail). Best effort:
+    if it cannot be stored now, a worker renders it like any other frame."""
+    if not image.is_file():
+        return
+    ext = planning.EXTENSIONS[job.output_format]
+    sha256 = hashlib.sha256(image.read_bytes()).hexdigest()
+    key = planning.frame_key(job.id, frame, ext, job.frame_end, sha256)
+    try:
+        storage.put_file(key, image, planning.CONTENT_TYPES[ext])
+        store_thumbnail(storage, key, image)
+    except Exception as exc:  # storage away: not a reason to refuse the job
+        log.warning("could not keep the probe frame of job %s: %s", job.id, exc)
+        return
+    states.frame_done(
+        session,
+        job.id,
+        frame,
+        worker=PROBE_RENDERER,
+        render_time_ms=ms,
+        device="CPU",
+        image_key=key,
+        sha256=sha256,
+        size=image.stat().st_size,
     )
-    session.add(job)
-    session.flush()
-    job_created(session, job, reason=f"submitted: frames {frame_start}-{frame_end}", actor=owner)
-    now = utcnow()
-    chunks = [
-        {"job_id": job.id, "index": i, "frame_start": s, "frame_end": e, "task_id": new_task_id(), "dispatched_at": now}
-        for i, (s, e) in enumerate(plan)
-    ]
-    chunk_ids = session.scalars(insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True), chunks).all()
-    session.execute(
-        insert(Frame),
-        [
-            {"job_id": job.id, "chunk_id": cid, "frame": f}
-            for cid, (s, e) in zip(chunk_ids, plan, strict=True)
-            for f in range(s, e + 1)
-        ],
-    )
-    return job, {cid: chunk["task_id"] for cid, chunk in zip(chunk_ids, chunks, strict=True)}
 
 
 def read_scene(

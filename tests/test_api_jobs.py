@@ -1,10 +1,12 @@
 """POST /api/jobs and friends through the Flask test client: every bad input answers the contract's JSON error
 naming its field; good input answers 201 with the JOB shape. Blender really probes every file."""
 
+import hashlib
 import io
 import zipfile
 
 import pytest
+import requests
 from werkzeug.test import EnvironBuilder
 
 from farm import states
@@ -211,7 +213,7 @@ def test_wrong_method_is_json(client):
 
 
 def test_wrong_state_is_409(client, app, blend_bytes):
-    job_id = post(client, {"frame_end": "1"}, blend_bytes).get_json()["job"]["id"]
+    job_id = post(client, {"frame_end": "1", "chunk_size": "1"}, blend_bytes).get_json()["job"]["id"]  # no probe frame
     assert_error(client.post(f"/api/jobs/{job_id}/retry"), 409, "wrong_state", None)  # QUEUED, not retryable
     assert_error(client.get(f"/api/jobs/{job_id}/asset"), 409, "wrong_state", None)
     assert_error(client.get(f"/api/jobs/{job_id}/frames/1"), 409, "wrong_state", None)
@@ -257,3 +259,29 @@ def test_list_filters_and_searches(client, blend_bytes):
     assert newest_first == sorted(newest_first, reverse=True)
     for job_id in (ids[0], ids[2]):
         client.post(f"/api/jobs/{job_id}/cancel")
+
+
+def fetched(response) -> bytes:  # type: ignore[no-untyped-def]
+    """A served file's bytes: from the app, or from S3 when the app redirects to a presigned URL."""
+    if response.status_code in (302, 303, 307):
+        response = requests.get(response.headers["Location"], timeout=10)
+        assert response.status_code == 200
+        return response.content
+    assert response.status_code == 200
+    return response.data
+
+
+def test_an_adaptive_jobs_probe_frame_is_kept_as_its_first_frame(client, blend_bytes):
+    response = post(client, {"frame_start": "2", "frame_end": "5"}, blend_bytes)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    job = response.get_json()["job"]
+    assert job["render"]["frames_rendered"] == 1 and job["render"]["latest_frame_rendered"] == 2
+    frames = client.get(f"/api/jobs/{job['id']}/frames").get_json()["frames"]
+    first, rest = frames[0], frames[1:]
+    assert first["frame"] == 2 and first["status"] == "DONE" and first["device"] == "CPU"
+    assert first["worker"].startswith("probe@") and first["render_time"] > 0
+    image = fetched(client.get(f"/api/jobs/{job['id']}/frames/2"))
+    assert image.startswith(b"\x89PNG") and hashlib.sha256(image).hexdigest() == first["sha256"]
+    assert fetched(client.get(f"/api/jobs/{job['id']}/frames/2/thumbnail")).startswith(b"\xff\xd8")  # a JPEG
+    assert [f["status"] for f in rest] == ["QUEUED"] * 3
+    client.post(f"/api/jobs/{job['id']}/cancel")

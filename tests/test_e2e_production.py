@@ -120,9 +120,13 @@ def test_workbench_jpeg_at_half_resolution(farm, tiny_blend):
     job = wait_for_status(farm.url, response.json()["job"]["id"], {"COMPLETED", "FAILED"})
     assert job["status"] == "COMPLETED", job
     assert job["settings"]["engine"] == "BLENDER_WORKBENCH" and job["asset"]["filename"] == "wb-0002-0003.zip"
-    check_zip(
+    manifest = check_zip(
         requests.get(job["asset"]["url"], timeout=30).content, name="wb", frames=range(2, 4), size=(32, 18), ext="jpg"
     )
+    # no chunk size: the submission's probe rendered frame 2 with the job's settings, and it was kept, not redone
+    assert [e["worker"].split("@")[0] for e in sorted(manifest["frames"], key=lambda e: e["frame"])] == ["probe", "w1"]
+    events = requests.get(f"{farm.url}/api/jobs/{job['id']}/events", timeout=10).json()["events"]
+    assert sorted(e["subject"] for e in events if e["kind"] == "frame") == [f"{job['id']}/2", f"{job['id']}/3"]
 
 
 def test_gpu_job_on_a_cpu_only_farm_is_refused_and_never_renders_on_a_cpu(farm, tiny_blend):

@@ -12,10 +12,9 @@ from pathlib import Path
 from PIL import Image
 
 from farm.models import Job
-from farm.previews import thumbnail_key
+from farm.previews import make_thumbnail, store_thumbnail, thumbnail_key
 from farm.storage import FileStorage
 from tests.rows import make_job, render_frame
-from workers.thumbnails import make_thumbnail, store_thumbnail
 
 
 def csrf_token(client) -> str:  # type: ignore[no-untyped-def]

@@ -26,6 +26,7 @@ from farm import devices, planning, states
 from farm.blender import blender_command, blender_error
 from farm.dispatch import new_task_id, send_packaging, send_render
 from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, Worker, WorkerStatus, utcnow
+from farm.previews import store_thumbnail
 from farm.retrying import is_transient, with_retries
 from farm.scheduling import failed_by, failures, place_chunk
 from farm.storage import sha256_file
@@ -33,7 +34,6 @@ from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
 from workers.null_renderer import NULL_RENDERER, render_nothing
 from workers.source_cache import local_blend
-from workers.thumbnails import store_thumbnail
 from workers.warm_blender import RENDER_SCRIPT, WARM
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,7 @@ class ChunkWork:
         return log_key(self.chunk, self.attempt)
 
     def frame_key(self, frame: int, sha256: str) -> str:
-        """Content-addressed, so two renderers of one frame can never overwrite each other's bytes."""
-        name = planning.frame_filename(frame, self.ext, self.last_frame)
-        stem, ext = name.rsplit(".", 1)
-        return f"jobs/{self.job_id}/frames/{stem}-{sha256[:16]}.{ext}"
+        return planning.frame_key(self.job_id, frame, self.ext, self.last_frame, sha256)
 
 
 class Blocklisted(Exception):

@@ -18,14 +18,16 @@ from render_script import ChunkError, apply_spec, emit, open_blend
 
 
 def probe_frame(scene, spec):
-    """Render one frame to a scratch file and report how long Blender took."""
+    """Render one frame with the job's settings and report how long Blender took and where the image is: the
+    submission keeps it as that frame of the job."""
     apply_spec(scene, dict(spec, device={"backend": "CPU", "ids": [], "label": "CPU"}))
     frame = spec["frame"] if spec.get("frame") is not None else scene.frame_start
     scene.frame_set(frame)
     scene.render.filepath = os.path.join(spec["out"], "probe")
     started = time.perf_counter()
     bpy.ops.render.render(write_still=True)
-    emit(event="probe_frame", frame=frame, ms=round((time.perf_counter() - started) * 1000, 1))
+    path = scene.render.filepath + scene.render.file_extension
+    emit(event="probe_frame", frame=frame, ms=round((time.perf_counter() - started) * 1000, 1), path=path)
 
 
 def main(path, spec=None):
