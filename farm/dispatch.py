@@ -21,6 +21,10 @@ from farm.models import Chunk, utcnow
 RENDER_CHUNK = "farm.render_chunk"
 PACKAGE_JOB = "farm.package_job"
 CHORD_FAILED = "farm.chord_failed"
+# How often Celery's chord_unlock checks the header, which on a database result backend is one query per task and
+# takes a worker slot while it runs. The last chunk to end sends the packaging itself, so the chord is the backstop
+# (and carries the error callback): polling it every second, Celery's default, would only take slots from renders.
+CHORD_CHECK_SECONDS = 15
 
 
 def broker_priority(priority: int) -> int:
@@ -52,7 +56,7 @@ def send_chord(celery: Celery, job_id: str, task_ids: dict[int, str], *, priorit
     )
     body.on_error(celery.signature(CHORD_FAILED, kwargs={"job_id": job_id}, queue=queue))
     with celery.batched() if isinstance(celery, FarmCelery) else nullcontext():
-        return chord(header, body).apply_async().id
+        return chord(header, body).apply_async(interval=CHORD_CHECK_SECONDS).id
 
 
 def set_worker_consuming(celery: Celery, hostname: str, queues: Sequence[str], consuming: bool) -> None:
