@@ -71,7 +71,8 @@ def main() -> None:
         rows,
         notes="""Farm: from the start of the HTTP submission (upload, scene probe, planning, dispatch) to the first
 frame's row marked DONE after its image is in S3 (moto), with one idle worker (its Blender not yet started for the job).
-The adaptive submission also renders a probe frame to size the chunks, which is most of its extra time.""",
+The adaptive submission's probe renders the first frame with the job's settings to size the chunks, and that
+frame is kept as the job's own: it is stored before the submission answers.""",
     )
 
 

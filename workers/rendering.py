@@ -387,13 +387,7 @@ def retry_or_fail(ctx: WorkerContext, celery: Celery, work: ChunkWork, chunk: Ch
 
 
 def render_chunk(
-    ctx: WorkerContext,
-    celery: Celery,
-    job_id: str,
-    chunk_id: int,
-    *,
-    worker: str,
-    task_id: str | None,
+    ctx: WorkerContext, celery: Celery, job_id: str, chunk_id: int, *, worker: str, task_id: str | None
 ) -> str:
     """The whole life of one chunk on this worker; returns what happened (for the task's result)."""
 
