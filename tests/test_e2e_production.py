@@ -4,6 +4,7 @@ Postgres for tables and Celery results, a moto S3 server for storage, real Blend
 import hashlib
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -13,7 +14,7 @@ from tests.helpers import check_zip, get_job, submit, wait_for_status, wait_unti
 pytestmark = pytest.mark.slow
 
 
-def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint):
+def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint, prod_env):
     response = submit(farm.url, tiny_blend, name="cubes", frame_start=1, frame_end=6, chunk_size=2)
     assert response.status_code == 201, response.text
     job_id = response.json()["job"]["id"]
@@ -49,6 +50,8 @@ def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint):
     ]
     log = requests.get(chunks[0]["log_url"], timeout=10).text
     assert "Fra:1" in log and "@@FARM@@" in log  # Blender's own output, kept
+    work = Path(prod_env["FARM_INSTANCE_DIR"]) / "cache" / "work"
+    assert work.is_dir() and not [p for p in work.rglob("*") if p.is_file()]  # each chunk emptied its work folder
 
     events = requests.get(f"{farm.url}/api/jobs/{job_id}/events", timeout=10).json()["events"]
     job_trail = [(e["from"], e["to"]) for e in events if e["kind"] == "job"]
