@@ -123,6 +123,31 @@ class FarmProcesses:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def farm_events(log: str) -> list[dict[str, Any]]:
+    """The `@@FARM@@` events in a chunk's Blender log, in order."""
+    return [json.loads(ln.split(" ", 1)[1]) for ln in log.splitlines() if ln.startswith("@@FARM@@ ")]
+
+
+def blender_pids(base_url: str, job_id: str) -> set[int]:
+    """The Blender processes that took the job's chunks, by the pid in each chunk log's `ready` event: a worker's
+    spare Blender, started before the job, has no job id on its command line to be found by."""
+    pids: set[int] = set()
+    for chunk in requests.get(f"{base_url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]:
+        log = requests.get(chunk["log_url"], timeout=10) if chunk.get("log_url") else None
+        if log is not None and log.ok:
+            pids |= {e["pid"] for e in farm_events(log.text) if e["event"] == "ready"}
+    return pids
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def submit(base_url: str, blend: Path, **fields: Any) -> requests.Response:
     with open(blend, "rb") as fh:
         return requests.post(

@@ -2,14 +2,13 @@
 Postgres for tables and Celery results, a moto S3 server for storage, real Blender rendering a tiny scene."""
 
 import hashlib
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.helpers import check_zip, get_job, submit, wait_for_status, wait_until
+from tests.helpers import alive, blender_pids, check_zip, get_job, submit, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -82,12 +81,12 @@ def test_progress_is_live_then_cancel_stops_blender_and_retry_finishes(farm, slo
     )
     assert job["status"] == "RENDERING" and job["render"]["frames_rendered"] < 6
     assert job["render"]["chunks_rendering"] == 1 and job["render"]["eta_seconds"] > 0
-    assert blender_running(job_id)
+    assert blender_running(farm.url, job_id)
 
     response = requests.post(f"{farm.url}/api/jobs/{job_id}/cancel", timeout=10)
     assert response.status_code == 202 and response.json()["job"]["status"] in ("CANCELING", "CANCELED")
     canceled_at = time.monotonic()
-    wait_until(lambda: not blender_running(job_id), timeout=5, what="Blender of the canceled job to stop")
+    wait_until(lambda: not blender_running(farm.url, job_id), timeout=5, what="Blender of the canceled job to stop")
     job = wait_for_status(farm.url, job_id, {"CANCELED"}, timeout=15)
     assert time.monotonic() - canceled_at < 15
     kept = job["render"]["frames_rendered"]
@@ -103,9 +102,9 @@ def test_progress_is_live_then_cancel_stops_blender_and_retry_finishes(farm, slo
     assert len(rendered) == len(set(rendered)) == 12  # frames kept across the cancel were not rendered again
 
 
-def blender_running(job_id: str) -> bool:
-    """Is any Blender process rendering this job? (The job id is in its command line.)"""
-    return subprocess.run(["pgrep", "-f", f"render_script.py.*{job_id}"], capture_output=True).returncode == 0
+def blender_running(base_url: str, job_id: str) -> bool:
+    """Is any Blender process that took a chunk of this job still running?"""
+    return any(alive(pid) for pid in blender_pids(base_url, job_id))
 
 
 def test_workbench_jpeg_at_half_resolution(farm, tiny_blend):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import FarmProcesses, check_zip, get_job, submit, wait_for_status, wait_until
+from tests.helpers import FarmProcesses, alive, blender_pids, check_zip, get_job, submit, wait_for_status, wait_until
 from tests.servers import CuttableProxy, PrivatePostgres, PrivateRedis
 
 pytestmark = pytest.mark.slow
@@ -100,11 +100,6 @@ def assert_complete_once(
     return job
 
 
-def blender_pids(job_id: str) -> list[int]:
-    found = subprocess.run(["pgrep", "-f", f"render_script.py.*{job_id}"], capture_output=True, text=True)
-    return [int(p) for p in found.stdout.split()]
-
-
 @pytest.mark.parametrize("what", ["whole worker", "pool process"])
 def test_killed_worker_mid_chunk_loses_nothing(make_farm, slow_blend, what):
     farm = make_farm()
@@ -112,8 +107,8 @@ def test_killed_worker_mid_chunk_loses_nothing(make_farm, slow_blend, what):
     job_id = submit(farm.url, slow_blend, name="kill", frame_start=1, frame_end=8, chunk_size=4).json()["job"]["id"]
     chunk = wait_until(lambda: rendering_chunk(farm, job_id), timeout=120, what="a chunk with a stored frame")
     assert chunk["worker"] == doomed
-    doomed_blender = blender_pids(job_id)
-    assert doomed_blender
+    doomed_blender = blender_pids(farm.url, job_id)
+    assert doomed_blender and all(alive(pid) for pid in doomed_blender)
     if what == "whole worker":
         farm.stop("worker-doomed", signal.SIGKILL)  # the main process, its pool and (by PDEATHSIG) Blender
         farm.start_worker("rescuer")
@@ -123,7 +118,7 @@ def test_killed_worker_mid_chunk_loses_nothing(make_farm, slow_blend, what):
         for pid in pool.stdout.split():
             subprocess.run(["kill", "-9", pid], check=True)
     wait_until(
-        lambda: not any(Path(f"/proc/{pid}").exists() for pid in doomed_blender),
+        lambda: not any(alive(pid) for pid in doomed_blender),
         timeout=10,
         what="the killed worker's Blender to die with it",
     )
@@ -168,10 +163,12 @@ def test_s3_unreachable_for_20_seconds(make_farm, private, tiny_blend):
 
 def crashing_blender(folder: Path, *, always: bool) -> Path:
     """A FARM_BLENDER stand-in that dies of SIGSEGV when asked to render (on its first render, or always), else
-    runs the bpy module — so the worker's device detection at start-up still works."""
+    runs the bpy module — so the worker's device detection at start-up still works. It dies when the work reaches
+    it (the chunk's spec, on stdin for a warm Blender), not when it starts: a worker starts a spare before any job."""
     marker = folder / "crashed-once"
     script = folder / ("blender-crash-always" if always else "blender-crash-once")
-    crash = "kill -SEGV $$" if always else f'if [ ! -e "{marker}" ]; then touch "{marker}"; kill -SEGV $$; fi'
+    die = f'exec "{sys.executable}" -c "import os, signal, sys; sys.stdin.readline(); os.kill(os.getpid(), 11)"'
+    crash = die if always else f'if [ ! -e "{marker}" ]; then touch "{marker}"; {die}; fi'
     script.write_text(
         "#!/bin/bash\n"
         'while [ "$1" != "--python" ]; do shift; done\n'

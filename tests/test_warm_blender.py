@@ -2,7 +2,6 @@
 FARM_WARM_BLENDER=0 starts a fresh one per chunk; killing the warm process mid-chunk loses only the frame it was
 rendering (the rest of the chunk is rendered again by a fresh process, no stored frame twice)."""
 
-import json
 import signal
 import subprocess
 import uuid
@@ -11,7 +10,7 @@ from collections import Counter
 import pytest
 import requests
 
-from tests.helpers import FarmProcesses, submit, wait_for_status, wait_until
+from tests.helpers import FarmProcesses, alive, blender_pids, farm_events, submit, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +31,7 @@ def ready_events(farm: FarmProcesses, job_id: str) -> list[dict]:
     """The `ready` event of each chunk's log, in chunk order: Blender says whether the file was already loaded."""
     found = []
     for chunk in api(farm, f"/jobs/{job_id}/chunks")["chunks"]:
-        log = requests.get(chunk["log_url"], timeout=10).text
-        events = [json.loads(ln.split(" ", 1)[1]) for ln in log.splitlines() if ln.startswith("@@FARM@@ ")]
+        events = farm_events(requests.get(chunk["log_url"], timeout=10).text)
         found.append(next(e for e in events if e["event"] == "ready"))
     return found
 
@@ -43,10 +41,43 @@ def test_consecutive_chunks_reuse_the_loaded_file_only_when_warm(farm, tiny_blen
     farm.start_worker("w", {"FARM_WARM_BLENDER": warm})
     job_id = submit(farm.url, tiny_blend, name="warm", frame_start=1, frame_end=6, chunk_size=2).json()["job"]["id"]
     assert wait_for_status(farm.url, job_id, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
-    flags = [e["warm"] for e in ready_events(farm, job_id)]
-    assert flags == ([False, True, True] if warm == "1" else [False, False, False])
+    ready = ready_events(farm, job_id)
+    assert [e["warm"] for e in ready] == ([False, True, True] if warm == "1" else [False, False, False])
+    assert len({e["pid"] for e in ready}) == (1 if warm == "1" else 3)
     # the job's Blender does not outlive the job: nothing of it is queued any more
-    assert subprocess.run(["pgrep", "-f", f"render_script.py.*{job_id}"], capture_output=True).returncode == 1
+    wait_until(lambda: not any(alive(e["pid"]) for e in ready), timeout=10, what="the job's Blender to exit")
+
+
+def test_a_spare_blender_waits_for_the_next_job_and_becomes_its_process(farm, tiny_blend):
+    farm.start_worker("w")
+    worker = farm.procs["worker-w"].pid
+    first = submit(farm.url, tiny_blend, name="one", frame_start=1, frame_end=2, chunk_size=1).json()["job"]["id"]
+    assert wait_for_status(farm.url, first, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+    spares = wait_until(lambda: spare_blenders(worker), timeout=30, what="a spare Blender after the job")
+    assert len(spares) == 1
+    second = submit(farm.url, tiny_blend, name="two", frame_start=1, frame_end=2, chunk_size=1).json()["job"]["id"]
+    assert wait_for_status(farm.url, second, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+    ready = ready_events(farm, second)
+    assert {e["pid"] for e in ready} == spares and [e["warm"] for e in ready] == [False, True]
+    assert spares.isdisjoint(e["pid"] for e in ready_events(farm, first))  # a job never gets another's process
+
+
+def spare_blenders(worker_pid: int) -> set[int]:
+    """The worker's spare Blender processes (`--serve spare`), among its descendants."""
+    found = subprocess.run(["pgrep", "-f", "render_script.py -- --serve spare"], capture_output=True, text=True)
+    return {int(p) for p in found.stdout.split() if descends_from(int(p), worker_pid) and alive(int(p))}
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except FileNotFoundError:
+            return False
+    return False
 
 
 def test_killing_warm_blender_mid_chunk_loses_only_the_current_frame(farm, slow_blend):
@@ -58,9 +89,9 @@ def test_killing_warm_blender_mid_chunk_loses_only_the_current_frame(farm, slow_
         timeout=120,
         what="five stored frames",
     )
-    pids = subprocess.run(["pgrep", "-f", f"render_script.py.*{job_id}"], capture_output=True, text=True)
-    assert len(pids.stdout.split()) == 1, pids.stdout  # one process served both chunks
-    subprocess.run(["kill", f"-{signal.SIGKILL}", pids.stdout.strip()], check=True)
+    pids = blender_pids(farm.url, job_id)
+    assert len(pids) == 1, pids  # one process served both chunks
+    subprocess.run(["kill", f"-{signal.SIGKILL}", str(pids.pop())], check=True)
     job = wait_for_status(farm.url, job_id, {"COMPLETED", "FAILED"}, timeout=240)
     assert job["status"] == "COMPLETED", job
     events = api(farm, f"/jobs/{job_id}/events")["events"]
@@ -75,5 +106,5 @@ def test_killing_warm_blender_mid_chunk_loses_only_the_current_frame(farm, slow_
     assert retry["attempts"] == 2
     # the fresh process of the retry rendered exactly the frames the killed one had not stored
     log = requests.get(retry["log_url"], timeout=10).text
-    events = [json.loads(ln.split(" ", 1)[1]) for ln in log.splitlines() if ln.startswith("@@FARM@@ ")]
+    events = farm_events(log)
     assert {e["frame"] for e in events if e["event"] == "frame"} == set(range(5, 9)) - done_before

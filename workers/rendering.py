@@ -146,6 +146,7 @@ class ChunkRun:
         kind = event.get("event")
         if kind == "ready":
             self.device = event.get("device")
+            self.upload_log()  # the live log shows at once that Blender has the chunk
         elif kind == "error":
             self.error = str(event.get("message"))
         elif kind == "frame":
@@ -423,6 +424,7 @@ def render_chunk(
     ending = run.ending or with_retries(finish, what="recording the chunk's end")
     if ending.none_queued and WARM.job_id == job_id:  # nothing more of this job to come: free Blender's memory now
         WARM.close()
+        WARM.prepare(ctx.settings)  # and have a fresh Blender ready for the next job
     if status == ChunkStatus.FAILED:
         retry_or_fail(ctx, celery, work, work.chunk, reason or "unknown", worker)
     if ending.all_done:

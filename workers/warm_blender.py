@@ -4,16 +4,26 @@ so a chunk pays neither Blender's start-up nor the file load (the one-shot path,
 A warm process serves one job only (a new job gets a fresh process: no state or memory crosses between users'
 files), is recycled after FARM_WARM_MAX_CHUNKS chunks or above FARM_WARM_MAX_MB of memory, and is dropped after
 anything but a clean chunk (error, crash, cancel, stall) — so a crash costs only the frame it was rendering.
+
+Between jobs a spare Blender waits, started but with no file loaded, so the next job's first chunk does not wait
+for Blender's start-up either: it is made when a worker process starts and when a job's process is let go, while
+nothing renders, and becomes the next job's process (it has never seen another user's file).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import Any
+
+from celery import current_app
+from celery.signals import worker_process_init
 
 from farm.blender import SCRIPTS, blender_command
 from farm.config import Settings
 from workers.blender_process import BlenderProcess
+from workers.null_renderer import NULL_RENDERER
 
 log = logging.getLogger(__name__)
 RENDER_SCRIPT = SCRIPTS / "render_script.py"
@@ -24,6 +34,7 @@ class WarmBlender:
         self.process: BlenderProcess | None = None
         self.job_id: str | None = None
         self.chunks = 0
+        self.spare: BlenderProcess | None = None
 
     def for_chunk(self, settings: Settings, job_id: str, log_path: Path) -> BlenderProcess:
         """The job's warm process (started now if there is none, or it serves another job or died), logging to
@@ -31,9 +42,16 @@ class WarmBlender:
         if self.process is not None and (self.job_id != job_id or not self.process.alive):
             self.close()
         if self.process is None:
-            argv = blender_command(settings, RENDER_SCRIPT, ["--serve", job_id])  # the job id names it in ps
-            self.process = BlenderProcess(argv, log_path)
-            self.process.start(keep_stdin=True)
+            spare, self.spare = self.spare, None
+            if spare is not None and spare.alive:
+                spare.set_log(log_path)
+                self.process = spare
+            else:
+                if spare is not None:
+                    spare.close()
+                argv = blender_command(settings, RENDER_SCRIPT, ["--serve", job_id])  # the job id names it in ps
+                self.process = BlenderProcess(argv, log_path)
+                self.process.start(keep_stdin=True)
             self.job_id, self.chunks = job_id, 0
         else:
             self.process.set_log(log_path)
@@ -54,5 +72,21 @@ class WarmBlender:
             self.process.close()
         self.process, self.job_id, self.chunks = None, None, 0
 
+    def prepare(self, settings: Settings) -> None:
+        """Start the spare Blender if there is none (its output before it takes a job is not kept)."""
+        if not settings.warm_blender or settings.renderer == NULL_RENDERER:
+            return
+        if self.spare is not None and self.spare.alive:
+            return
+        argv = blender_command(settings, RENDER_SCRIPT, ["--serve", "spare"])
+        self.spare = BlenderProcess(argv, Path(os.devnull))
+        self.spare.start(keep_stdin=True)
+
 
 WARM = WarmBlender()  # one per worker process: Celery runs one task at a time in each
+
+
+@worker_process_init.connect
+def spare_at_start(**_: Any) -> None:
+    """Each pool process starts with a spare Blender for its first job."""
+    WARM.prepare(current_app.conf.farm_settings)

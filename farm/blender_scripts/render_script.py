@@ -89,7 +89,7 @@ def render_chunk(spec, loaded):
     except (TypeError, ValueError) as exc:
         raise ChunkError(str(exc)) from None
     label = spec["device"]["label"]
-    emit(event="ready", device=label, blender=bpy.app.version_string, warm=warm)
+    emit(event="ready", device=label, blender=bpy.app.version_string, warm=warm, pid=os.getpid())
     os.makedirs(spec["out"], exist_ok=True)
     for frame in spec["frames"]:
         scene.frame_set(frame)
