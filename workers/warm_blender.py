@@ -73,14 +73,19 @@ class WarmBlender:
         self.process, self.job_id, self.chunks = None, None, 0
 
     def prepare(self, settings: Settings) -> None:
-        """Start the spare Blender if there is none (its output before it takes a job is not kept)."""
+        """Start the spare Blender if there is none (its output before it takes a job is not kept). A convenience:
+        if it cannot start, the next chunk starts its own, and says why if that fails too."""
         if not settings.warm_blender or settings.renderer == NULL_RENDERER:
             return
         if self.spare is not None and self.spare.alive:
             return
-        argv = blender_command(settings, RENDER_SCRIPT, ["--serve", "spare"])
-        self.spare = BlenderProcess(argv, Path(os.devnull))
-        self.spare.start(keep_stdin=True)
+        try:
+            argv = blender_command(settings, RENDER_SCRIPT, ["--serve", "spare"])
+            self.spare = BlenderProcess(argv, Path(os.devnull))
+            self.spare.start(keep_stdin=True)
+        except Exception as exc:
+            self.spare = None
+            log.warning("no spare Blender: %s", exc)
 
 
 WARM = WarmBlender()  # one per worker process: Celery runs one task at a time in each
@@ -88,5 +93,7 @@ WARM = WarmBlender()  # one per worker process: Celery runs one task at a time i
 
 @worker_process_init.connect
 def spare_at_start(**_: Any) -> None:
-    """Each pool process starts with a spare Blender for its first job."""
-    WARM.prepare(current_app.conf.farm_settings)
+    """Each pool process of a farm worker starts with a spare Blender for its first job."""
+    settings = getattr(current_app.conf, "farm_settings", None)
+    if settings is not None:
+        WARM.prepare(settings)
