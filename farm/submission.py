@@ -25,7 +25,7 @@ from farm.errors import ValidationError
 from farm.models import Chunk, Frame, Job, JobStatus, utcnow
 from farm.previews import store_thumbnail
 from farm.scheduling import live_workers
-from farm.storage import CHUNK, Storage
+from farm.storage import CHUNK, Storage, sha256_file
 
 ENGINES = {
     "CYCLES": "CYCLES",
@@ -320,7 +320,7 @@ def keep_probe_frame(session: Session, storage: Storage, job: Job, frame: int, i
     if not image.is_file():
         return
     ext = planning.EXTENSIONS[job.output_format]
-    sha256 = hashlib.sha256(image.read_bytes()).hexdigest()
+    sha256 = sha256_file(image)
     key = planning.frame_key(job.id, frame, ext, job.frame_end, sha256)
     try:
         storage.put_file(key, image, planning.CONTENT_TYPES[ext])
