@@ -44,9 +44,8 @@ def query_int(name: str, default: int, lo: int, hi: int) -> int:
     return int(raw)
 
 
-def dispatch(job: Job, chunk_ids: list[int]) -> None:
-    """Record task ids, commit, then send the chord: a worker never sees a chunk the database lacks."""
-    task_ids = assign_task_ids(db.session, chunk_ids)
+def dispatch(job: Job, task_ids: dict[int, str]) -> None:
+    """Commit the chunks' task ids, then send the chord: a worker never sees a chunk the database lacks."""
     db.session.commit()
     send_chord(services.celery(), job.id, task_ids, priority=job.priority, queue=job.queue)
 
@@ -62,8 +61,7 @@ def submit(upload: Upload, form: JobForm) -> Job:
     job, task_ids = create_job(
         db.session, services.storage(), services.settings(), upload, form, owner=current_actor(), slots=online_slots()
     )
-    db.session.commit()  # a worker never sees a chunk the database lacks
-    send_chord(services.celery(), job.id, task_ids, priority=job.priority, queue=job.queue)
+    dispatch(job, task_ids)
     return job
 
 
@@ -144,7 +142,7 @@ def retry_job(job_id: str) -> tuple[Response, int]:
     if job.status not in (JobStatus.FAILED, JobStatus.CANCELED):
         raise Conflict(f"only FAILED or CANCELED jobs can be retried; this one is {job.status}")
     chunk_ids = states.retry_job(db.session, job.id, actor=current_actor())
-    dispatch(job, chunk_ids)
+    dispatch(job, assign_task_ids(db.session, chunk_ids))
     db.session.refresh(job)
     return jsonify(one_job(job)), 202
 
