@@ -48,10 +48,7 @@ def log_key(chunk: Chunk, attempt: int) -> str:
 class ChunkWork:
     """A snapshot of what the chunk needs, taken in the claiming transaction."""
 
-    job_id: str
-    chunk_id: int
-    index: int
-    attempt: int
+    chunk: Chunk  # as claimed (detached): its id, job, index and this attempt's number
     frames: list[int]
     last_frame: int
     priority: int
@@ -61,7 +58,22 @@ class ChunkWork:
     source_kind: str
     main: str | None
     spec: dict[str, Any]
-    chunk: Chunk  # as claimed (detached): what ending and retrying it need to know
+
+    @property
+    def job_id(self) -> str:
+        return self.chunk.job_id
+
+    @property
+    def chunk_id(self) -> int:
+        return self.chunk.id
+
+    @property
+    def index(self) -> int:
+        return self.chunk.index
+
+    @property
+    def attempt(self) -> int:
+        return self.chunk.attempts
 
     @property
     def ext(self) -> str:
@@ -99,12 +111,9 @@ def claim(
         claimed = states.claim_chunk(session, chunk_id, worker, task_id, stale_before=stale_before, log_key=log_key)
         if claimed is None:
             return None
-        chunk, job = claimed.chunk, claimed.job
-        work = ChunkWork(
-            job_id=job_id,
-            chunk_id=chunk_id,
-            index=chunk.index,
-            attempt=chunk.attempts,
+        job = claimed.job
+        return ChunkWork(
+            chunk=claimed.chunk,
             frames=claimed.frames,
             last_frame=job.frame_end,
             priority=job.priority,
@@ -122,9 +131,7 @@ def claim(
                 "output_format": job.output_format,
                 "device": job.device,
             },
-            chunk=chunk,
         )
-        return work
 
 
 class ChunkRun:
