@@ -27,7 +27,7 @@ class Failures:
         return self.by_worker[worker] >= threshold
 
 
-def _chunk_failures(job_id: str) -> tuple[Any, ...]:
+def _chunk_failures(job_id: Any) -> tuple[Any, ...]:
     """Chunk failures of the job since it was last (re)queued: a retry by the user wipes the slate clean."""
     requeued = (
         select(func.coalesce(func.max(Event.id), 0))
@@ -46,8 +46,9 @@ def failures(session: Session, job_id: str, chunk_index: int | None = None) -> F
     )
 
 
-def failed_by(job_id: str, worker: str) -> ScalarSelect[int]:
-    """How many chunks of the job `worker` failed, as a subquery: asked before every chunk, so two index probes."""
+def failed_by(job_id: Any, worker: Any) -> ScalarSelect[int]:
+    """How many chunks of the job `worker` failed, as a subquery (ids or bound parameters): asked before every
+    chunk, so two index probes."""
     return select(func.count()).where(*_chunk_failures(job_id), Event.actor == worker).scalar_subquery()
 
 

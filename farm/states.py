@@ -11,10 +11,14 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import Table, bindparam, exists, func, insert, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from farm.models import (
     Chunk,
@@ -66,6 +70,56 @@ class IllegalTransition(Exception):
         self.kind, self.subject, self.old, self.new = kind, subject, old, new
 
 
+JOBS, CHUNKS, FRAMES, WORKERS, EVENTS = (cast(Table, m.__table__) for m in (Job, Chunk, Frame, Worker, Event))
+MODELS: dict[Table, Any] = {JOBS: Job, CHUNKS: Chunk, FRAMES: Frame, WORKERS: Worker}
+
+
+def _core(session: Session, statement: Any, params: dict[str, Any] | None = None) -> CursorResult[Any]:
+    """Run a Core statement in the session's transaction. A chunk's claim and end and every frame's record come
+    through here with statements built once: building ORM statements per call cost more than Postgres's work."""
+    return session.connection().execute(statement, params or {})
+
+
+@cache
+def _update(table: Table, where: tuple[str, ...], values: tuple[str, ...], returning: str | None = None) -> Any:
+    """`UPDATE table SET values WHERE where` (equalities with values that are never None), a bound parameter per
+    name (`w_<name>`, `v_<name>`), built once per shape. A job's update always bumps its `version`, which is what
+    live views watch."""
+    changes: dict[str, Any] = {name: bindparam(f"v_{name}") for name in values}
+    if table is JOBS:
+        changes["version"] = JOBS.c.version + 1
+    statement = update(table).where(*(table.c[name] == bindparam(f"w_{name}") for name in where)).values(changes)
+    return statement.returning(table.c[returning]) if returning else statement
+
+
+def _set(
+    session: Session, table: Table, where: dict[str, Any], values: dict[str, Any], returning: str | None = None
+) -> CursorResult[Any]:
+    """Update the rows matching `where` (a compare-and-set when it names the status), and keep an object of the row
+    that the session has loaded in step, as an ORM update would."""
+    params = {f"w_{k}": v for k, v in where.items()} | {f"v_{k}": v for k, v in values.items()}
+    result = _core(session, _update(table, tuple(where), tuple(values), returning), params)
+    (pk,) = table.primary_key.columns
+    loaded = _loaded(session, table, where[pk.name]) if pk.name in where else None
+    if loaded is not None and result.rowcount != 0:  # -1: unknown (SQLite with RETURNING), and the row is there
+        for name, value in values.items():
+            set_committed_value(loaded, name, value)
+        if table is JOBS:
+            session.expire(loaded, ["version"])
+    return result
+
+
+def _loaded(session: Session, table: Table, key: Any) -> Any:
+    """The session's object for the row, if it has loaded one."""
+    return session.identity_map.get(identity_key(MODELS[table], key))
+
+
+@cache
+def _status_for_update(table: Table) -> Any:
+    (pk,) = table.primary_key.columns
+    return select(table.c.status).where(pk == bindparam("key")).with_for_update()
+
+
 def _record(
     session: Session,
     kind: str,
@@ -76,22 +130,21 @@ def _record(
     reason: str | None,
     actor: str | None,
 ) -> None:
-    session.add(Event(kind=kind, subject=str(subject), job_id=job_id, old=old, new=new, reason=reason, actor=actor))
+    row = dict(kind=kind, subject=str(subject), job_id=job_id, old=old, new=new, reason=reason, actor=actor)
+    _core(session, _EVENT, dict(row, created_at=utcnow()))
+
+
+_EVENT = insert(EVENTS)
 
 
 def touch_job(session: Session, job_id: str, **values: Any) -> str | None:
     """Tell watchers something about the job changed (setting `values` in the same statement); its status."""
-    return session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(version=Job.version + 1, updated_at=utcnow(), **values)
-        .returning(Job.status)
-    ).scalar_one_or_none()
+    return _set(session, JOBS, {"id": job_id}, dict(values, updated_at=utcnow()), returning="status").scalar()
 
 
 def _move(
     session: Session,
-    model: Any,
+    table: Table,
     key: Any,
     new: str,
     *,
@@ -99,33 +152,29 @@ def _move(
     strict: bool,
     only_from: Iterable[str] | None,
     values: dict[str, Any],
-    guard: tuple[Any, ...] = (),
+    guard: dict[str, Any] | None = None,
 ) -> str | None:
-    """Compare-and-set `model[key].status` to `new` (and `guard`, extra conditions on the row); returns the old
-    status, or None if nothing changed. A move with one legal origin is a single UPDATE; the others read first."""
-    pk = model.__mapper__.primary_key[0]
+    """Compare-and-set the status of `table`'s row `key` to `new` (and `guard`, columns that must still hold what
+    was read); returns the old status, or None if nothing changed. A move with one legal origin is a single UPDATE;
+    the others read first."""
+    (pk,) = table.primary_key.columns
     allowed_from = set(only_from) if only_from is not None else None
     origins = {old for old, targets in flow.items() if new in targets and (allowed_from is None or old in allowed_from)}
+    changes = dict(values, status=new)
     if len(origins) == 1:
         (origin,) = origins
-        moved = session.execute(
-            update(model).where(pk == key, model.status == origin, *guard).values(status=new, **values)
-        )
-        if moved.rowcount == 1:
+        if _set(session, table, {pk.name: key, "status": origin, **(guard or {})}, changes).rowcount == 1:
             return origin
     for _ in range(5):
-        old = session.execute(select(model.status).where(pk == key).with_for_update()).scalar_one_or_none()
+        old = _core(session, _status_for_update(table), {"key": key}).scalar()
         if old is None:
-            raise LookupError(f"no {model.__tablename__} row {key}")
+            raise LookupError(f"no {table.name} row {key}")
         legal = new in flow[old] and (allowed_from is None or old in allowed_from)
         if not legal:
             if strict and old != new:
-                raise IllegalTransition(model.__tablename__.rstrip("s"), str(key), old, new)
+                raise IllegalTransition(table.name.rstrip("s"), str(key), old, new)
             return None
-        result = session.execute(
-            update(model).where(pk == key, model.status == old, *guard).values(status=new, **values)
-        )
-        if result.rowcount == 1:
+        if _set(session, table, {pk.name: key, "status": old, **(guard or {})}, changes).rowcount == 1:
             return old
     return None
 
@@ -146,8 +195,8 @@ def move_job(
         values.setdefault("finished_at", utcnow())
     if new == J.FAILED:
         values.setdefault("error", reason)
-    values.update(version=Job.version + 1, updated_at=utcnow())
-    old = _move(session, Job, job_id, new, flow=JOB_FLOW, strict=strict, only_from=only_from, values=values)
+    values["updated_at"] = utcnow()
+    old = _move(session, JOBS, job_id, new, flow=JOB_FLOW, strict=strict, only_from=only_from, values=values)
     if old is None:
         return False
     _record(session, "job", job_id, job_id, old, new, reason, actor)
@@ -162,14 +211,14 @@ def move_chunk(
     reason: str | None = None,
     actor: str | None = None,
     only_from: Iterable[str] | None = None,
-    guard: tuple[Any, ...] = (),
+    guard: dict[str, Any] | None = None,
     job_values: dict[str, Any] | None = None,
     **values: Any,
 ) -> str | None:
     """Change a chunk's status (touching its job, with `job_values`); the job's status then, or None if the chunk
     could not move."""
     old = _move(
-        session, Chunk, chunk.id, new, flow=CHUNK_FLOW, strict=False, only_from=only_from, values=values, guard=guard
+        session, CHUNKS, chunk.id, new, flow=CHUNK_FLOW, strict=False, only_from=only_from, values=values, guard=guard
     )
     if old is None:
         return None
@@ -180,13 +229,17 @@ def move_chunk(
 def _move_frames(session: Session, chunk_id: int, frm: Iterable[str], new: FrameStatus) -> list[int]:
     """Bulk change of a chunk's frames (not events: one row per frame per attempt would drown the trail); the
     frame numbers moved."""
-    moved = session.execute(
-        update(Frame)
-        .where(Frame.chunk_id == chunk_id, Frame.status.in_(list(frm)))
+    return sorted(_core(session, _frames_moving(tuple(frm), new), {"w_chunk_id": chunk_id}).scalars())
+
+
+@cache
+def _frames_moving(frm: tuple[str, ...], new: str) -> Any:
+    return (
+        update(FRAMES)
+        .where(FRAMES.c.chunk_id == bindparam("w_chunk_id"), FRAMES.c.status.in_(frm))
         .values(status=new)
-        .returning(Frame.frame)
+        .returning(FRAMES.c.frame)
     )
-    return sorted(moved.scalars())
 
 
 def job_created(session: Session, job: Job, *, reason: str, actor: str | None) -> None:
@@ -201,10 +254,11 @@ def _take_over(session: Session, chunk: Chunk, worker: str, stale_before: dateti
     """A RENDERING chunk whose renderer stopped heartbeating changes hands (compare-and-set on its heartbeat)."""
     if chunk.heartbeat_at is None or chunk.heartbeat_at >= stale_before:
         return False
-    taken = session.execute(
-        update(Chunk)
-        .where(Chunk.id == chunk.id, Chunk.status == C.RENDERING, Chunk.heartbeat_at == chunk.heartbeat_at)
-        .values(heartbeat_at=utcnow())
+    taken = _set(
+        session,
+        CHUNKS,
+        {"id": chunk.id, "status": C.RENDERING, "heartbeat_at": chunk.heartbeat_at},
+        {"heartbeat_at": utcnow()},
     ).rowcount
     if taken:
         _record(
@@ -244,7 +298,7 @@ def claim_chunk(
     where this attempt's Blender log will be stored, from the chunk and the attempt's number.
 
     A chunk is claimed on every task, so this is a handful of statements: one read, then compare-and-set writes."""
-    found = session.execute(select(Chunk, Job).join(Job, Job.id == Chunk.job_id).where(Chunk.id == chunk_id)).first()
+    found = session.execute(_CLAIMING, {"chunk_id": chunk_id}).first()
     if found is None:
         return None
     chunk, job = found
@@ -262,7 +316,7 @@ def claim_chunk(
         log_key=log_key(chunk, chunk.attempts + 1) if log_key else chunk.log_key,
     )
     if chunk.status == C.RENDERING and stale_before is not None and _take_over(session, chunk, worker, stale_before):
-        session.execute(update(Chunk).where(Chunk.id == chunk.id).values(**claim))
+        _set(session, CHUNKS, {"id": chunk.id}, claim)
         touch_job(session, job.id, worker_host=worker)
     elif not move_chunk(
         session,
@@ -271,7 +325,7 @@ def claim_chunk(
         actor=worker,
         reason="claimed",
         only_from=[C.QUEUED],
-        guard=(Chunk.attempts == chunk.attempts,),  # attempts is set from what was read: nobody claimed it since
+        guard={"attempts": chunk.attempts},  # attempts is set from what was read: nobody claimed it since
         job_values={"worker_host": worker},
         **claim,
     ):
@@ -279,19 +333,17 @@ def claim_chunk(
     frames = _move_frames(session, chunk.id, [F.QUEUED, F.FAILED, F.RENDERING], F.RENDERING)
     if job.status == J.QUEUED:
         move_job(session, job.id, J.RENDERING, actor=worker, reason="first chunk started", only_from=[J.QUEUED])
-    session.execute(update(Worker).where(Worker.hostname == worker).values(current_chunk_id=chunk.id))
+    _set(session, WORKERS, {"hostname": worker}, {"current_chunk_id": chunk.id})
     return Claim(chunk=chunk, job=job, frames=frames)
+
+
+_CLAIMING = select(Chunk, Job).join(Job, Job.id == Chunk.job_id).where(Chunk.id == bindparam("chunk_id"))
 
 
 def chunk_heartbeat(session: Session, chunk_id: int, worker: str) -> bool:
     """The renderer is alive; False means the chunk is no longer ours (taken back or taken over)."""
-    return bool(
-        session.execute(
-            update(Chunk)
-            .where(Chunk.id == chunk_id, Chunk.worker == worker, Chunk.status == C.RENDERING)
-            .values(heartbeat_at=utcnow())
-        ).rowcount
-    )
+    where = {"id": chunk_id, "worker": worker, "status": C.RENDERING}
+    return bool(_set(session, CHUNKS, where, {"heartbeat_at": utcnow()}).rowcount)
 
 
 def requeue_chunk(session: Session, chunk: Chunk, *, task_id: str, reason: str, actor: str | None) -> bool:
@@ -311,7 +363,7 @@ def requeue_chunk(session: Session, chunk: Chunk, *, task_id: str, reason: str, 
     ):
         return False
     _move_frames(session, chunk.id, [F.RENDERING, F.FAILED], F.QUEUED)
-    session.execute(update(Worker).where(Worker.current_chunk_id == chunk.id).values(current_chunk_id=None))
+    _set(session, WORKERS, {"current_chunk_id": chunk.id}, {"current_chunk_id": None})
     return True
 
 
@@ -339,35 +391,39 @@ def frame_done(
     size: int,
 ) -> bool:
     """Record a stored frame; False if it was already done (a re-run must not count it twice)."""
-    result = session.execute(
-        update(Frame)
-        .where(Frame.job_id == job_id, Frame.frame == frame, Frame.status != F.DONE)
-        .values(
-            status=F.DONE,
-            render_time_ms=render_time_ms,
-            worker=worker,
-            device=device,
-            image_key=image_key,
-            sha256=sha256,
-            size=size,
-            finished_at=utcnow(),
-        )
-    )
-    if result.rowcount != 1:
+    now = utcnow()
+    stored = (render_time_ms, worker, device, image_key, sha256, size)
+    params = {f"v_{name}": value for name, value in zip(_FRAME_STORED, stored, strict=True)}
+    if _core(session, _FRAME_DONE, dict(params, w_job_id=job_id, w_frame=frame, v_finished_at=now)).rowcount != 1:
         return False
     _record(session, "frame", f"{job_id}/{frame}", job_id, F.RENDERING, F.DONE, f"{render_time_ms:.0f} ms", worker)
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(
-            frames_rendered=Job.frames_rendered + 1,
-            render_ms_total=Job.render_ms_total + render_time_ms,
-            latest_frame=frame,
-            version=Job.version + 1,
-            updated_at=utcnow(),
-        )
-    )
+    _core(session, _FRAME_COUNTED, dict(job_id=job_id, render_time_ms=render_time_ms, frame=frame, now=now))
+    job = _loaded(session, JOBS, job_id)
+    if job is not None:
+        session.expire(job, ["frames_rendered", "render_ms_total", "latest_frame", "version", "updated_at"])
     return True
+
+
+_FRAME_STORED = ("render_time_ms", "worker", "device", "image_key", "sha256", "size")
+_FRAME_DONE = (
+    update(FRAMES)
+    .where(FRAMES.c.job_id == bindparam("w_job_id"), FRAMES.c.frame == bindparam("w_frame"), FRAMES.c.status != F.DONE)
+    .values(
+        {name: bindparam(f"v_{name}") for name in _FRAME_STORED}
+        | {"status": F.DONE, "finished_at": bindparam("v_finished_at")}
+    )
+)
+_FRAME_COUNTED = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("job_id"))
+    .values(
+        frames_rendered=JOBS.c.frames_rendered + 1,
+        render_ms_total=JOBS.c.render_ms_total + bindparam("render_time_ms"),
+        latest_frame=bindparam("frame"),
+        version=JOBS.c.version + 1,
+        updated_at=bindparam("now"),
+    )
+)
 
 
 def finish_chunk(
@@ -395,11 +451,7 @@ def finish_chunk(
     )
     if job_status is not None and new != C.DONE:
         _move_frames(session, chunk.id, [F.RENDERING], frame_status)
-    session.execute(
-        update(Worker)
-        .where(Worker.hostname == worker, Worker.current_chunk_id == chunk.id)
-        .values(current_chunk_id=None)
-    )
+    _set(session, WORKERS, {"hostname": worker, "current_chunk_id": chunk.id}, {"current_chunk_id": None})
     return job_status
 
 
@@ -416,11 +468,14 @@ def chunks_left(session: Session, job_id: str) -> int:
 def chunks_pending(session: Session, job_id: str) -> tuple[bool, bool]:
     """Whether any chunk of the job is not DONE, and whether any is still QUEUED. Asked at every chunk's end, so
     it is two index probes in one statement rather than counts over the job's chunks."""
-    of_job = select(Chunk.id).where(Chunk.job_id == job_id)
-    unfinished = exists(of_job.where(Chunk.status.in_(UNFINISHED_CHUNK)))
-    queued = exists(of_job.where(Chunk.status == C.QUEUED))
-    left, waiting = session.execute(select(unfinished, queued)).one()
+    left, waiting = _core(session, _PENDING, {"job_id": job_id}).one()
     return bool(left), bool(waiting)
+
+
+_OF_JOB = select(CHUNKS.c.id).where(CHUNKS.c.job_id == bindparam("job_id"))
+_PENDING = select(
+    exists(_OF_JOB.where(CHUNKS.c.status.in_(UNFINISHED_CHUNK))), exists(_OF_JOB.where(CHUNKS.c.status == C.QUEUED))
+)
 
 
 def chunks_running(session: Session, job_id: str) -> int:

@@ -133,12 +133,22 @@ class FileStorage(Storage):
         self.root.mkdir(parents=True, exist_ok=True)
 
     def put_file(self, key: str, path: str | os.PathLike, content_type: str | None = None) -> None:
+        with self._replacing(key) as tmp:
+            shutil.copyfile(path, tmp)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        with self._replacing(key) as tmp:
+            Path(tmp).write_bytes(data)
+
+    @contextmanager
+    def _replacing(self, key: str) -> Iterator[str]:
+        """A temporary file beside the object's, which becomes the object when the block ends (atomically)."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
         os.close(fd)
         try:
-            shutil.copyfile(path, tmp)
+            yield tmp
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -167,17 +177,8 @@ class FileStorage(Storage):
 
     @contextmanager
     def writer(self, key: str, content_type: str | None = None, size_hint: int = 0) -> Iterator[Sink]:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                sink = Sink(out.write)
-                yield sink
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with self._replacing(key) as tmp, open(tmp, "wb") as out:
+            yield Sink(out.write)
 
 
 class Sink(io.RawIOBase):

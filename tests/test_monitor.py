@@ -105,3 +105,34 @@ def test_worker_records_task_history_that_the_api_serves(history_worker: Celery,
 
     response = client.get("/api/tasks?state=EXPLODED")
     assert response.status_code == 400 and response.get_json()["error"]["field"] == "state"
+
+
+def test_task_history_keeps_the_latest_news_whatever_order_it_arrives_in(database):
+    """Signals of one task come from two processes (RECEIVED from the consumer, the rest from the pool child), so
+    news can arrive late: a row only moves forward, and a retry's new attempt starts over with its ending cleared."""
+    from farm.models import TaskRecord
+    from workers.task_history import record
+
+    task_id = f"history-{RUN_ID}"
+    ended = {"finished_at": None, "runtime_ms": 12.5, "result": "DONE"}
+
+    def stored() -> tuple[str, int, float | None]:
+        with database.session() as session:
+            row = session.get(TaskRecord, task_id)
+            assert row is not None
+            return row.state, row.retries, row.runtime_ms
+
+    news = [
+        ("STARTED", 0, {"name": "farm.render_chunk", "worker": "w"}, ("STARTED", 0, None)),
+        ("RECEIVED", 0, {"name": "farm.render_chunk", "queue": "farm"}, ("STARTED", 0, None)),  # late: dropped
+        ("SUCCESS", 0, {"name": "farm.render_chunk", **ended}, ("SUCCESS", 0, 12.5)),
+        ("STARTED", 0, {"name": "farm.render_chunk"}, ("SUCCESS", 0, 12.5)),  # late: dropped
+        ("RECEIVED", 1, {"name": "farm.render_chunk", "runtime_ms": None, "result": None}, ("RECEIVED", 1, None)),
+    ]
+    for state, retries, values, expected in news:
+        with database.session() as session:
+            record(session, task_id, state, retries, **values)
+        assert stored() == expected, (state, retries)
+    with database.session() as session:
+        row = session.get(TaskRecord, task_id)
+        assert row is not None and row.worker == "w" and row.queue is None  # the dropped news left no trace

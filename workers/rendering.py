@@ -19,7 +19,7 @@ from typing import Any
 
 from celery import Celery
 from celery.exceptions import Reject
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from farm import devices, planning, states
@@ -94,12 +94,17 @@ class Blocklisted(Exception):
 def admit(ctx: WorkerContext, session: Session, job_id: str, worker: str, *, blocklist: bool) -> None:
     """May this worker take a chunk of the job? One statement, in the claiming transaction: a disabled worker puts
     the message back for an enabled one; a blocklisted one raises Blocklisted."""
-    status = select(Worker.status).where(Worker.hostname == worker).scalar_subquery()
-    disabled, failed = session.execute(select(status == WorkerStatus.DISABLED, failed_by(job_id, worker))).one()
+    disabled, failed = session.connection().execute(_ADMISSION, {"job_id": job_id, "worker": worker}).one()
     if disabled:
         raise Reject("this worker is disabled", requeue=True)
     if blocklist and (failed or 0) >= ctx.settings.blocklist_failures:
         raise Blocklisted
+
+
+_ADMISSION = select(
+    select(Worker.status).where(Worker.hostname == bindparam("worker")).scalar_subquery() == WorkerStatus.DISABLED,
+    failed_by(bindparam("job_id"), bindparam("worker")),
+)
 
 
 def claim(

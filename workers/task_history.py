@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from celery.signals import task_postrun, task_prerun, task_received, task_revoked, worker_process_shutdown
-from sqlalchemy import select, update
+from sqlalchemy import case, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -62,24 +62,20 @@ def _subject(name: str, args: Any, kwargs: Any) -> dict[str, Any]:
 
 
 def record(session: Session, task_id: str, state: str, retries: int, **values: Any) -> None:
-    """Insert or advance a task's row; news older than what is stored (signals race across processes) is dropped."""
+    """Insert or advance a task's row in one statement; news older than what is stored (signals race across
+    processes) is dropped."""
     step = _step(state, retries)
     row = {"task_id": task_id, "state": state, "retries": retries, "updated_at": utcnow(), **values}
+    known = {k: v for k, v in row.items() if k != "task_id" and (v is not None or k in ENDING)}
     dialect = postgresql if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(TaskRecord).values(row).on_conflict_do_nothing().returning(TaskRecord.task_id)
-    if session.execute(insert).scalar() is not None:
-        return
-    stored = session.execute(
-        select(TaskRecord.state, TaskRecord.retries).where(TaskRecord.task_id == task_id).with_for_update()
-    ).one()
-    if _step(*stored) > step:
-        return
-    known = {k: v for k, v in values.items() if v is not None or k in ENDING}
-    session.execute(
-        update(TaskRecord)
-        .where(TaskRecord.task_id == task_id)
-        .values(state=state, retries=retries, updated_at=utcnow(), **known)
+    stored_step = TaskRecord.retries * 10 + case(
+        *((TaskRecord.state == name, order) for name, order in STEP.items()), else_=2
     )
+    upsert = dialect.insert(TaskRecord).values(row)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[TaskRecord.task_id], set_={k: upsert.excluded[k] for k in known}, where=stored_step <= step
+    )
+    session.execute(upsert)
 
 
 def prune(session: Session, keep: int = KEEP) -> None:
