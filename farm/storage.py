@@ -59,6 +59,21 @@ def _check_key(key: str) -> str:
     return key
 
 
+@contextmanager
+def replacing(target: Path) -> Iterator[str]:
+    """A temporary file beside `target` that becomes `target` when the block ends (atomically), and is removed if
+    it raises: a reader never sees a half-written file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class Storage(ABC):
     """Blob storage with the few operations the farm needs."""
 
@@ -105,16 +120,8 @@ class Storage(ABC):
 
     def get_file(self, key: str, dest: str | os.PathLike) -> None:
         """Download to `dest` atomically: a reader never sees a half-written file."""
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, self.open(key) as src:
-                shutil.copyfileobj(src, out, CHUNK)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replacing(Path(dest)) as tmp, open(tmp, "wb") as out, self.open(key) as src:
+            shutil.copyfileobj(src, out, CHUNK)
 
     def read_bytes(self, key: str) -> bytes:
         with self.open(key) as fh:
@@ -133,26 +140,12 @@ class FileStorage(Storage):
         self.root.mkdir(parents=True, exist_ok=True)
 
     def put_file(self, key: str, path: str | os.PathLike, content_type: str | None = None) -> None:
-        with self._replacing(key) as tmp:
+        with replacing(self._path(key)) as tmp:
             shutil.copyfile(path, tmp)
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        with self._replacing(key) as tmp:
+        with replacing(self._path(key)) as tmp:
             Path(tmp).write_bytes(data)
-
-    @contextmanager
-    def _replacing(self, key: str) -> Iterator[str]:
-        """A temporary file beside the object's, which becomes the object when the block ends (atomically)."""
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
-        os.close(fd)
-        try:
-            yield tmp
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def open(self, key: str) -> IO[bytes]:
         return open(self._path(key), "rb")
@@ -177,7 +170,7 @@ class FileStorage(Storage):
 
     @contextmanager
     def writer(self, key: str, content_type: str | None = None, size_hint: int = 0) -> Iterator[Sink]:
-        with self._replacing(key) as tmp, open(tmp, "wb") as out:
+        with replacing(self._path(key)) as tmp, open(tmp, "wb") as out:
             yield Sink(out.write)
 
 
@@ -333,21 +326,13 @@ class S3Storage(Storage):
 
     @_unavailable_on_outage
     def get_file(self, key: str, dest: str | os.PathLike) -> None:
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
-        os.close(fd)
-        try:
-            self.client.download_file(self.bucket, self._key(key), tmp, Config=self.transfer)
-            os.replace(tmp, dest)
-        except ClientError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                raise FileNotFoundError(key) from None
-            raise
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replacing(Path(dest)) as tmp:
+            try:
+                self.client.download_file(self.bucket, self._key(key), tmp, Config=self.transfer)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                    raise FileNotFoundError(key) from None
+                raise
 
     @_unavailable_on_outage
     def _head(self, key: str) -> dict[str, Any] | None:
