@@ -161,9 +161,13 @@ def _move(
     allowed_from = set(only_from) if only_from is not None else None
     origins = {old for old, targets in flow.items() if new in targets and (allowed_from is None or old in allowed_from)}
     changes = dict(values, status=new)
+
+    def moved_from(old: str) -> bool:
+        return _set(session, table, {pk.name: key, "status": old, **(guard or {})}, changes).rowcount == 1
+
     if len(origins) == 1:
         (origin,) = origins
-        if _set(session, table, {pk.name: key, "status": origin, **(guard or {})}, changes).rowcount == 1:
+        if moved_from(origin):
             return origin
     for _ in range(5):
         old = _core(session, _status_for_update(table), {"key": key}).scalar()
@@ -174,7 +178,7 @@ def _move(
             if strict and old != new:
                 raise IllegalTransition(table.name.rstrip("s"), str(key), old, new)
             return None
-        if _set(session, table, {pk.name: key, "status": old, **(guard or {})}, changes).rowcount == 1:
+        if moved_from(old):
             return old
     return None
 
