@@ -6,8 +6,10 @@ Every run is a separate process with the file's embedded Python disabled (`--dis
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -73,15 +75,29 @@ def blender_error(output: str, limit: int = 12) -> str:
 
 
 def run_script(
-    settings: Settings, script: Path, args: list[str], timeout: float, *, then: tuple[str, float] | None = None
+    settings: Settings,
+    script: Path,
+    args: list[str],
+    timeout: float,
+    *,
+    then: tuple[str, float] | None = None,
+    started: subprocess.Popen[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run a short Blender script to completion; its events, or BlenderFailed with Blender's words.
     `then=(event, seconds)`: once that event arrives, allow only `seconds` more and then stop Blender, keeping the
-    events so far (the probe frame of a scene too slow to time fully)."""
-    argv = blender_command(settings, script, args)
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", stdin=subprocess.DEVNULL
-    )
+    events so far (the probe frame of a scene too slow to time fully). `started`: a process of this script already
+    waiting for its arguments on stdin (a spare), given them instead of starting a new one."""
+    proc = None
+    if started is not None:
+        assert started.stdin is not None
+        try:
+            started.stdin.write(json.dumps(args) + "\n")
+            started.stdin.close()
+            proc = started
+        except OSError:  # it died since it was taken
+            _discard(started)
+    if proc is None:
+        proc = _popen(blender_command(settings, script, args), waiting=False)
     lines: list[str] = []
     deadline = [time.monotonic() + timeout]
 
@@ -114,13 +130,88 @@ def run_script(
     return events
 
 
+def _popen(argv: list[str], *, waiting: bool) -> subprocess.Popen[str]:
+    """Blender running a script; `waiting`: one that reads its arguments as a JSON line from stdin."""
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        stdin=subprocess.PIPE if waiting else subprocess.DEVNULL,
+    )
+
+
+class SpareProbe:
+    """One Blender already started with scene_probe.py, waiting for a file: a submission's probe skips Blender's
+    start-up (about half a second). Each serves one file and exits, so nothing crosses between users' files; the
+    next is started when a probe ends (FARM_PROBE_SPARE=0 keeps none). A submission that finds none starts its own.
+    The spare exits on its own when this process does (its stdin closes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen[str] | None = None
+        self.argv: list[str] = []
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        """A forked child must neither use nor stop its parent's spare."""
+        self.lock = threading.Lock()
+        self.proc = None
+
+    def take(self, settings: Settings) -> subprocess.Popen[str] | None:
+        """The waiting spare if it is alive and started as these settings would start it now."""
+        with self.lock:
+            proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None and self.argv == _waiting_argv(settings):
+            return proc
+        _discard(proc)
+        return None
+
+    def refill(self, settings: Settings) -> None:
+        """Start the next spare unless one waits. A convenience: when it cannot start, probes start their own."""
+        if not settings.probe_spare:
+            return
+        with self.lock:
+            if self.proc is not None and self.proc.poll() is None:
+                return
+            try:
+                self.argv = _waiting_argv(settings)
+                self.proc = _popen(self.argv, waiting=True)
+            except (OSError, BlenderNotFound):
+                self.proc = None
+
+
+def _discard(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def _waiting_argv(settings: Settings) -> list[str]:
+    return blender_command(settings, PROBE_SCRIPT, ["--wait"])
+
+
+PROBE_SCRIPT = SCRIPTS / "scene_probe.py"
+SPARE_PROBE = SpareProbe()
+
+
 def probe_scene(settings: Settings, blend: Path, render: dict[str, Any] | None = None) -> dict[str, Any]:
     """Open the file in Blender (scripts off) and read the active scene's range, resolution and engine. With a
     `render` spec (the job's settings, `frame`, `out`), also time one frame: `probe_frame_ms`, or None when it took
     longer than FARM_PROBE_FRAME_SECONDS (then it was stopped), and `probe_image`: the frame's number and file."""
     args = [str(blend), *([json.dumps(render)] if render else [])]
     then = ("scene", settings.probe_frame_seconds) if render else None
-    events = run_script(settings, SCRIPTS / "scene_probe.py", args, settings.probe_timeout_seconds, then=then)
+    spare = SPARE_PROBE.take(settings)
+    try:
+        events = run_script(settings, PROBE_SCRIPT, args, settings.probe_timeout_seconds, then=then, started=spare)
+    finally:
+        SPARE_PROBE.refill(settings)  # after this probe, not during it: it would share the CPU with it
     scenes = [e for e in events if e.get("event") == "scene"]
     if not scenes:
         raise BlenderFailed("Blender opened the file but reported no scene")

@@ -50,6 +50,7 @@ class Settings:
     warm_max_bytes: int
     chunk_target_seconds: float
     probe_frame_seconds: float
+    probe_spare: bool  # the web app keeps a started Blender for the next submission's probe
     renderer: str  # "blender", or "null-benchmark-only" for bench/orchestration.py
     web_threads: int  # threads per `farm web` process; live streams may hold three in four
 
@@ -93,6 +94,7 @@ class Settings:
             "FARM_WARM_MAX_MB": str(self.warm_max_bytes // 2**20),
             "FARM_CHUNK_TARGET_SECONDS": str(self.chunk_target_seconds),
             "FARM_PROBE_FRAME_SECONDS": str(self.probe_frame_seconds),
+            "FARM_PROBE_SPARE": "1" if self.probe_spare else "0",
             "FARM_RENDERER": self.renderer,
         }
 
@@ -221,6 +223,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         warm_max_bytes=_positive_int(env, "FARM_WARM_MAX_MB", 8192) * 2**20,
         chunk_target_seconds=_positive_float(env, "FARM_CHUNK_TARGET_SECONDS", 60.0),
         probe_frame_seconds=_positive_float(env, "FARM_PROBE_FRAME_SECONDS", 10.0),
+        probe_spare=_flag(env, "FARM_PROBE_SPARE", True),
         renderer=_renderer(env),
         web_threads=_positive_int(env, "FARM_WEB_THREADS", 32),
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 
+from farm.blender import SPARE_PROBE
 from farm.celery_app import make_celery
 from farm.config import Settings, load_settings
 from farm.db import engine_options, init_db
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, config: Mapping[str, Any] | Non
     with app.app_context():
         init_db(db.engine)
     storage.ensure_ready()
+    SPARE_PROBE.refill(settings)  # the first submission's probe need not wait for Blender to start
 
     errors.init_app(app)
     app.register_blueprint(api_bp)

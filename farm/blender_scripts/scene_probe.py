@@ -4,6 +4,7 @@ chunks can be sized from a measured pace.
 
 Standalone on purpose (stdlib + bpy, and render_script.py beside it), so it works under a `blender` binary too.
 Usage: <blender> scene_probe.py -- FILE ['<json render spec with "frame" and "out">']
+   or: <blender> scene_probe.py -- --wait, then those arguments as one JSON list on stdin (a spare started ahead)
 """
 
 import json
@@ -62,4 +63,9 @@ def main(path, spec=None):
 
 if __name__ == "__main__":
     args = sys.argv[sys.argv.index("--") + 1 :]
+    if args == ["--wait"]:
+        line = sys.stdin.readline()
+        if not line:  # whoever started the spare went away without using it
+            sys.exit(0)
+        args = json.loads(line)
     sys.exit(main(args[0], json.loads(args[1]) if len(args) > 1 else None))
