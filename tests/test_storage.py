@@ -4,7 +4,7 @@ import pytest
 import requests
 
 from farm.config import load_settings
-from farm.storage import FileStorage, S3Storage, open_storage
+from farm.storage import FileStorage, S3Storage, open_storage, sha256_file
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -78,7 +78,7 @@ def test_s3_download_url_is_presigned_and_works(s3_endpoint, tmp_path):
     assert 'filename="out.zip"' in response.headers["Content-Disposition"]
 
 
-def test_s3_large_upload_uses_multipart(s3_endpoint, tmp_path):
+def test_s3_large_objects_go_up_in_parts_and_come_down_whole(s3_endpoint, tmp_path):
     env = {
         "FARM_INSTANCE_DIR": str(tmp_path),
         "FARM_STORAGE_URL": "s3://multipart-test",
@@ -92,6 +92,8 @@ def test_s3_large_upload_uses_multipart(s3_endpoint, tmp_path):
     head = store.client.head_object(Bucket="multipart-test", Key="big.bin")
     assert head["ContentLength"] == 70 * 2**20
     assert head["ETag"].strip('"').endswith("-2")  # two 64 MiB parts
+    store.get_file("big.bin", tmp_path / "back.bin")  # past the threshold: ranged GETs, not the one-GET path
+    assert sha256_file(tmp_path / "back.bin") == sha256_file(big)
 
 
 @pytest.mark.parametrize("size", [1000, 40 * 2**20 + 123])  # one request; three multipart parts
