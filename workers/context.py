@@ -3,15 +3,21 @@ process, after the fork."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from celery import current_app
+from celery.signals import worker_process_init
+from sqlalchemy import text
 
 from farm import devices
 from farm.config import Settings
 from farm.db import Database
 from farm.storage import Storage, open_storage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,3 +45,16 @@ def get_context() -> WorkerContext:
             settings=settings, db=Database(settings.database_url), storage=open_storage(settings), devices=found
         )
     return _contexts[pid]
+
+
+@worker_process_init.connect
+def context_at_start(**_: Any) -> None:
+    """A pool process makes its context (database engine, S3 client: about 0.2 s) and its first database connection
+    when it starts, not in its first chunk. A convenience: what fails here is made again, or fails, in that chunk."""
+    if getattr(current_app.conf, "farm_settings", None) is None:
+        return
+    try:
+        with get_context().db.session() as session:
+            session.execute(text("SELECT 1"))
+    except Exception as exc:
+        log.warning("could not prepare this worker process: %s", exc)

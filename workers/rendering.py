@@ -434,11 +434,11 @@ def render_chunk(
             return end_chunk(session, work, status, worker, reason)
 
     ending = run.ending or with_retries(finish, what="recording the chunk's end")
-    if ending.none_queued and WARM.job_id == job_id:  # nothing more of this job to come: free Blender's memory now
-        WARM.close()
-        WARM.prepare(ctx.settings)  # and have a fresh Blender ready for the next job
     if status == ChunkStatus.FAILED:
         retry_or_fail(ctx, celery, work, work.chunk, reason or "unknown", worker)
     if ending.all_done:
         send_packaging(celery, job_id, queue=work.queue)
+    if ending.none_queued and WARM.job_id == job_id:  # nothing more of this job to come: free Blender's memory now
+        WARM.close()
+        WARM.prepare(ctx.settings)  # and have a fresh Blender ready for the next job
     return str(status)
