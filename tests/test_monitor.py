@@ -107,11 +107,27 @@ def test_worker_records_task_history_that_the_api_serves(history_worker: Celery,
     assert response.status_code == 400 and response.get_json()["error"]["field"] == "state"
 
 
-def test_task_history_keeps_the_latest_news_whatever_order_it_arrives_in(database):
+@pytest.fixture(params=["postgres", "sqlite"])
+def history_db(request, tmp_path):  # type: ignore[no-untyped-def]
+    """Production's database, and the embedded default's."""
+    if request.param == "postgres":
+        yield request.getfixturevalue("database")
+        return
+    from farm.db import Database, init_db
+
+    embedded = Database(f"sqlite:///{tmp_path}/history.db")
+    init_db(embedded.engine)
+    yield embedded
+    embedded.engine.dispose()
+
+
+def test_task_history_keeps_the_latest_news_whatever_order_it_arrives_in(history_db):
     """Signals of one task come from two processes (RECEIVED from the consumer, the rest from the pool child), so
     news can arrive late: a row only moves forward, and a retry's new attempt starts over with its ending cleared."""
     from farm.models import TaskRecord
     from workers.task_history import record
+
+    database = history_db
 
     task_id = f"history-{RUN_ID}"
     ended = {"finished_at": None, "runtime_ms": 12.5, "result": "DONE"}
@@ -131,8 +147,12 @@ def test_task_history_keeps_the_latest_news_whatever_order_it_arrives_in(databas
     ]
     for state, retries, values, expected in news:
         with database.session() as session:
-            record(session, task_id, state, retries, **values)
+            record(session, {task_id: (state, retries, values)})
         assert stored() == expected, (state, retries)
     with database.session() as session:
         row = session.get(TaskRecord, task_id)
         assert row is not None and row.worker == "w" and row.queue is None  # the dropped news left no trace
+        many = {f"{task_id}-{n}": ("SUCCESS", 0, {"name": "farm.package_job", "result": str(n)}) for n in range(3)}
+        record(session, many)  # a flush's news, one statement
+    with database.session() as session:
+        assert [session.get(TaskRecord, t).result for t in many] == ["0", "1", "2"]  # type: ignore[union-attr]

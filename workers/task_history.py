@@ -3,7 +3,7 @@
 Flower builds its history from the event stream and keeps it in memory, so it is lost when Flower restarts and
 missing while Flower is down. Here each worker writes what happened to its tasks (received, started, and how it
 ended, with runtime); the web app only reads. A thread of each worker process writes the news of the last half
-second in one transaction, one row per task, so the history costs a render task no round trip of its own.
+second in one statement, one row per task, so the history costs a render task no round trip of its own.
 Recording is best effort: a database hiccup (or a kill -9) costs history rows, never a task. Workers still send
 Celery's own task events, so the real Flower can watch too.
 """
@@ -11,15 +11,17 @@ Celery's own task events, so the real Flower can watch too.
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from celery.signals import task_postrun, task_prerun, task_received, task_revoked, worker_process_shutdown
-from sqlalchemy import case, select
+from sqlalchemy import case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -36,11 +38,6 @@ ENDING = ("finished_at", "runtime_ms", "result")  # cleared when a retry's new a
 FLUSH_SECONDS = 0.5
 _started: dict[str, float] = {}
 _received = itertools.count(1)
-
-
-def _step(state: str, retries: int) -> int:
-    """Order of what we hear about one task id; a retry re-sends the same id, so its attempt comes first."""
-    return retries * 10 + STEP.get(state, 2)
 
 
 def _short(value: Any, limit: int = 500) -> str | None:
@@ -61,21 +58,41 @@ def _subject(name: str, args: Any, kwargs: Any) -> dict[str, Any]:
     return {"job_id": job_id, "chunk_id": chunk_id}
 
 
-def record(session: Session, task_id: str, state: str, retries: int, **values: Any) -> None:
-    """Insert or advance a task's row in one statement; news older than what is stored (signals race across
-    processes) is dropped."""
-    step = _step(state, retries)
-    row = {"task_id": task_id, "state": state, "retries": retries, "updated_at": utcnow(), **values}
-    known = {k: v for k, v in row.items() if k != "task_id" and (v is not None or k in ENDING)}
-    dialect = postgresql if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite
-    stored_step = TaskRecord.retries * 10 + case(
-        *((TaskRecord.state == name, order) for name, order in STEP.items()), else_=2
+def record(session: Session, news: Mapping[str, tuple[str, int, dict[str, Any]]]) -> None:
+    """Insert or advance each task's row (task id → state, retries, values), all in one statement: news older than
+    what is stored (signals race across processes) is dropped, a value the news does not carry keeps what is stored,
+    and an ending's columns are replaced together (a retry's new attempt clears them)."""
+    now = utcnow()
+    rows = [
+        {**_NOTHING, **values, "task_id": task_id, "state": state, "retries": retries, "updated_at": now}
+        for task_id, (state, retries, values) in news.items()
+    ]
+    if rows:
+        session.execute(_upsert(session.get_bind().dialect.name), rows)
+
+
+_TABLE = TaskRecord.__table__
+_NOTHING = dict.fromkeys(_TABLE.columns.keys())
+
+
+def _step(columns: Any) -> Any:
+    """The order of what we hear about one task id, of the stored row or of the news (`excluded`): a retry re-sends
+    the same id, so its attempt comes first."""
+    return columns.retries * 10 + case(*((columns.state == name, order) for name, order in STEP.items()), else_=2)
+
+
+@functools.cache
+def _upsert(dialect_name: str) -> Any:
+    insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(_TABLE)
+    new = insert.excluded
+    kept = {
+        name: new[name] if name in ENDING else func.coalesce(new[name], _TABLE.c[name])
+        for name in _NOTHING
+        if name != "task_id"
+    }
+    return insert.on_conflict_do_update(
+        index_elements=[_TABLE.c.task_id], set_=kept, where=_step(_TABLE.c) <= _step(new)
     )
-    upsert = dialect.insert(TaskRecord).values(row)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[TaskRecord.task_id], set_={k: upsert.excluded[k] for k in known}, where=stored_step <= step
-    )
-    session.execute(upsert)
 
 
 def prune(session: Session, keep: int = KEEP) -> None:
@@ -116,8 +133,7 @@ class Writer:
             return
         try:
             with self.db.session() as session:
-                for task_id, (state, retries, values) in news.items():
-                    record(session, task_id, state, retries, **values)
+                record(session, news)
         except Exception as exc:  # history is a convenience; the tasks themselves must not notice
             log.warning("could not record %d tasks' history: %s", len(news), exc)
 
