@@ -37,18 +37,19 @@ def _sqlite_begin_immediate(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def engine_options(url: str) -> dict[str, Any]:
-    """Options for `create_engine` (and Flask-SQLAlchemy) that suit this database."""
+def engine_options(url: str, *, pre_ping: bool = True) -> dict[str, Any]:
+    """Options for `create_engine` (and Flask-SQLAlchemy) that suit this database. `pre_ping`: test each pooled
+    connection before use (a round trip), for callers that would fail on a connection the server dropped."""
     if make_url(url).get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_pre_ping": True, "pool_recycle": 1800, "pool_size": 5, "max_overflow": 10}
+    return {"pool_pre_ping": pre_ping, "pool_recycle": 1800, "pool_size": 5, "max_overflow": 10}
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(url, **engine_options(url))
+    return create_engine(url, **engine_options(url, pre_ping=pre_ping))
 
 
 def init_db(engine: Engine) -> None:
@@ -66,8 +67,8 @@ def init_db(engine: Engine) -> None:
 class Database:
     """One engine and its session factory, created once per process."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, *, pre_ping: bool = True) -> None:
+        self.engine = make_engine(url, pre_ping=pre_ping)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

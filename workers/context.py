@@ -42,7 +42,12 @@ def get_context() -> WorkerContext:
         found = next(iter(_contexts.values())).devices if _contexts else devices.from_env() or devices.detect(settings)
         _contexts.clear()
         _contexts[pid] = WorkerContext(
-            settings=settings, db=Database(settings.database_url), storage=open_storage(settings), devices=found
+            settings=settings,
+            # No pre-ping round trip per session: worker code retries a dropped connection (with_retries), and
+            # its loops (heartbeat, janitor, history) try again on their next turn.
+            db=Database(settings.database_url, pre_ping=False),
+            storage=open_storage(settings),
+            devices=found,
         )
     return _contexts[pid]
 
