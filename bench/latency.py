@@ -71,7 +71,8 @@ def main() -> None:
         rows,
         notes="""Farm: from the start of the HTTP submission (upload, scene probe, planning, dispatch) to the first
 frame's row marked DONE after its image is in S3 (moto), with one idle worker whose spare Blender is started with
-no file loaded (plain Blender pays that start-up; a worker pays it between jobs, while it is idle).
+no file loaded, and a web process whose spare probe Blender is started too (plain Blender pays that start-up; the
+farm pays it ahead, while it is idle), which is why the farm can beat plain Blender to the first frame.
 The adaptive submission's probe renders the first frame with the job's settings to size the chunks, and that
 frame is kept as the job's own: it is stored before the submission answers.""",
     )
