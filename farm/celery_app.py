@@ -87,7 +87,9 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_direct=True,  # each worker also consumes its own queue, for retries placed on a chosen worker
-        task_track_started=True,
+        # No STARTED result per task (a write to the result backend that nothing reads): the database knows which
+        # chunk renders where, the monitor's history has each task's start, and workers still send task-started.
+        task_track_started=False,
         task_send_sent_event=True,
         worker_send_task_events=True,
         result_extended=True,
