@@ -105,7 +105,11 @@ class Job(Base):
 
 class Chunk(Base):
     __tablename__ = "chunks"
-    __table_args__ = (UniqueConstraint("job_id", "index"), Index("ix_chunks_job_status", "job_id", "status"))
+    __table_args__ = (
+        UniqueConstraint("job_id", "index"),
+        Index("ix_chunks_job_status", "job_id", "status"),
+        Index("ix_chunks_status_worker", "status", "worker"),  # what each worker renders now
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
@@ -154,7 +158,6 @@ class Worker(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)
-    current_chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"))
 
 
 class Event(Base):

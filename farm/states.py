@@ -70,8 +70,8 @@ class IllegalTransition(Exception):
         self.kind, self.subject, self.old, self.new = kind, subject, old, new
 
 
-JOBS, CHUNKS, FRAMES, WORKERS, EVENTS = (cast(Table, m.__table__) for m in (Job, Chunk, Frame, Worker, Event))
-MODELS: dict[Table, Any] = {JOBS: Job, CHUNKS: Chunk, FRAMES: Frame, WORKERS: Worker}
+JOBS, CHUNKS, FRAMES, EVENTS = (cast(Table, m.__table__) for m in (Job, Chunk, Frame, Event))
+MODELS: dict[Table, Any] = {JOBS: Job, CHUNKS: Chunk, FRAMES: Frame}
 
 
 def _core(session: Session, statement: Any, params: dict[str, Any] | None = None) -> CursorResult[Any]:
@@ -337,7 +337,6 @@ def claim_chunk(
     frames = _move_frames(session, chunk.id, [F.QUEUED, F.FAILED, F.RENDERING], F.RENDERING)
     if job.status == J.QUEUED:
         move_job(session, job.id, J.RENDERING, actor=worker, reason="first chunk started", only_from=[J.QUEUED])
-    _set(session, WORKERS, {"hostname": worker}, {"current_chunk_id": chunk.id})
     return Claim(chunk=chunk, job=job, frames=frames)
 
 
@@ -367,7 +366,6 @@ def requeue_chunk(session: Session, chunk: Chunk, *, task_id: str, reason: str, 
     ):
         return False
     _move_frames(session, chunk.id, [F.RENDERING, F.FAILED], F.QUEUED)
-    _set(session, WORKERS, {"current_chunk_id": chunk.id}, {"current_chunk_id": None})
     return True
 
 
@@ -455,7 +453,6 @@ def finish_chunk(
     )
     if job_status is not None and new != C.DONE:
         _move_frames(session, chunk.id, [F.RENDERING], frame_status)
-    _set(session, WORKERS, {"hostname": worker, "current_chunk_id": chunk.id}, {"current_chunk_id": None})
     return job_status
 
 
@@ -584,7 +581,6 @@ def register_worker(session: Session, hostname: str, *, devices: list[Any], queu
     old = worker.status
     worker.devices, worker.queues, worker.pid = devices, queues, pid
     worker.started_at = worker.last_heartbeat = now
-    worker.current_chunk_id = None
     if old == WorkerStatus.OFFLINE:
         worker.status = WorkerStatus.ONLINE
         _record(session, "worker", hostname, None, old, WorkerStatus.ONLINE, "registered", hostname)
@@ -608,7 +604,7 @@ def worker_offline(session: Session, hostname: str, reason: str) -> bool:
     changed = session.execute(
         update(Worker)
         .where(Worker.hostname == hostname, Worker.status == WorkerStatus.ONLINE)
-        .values(status=WorkerStatus.OFFLINE, current_chunk_id=None)
+        .values(status=WorkerStatus.OFFLINE)
     ).rowcount
     if changed:
         _record(session, "worker", hostname, None, WorkerStatus.ONLINE, WorkerStatus.OFFLINE, reason, hostname)

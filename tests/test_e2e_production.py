@@ -68,6 +68,7 @@ def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint, prod_env
     assert me["status"] == "ONLINE" and me["devices"] and me["frames_rendered"] >= 6
     assert me["devices"][0].startswith("CPU: ") and {f["device"] for f in frames} == {me["devices"][0]}
     assert me["average_render_time"] > 0 and me["last_heartbeat"].endswith("Z")
+    assert me["current"] is None  # every chunk ended
 
 
 def test_progress_is_live_then_cancel_stops_blender_and_retry_finishes(farm, slow_blend):
@@ -82,6 +83,9 @@ def test_progress_is_live_then_cancel_stops_blender_and_retry_finishes(farm, slo
     assert job["status"] == "RENDERING" and job["render"]["frames_rendered"] < 6
     assert job["render"]["chunks_rendering"] == 1 and job["render"]["eta_seconds"] > 0
     assert blender_running(farm.url, job_id)
+    workers = requests.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
+    busy = next(w for w in workers if w["current"])  # the monitor says who renders what
+    assert busy["current"] == {"job_id": job_id, "chunk": 0, "frame_start": 1, "frame_end": 6}
 
     response = requests.post(f"{farm.url}/api/jobs/{job_id}/cancel", timeout=10)
     assert response.status_code == 202 and response.json()["job"]["status"] in ("CANCELING", "CANCELED")

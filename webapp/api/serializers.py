@@ -151,7 +151,11 @@ def workers_json(session: Session, hostname: str | None = None) -> list[dict[str
             .group_by(Frame.worker)
         )
     }
-    current = {c.id: c for c in session.scalars(select(Chunk).join(Worker, Worker.current_chunk_id == Chunk.id))}
+    current: dict[str, Chunk] = {}  # what each worker renders now, read from the chunks (the latest it claimed)
+    for chunk in session.scalars(
+        select(Chunk).where(Chunk.status == ChunkStatus.RENDERING, Chunk.worker.is_not(None)).order_by(Chunk.started_at)
+    ):
+        current[chunk.worker] = chunk  # type: ignore[index]
     now = datetime.now(UTC)
     timeout = services.settings().worker_timeout_seconds
     out = []
@@ -160,11 +164,12 @@ def workers_json(session: Session, hostname: str | None = None) -> list[dict[str
         query = query.where(Worker.hostname == hostname)
     for worker in session.scalars(query):
         count, avg = stats.get(worker.hostname, (0, None))
-        chunk = current.get(worker.current_chunk_id) if worker.current_chunk_id else None
+        status = worker_status(worker, now, timeout)
+        chunk = current.get(worker.hostname) if status != WorkerStatus.OFFLINE else None  # its chunk awaits the janitor
         out.append(
             {
                 "hostname": worker.hostname,
-                "status": worker_status(worker, now, timeout),
+                "status": status,
                 "devices": worker.devices,
                 "queues": worker.queues,
                 "last_heartbeat": iso(worker.last_heartbeat),
