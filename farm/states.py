@@ -437,8 +437,9 @@ def finish_chunk(
     reason: str | None = None,
     log_key: str | None = None,
 ) -> str | None:
-    """End a rendering chunk as DONE, FAILED or CANCELED and free its worker; the job's status, or None if the
-    chunk was not rendering. DONE means every frame was recorded DONE, so only the other endings move frames."""
+    """End a rendering chunk as DONE, FAILED or CANCELED (which frees its worker: what a worker renders is read
+    from the chunks); the job's status, or None if the chunk was not rendering. DONE means every frame was
+    recorded DONE, so only the other endings move frames."""
     frame_status = F.FAILED if new == C.FAILED else F.QUEUED
     job_status = move_chunk(
         session,
