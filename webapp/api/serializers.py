@@ -152,10 +152,9 @@ def workers_json(session: Session, hostname: str | None = None) -> list[dict[str
         )
     }
     current: dict[str, Chunk] = {}  # what each worker renders now, read from the chunks (the latest it claimed)
-    for chunk in session.scalars(
-        select(Chunk).where(Chunk.status == ChunkStatus.RENDERING, Chunk.worker.is_not(None)).order_by(Chunk.started_at)
-    ):
-        current[chunk.worker] = chunk  # type: ignore[index]
+    for chunk in session.scalars(select(Chunk).where(Chunk.status == ChunkStatus.RENDERING).order_by(Chunk.started_at)):
+        if chunk.worker:
+            current[chunk.worker] = chunk
     now = datetime.now(UTC)
     timeout = services.settings().worker_timeout_seconds
     out = []
