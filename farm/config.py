@@ -37,6 +37,7 @@ class Settings:
     max_zip_bytes: int
     cache_dir: Path
     cache_max_bytes: int
+    frame_cache_max_bytes: int  # a worker keeps the frames it rendered, up to this, for a packager on its machine
     heartbeat_seconds: float
     worker_timeout_seconds: float
     probe_timeout_seconds: float
@@ -86,6 +87,7 @@ class Settings:
             "FARM_MAX_ZIP_MB": str(self.max_zip_bytes // 2**20),
             "FARM_CACHE_DIR": str(self.cache_dir),
             "FARM_CACHE_MAX_GB": str(self.cache_max_bytes // 2**30),
+            "FARM_FRAME_CACHE_GB": str(self.frame_cache_max_bytes // 2**30),
             "FARM_CHUNK_ATTEMPTS": str(self.chunk_attempts),
             "FARM_BLOCKLIST_FAILURES": str(self.blocklist_failures),
             "FARM_JANITOR_SECONDS": str(self.janitor_seconds),
@@ -106,7 +108,7 @@ def _hide_password(url: str) -> str:
     return url
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -114,8 +116,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, got {value}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
 
 
@@ -210,6 +212,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         max_zip_bytes=_positive_int(env, "FARM_MAX_ZIP_MB", 20480) * 2**20,
         cache_dir=Path(env.get("FARM_CACHE_DIR") or instance_dir / "cache").resolve(),
         cache_max_bytes=_positive_int(env, "FARM_CACHE_MAX_GB", 50) * 2**30,
+        frame_cache_max_bytes=_positive_int(env, "FARM_FRAME_CACHE_GB", 10, minimum=0) * 2**30,
         heartbeat_seconds=_positive_float(env, "FARM_HEARTBEAT_SECONDS", 5.0),
         worker_timeout_seconds=_positive_float(env, "FARM_WORKER_TIMEOUT_SECONDS", 30.0),
         probe_timeout_seconds=_positive_float(env, "FARM_PROBE_TIMEOUT_SECONDS", 120.0),

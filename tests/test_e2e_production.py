@@ -51,6 +51,9 @@ def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint, prod_env
     assert "Fra:1" in log and "@@FARM@@" in log  # Blender's own output, kept
     work = Path(prod_env["FARM_INSTANCE_DIR"]) / "cache" / "work"
     assert work.is_dir() and not [p for p in work.rglob("*") if p.is_file()]  # each chunk emptied its work folder
+    kept = Path(prod_env["FARM_INSTANCE_DIR"]) / "cache" / "frames"  # the worker kept its frames for its packager,
+    assert kept.is_dir() and not {e["sha256"] for e in manifest["frames"]} & {p.name for p in kept.iterdir()}  # and
+    # the packager dropped them once they were zipped
 
     events = requests.get(f"{farm.url}/api/jobs/{job_id}/events", timeout=10).json()["events"]
     job_trail = [(e["from"], e["to"]) for e in events if e["kind"] == "job"]

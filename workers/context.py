@@ -16,6 +16,7 @@ from farm import devices
 from farm.config import Settings
 from farm.db import Database
 from farm.storage import Storage, open_storage
+from workers.frame_cache import FrameCache
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,11 @@ class WorkerContext:
     db: Database
     storage: Storage
     devices: list[devices.Device]
+    frames: FrameCache  # frames this machine rendered, for its packager
+
+
+def frame_cache(settings: Settings) -> FrameCache:
+    return FrameCache(settings.cache_dir / "frames", settings.frame_cache_max_bytes)
 
 
 _contexts: dict[int, WorkerContext] = {}
@@ -48,6 +54,7 @@ def get_context() -> WorkerContext:
             db=Database(settings.database_url, pre_ping=False),
             storage=open_storage(settings),
             devices=found,
+            frames=frame_cache(settings),
         )
     return _contexts[pid]
 

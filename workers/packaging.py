@@ -1,7 +1,8 @@
 """Package a finished job: stream every frame from storage into one zip that streams straight back into storage
 (an S3 multipart upload whose parts go up while the next frames come down), check each frame against the sha256
-recorded when it was stored, and add `manifest.json`. Memory stays flat however many frames there are: a few
-frames are prefetched to disk, a few parts are in flight.
+recorded when it was stored, and add `manifest.json`. Frames this machine rendered are read from its frame cache
+instead of downloaded. Memory stays flat however many frames there are: a few frames are fetched ahead to disk, a few
+parts are in flight.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import zipfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,31 +63,57 @@ def start_packaging(ctx: WorkerContext, job_id: str, actor: str, *, resume: bool
         return job
 
 
-def prefetched(ctx: WorkerContext, frames: Sequence[Row[Any]], folder: Path) -> Iterator[tuple[Row[Any], Path]]:
-    """Each frame row with a local copy of its image, in order, downloaded PREFETCH frames ahead of the zip writer:
-    many small frames are not one S3 round trip after another, and only PREFETCH copies are ever on disk."""
+def _sha256(src: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    while block := src.read(COPY_BLOCK):
+        digest.update(block)
+    src.seek(0)
+    return digest.hexdigest()
+
+
+def fetched(ctx: WorkerContext, frames: Sequence[Row[Any]], folder: Path) -> Iterator[tuple[Row[Any], IO[bytes]]]:
+    """Each frame row with its image open for reading and checked against the sha256 recorded when it was stored,
+    in order. A copy this machine kept when it rendered the frame is used as it is; the others are downloaded.
+    PREFETCH frames are fetched and checked ahead of the zip writer, on threads (hashing and downloads overlap the
+    zip's upload), so only PREFETCH copies are ever open."""
     scratch = Path(tempfile.mkdtemp(prefix="frames-", dir=folder))
 
-    def download(index: int) -> Path:
+    def fetch(index: int) -> IO[bytes]:
+        frame, key, sha256 = frames[index][:3]
+        kept = ctx.frames.open(sha256)
+        if kept is not None:
+            if _sha256(kept) == sha256:
+                return kept
+            kept.close()
+            ctx.frames.drop([sha256])
         path = scratch / str(index)
-        ctx.storage.get_file(frames[index].image_key, path)
-        return path
+        ctx.storage.get_file(key, path)
+        with ExitStack() as closing:  # closed if it does not check out
+            src = closing.enter_context(open(path, "rb"))
+            path.unlink()  # the open file outlives its name: nothing is left on disk once it is closed
+            if _sha256(src) != sha256:
+                raise FrameCorrupt(f"frame {frame} in storage does not match its recorded sha256")
+            closing.pop_all()
+        return src
 
-    try:
-        with ThreadPoolExecutor(PREFETCH, thread_name_prefix="frame-fetch") as pool:
-            pending = deque(pool.submit(download, i) for i in range(min(PREFETCH, len(frames))))
+    with ThreadPoolExecutor(PREFETCH, thread_name_prefix="frame-fetch") as pool:
+        pending = deque(pool.submit(fetch, i) for i in range(min(PREFETCH, len(frames))))
+        try:
             for index, row in enumerate(frames):
-                path = pending.popleft().result()
+                src = pending.popleft().result()
                 if index + PREFETCH < len(frames):
-                    pending.append(pool.submit(download, index + PREFETCH))
-                yield row, path
-                path.unlink()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+                    pending.append(pool.submit(fetch, index + PREFETCH))
+                with src:
+                    yield row, src
+        finally:
+            for future in pending:
+                if not future.cancel() and future.exception() is None:
+                    future.result().close()
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def build_zip(ctx: WorkerContext, job: Job, dest: IO[bytes]) -> int:
-    """Write the job's zip to the stream `dest` (it need not seek); returns the number of frames in it."""
+def build_zip(ctx: WorkerContext, job: Job, dest: IO[bytes]) -> list[str]:
+    """Write the job's zip to the stream `dest` (it need not seek); returns the sha256 of each frame in it."""
     with ctx.db.session() as session:
         frames = session.execute(
             select(Frame.frame, Frame.image_key, Frame.sha256, Frame.render_time_ms, Frame.worker, Frame.device)
@@ -98,16 +125,11 @@ def build_zip(ctx: WorkerContext, job: Job, dest: IO[bytes]) -> int:
     scratch = ctx.settings.cache_dir / "zips"
     scratch.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for (frame, _key, sha256, render_ms, worker, device), local in prefetched(ctx, frames, scratch):
+        for (frame, _key, sha256, render_ms, worker, device), src in fetched(ctx, frames, scratch):
             name = planning.frame_filename(frame, ext, job.frame_end)
-            digest = hashlib.sha256()
             entry = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
-            with open(local, "rb") as src, archive.open(entry, "w", force_zip64=True) as out:
-                while block := src.read(COPY_BLOCK):
-                    digest.update(block)
-                    out.write(block)
-            if digest.hexdigest() != sha256:
-                raise FrameCorrupt(f"frame {frame} in storage does not match its recorded sha256")
+            with archive.open(entry, "w", force_zip64=True) as out:
+                shutil.copyfileobj(src, out, COPY_BLOCK)
             manifest.append(
                 {
                     "frame": frame,
@@ -132,7 +154,7 @@ def build_zip(ctx: WorkerContext, job: Job, dest: IO[bytes]) -> int:
                 indent=2,
             ),
         )
-    return len(manifest)
+    return [frame["sha256"] for frame in manifest]
 
 
 @contextmanager
@@ -170,14 +192,14 @@ def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = F
     try:
         # The zip streams into storage as it is built (S3: a multipart upload), overlapping downloads and uploads.
         with packaging_lease(ctx, job_id), ctx.storage.writer(key, "application/zip", size_hint=expected) as out:
-            count = build_zip(ctx, job, out)
+            zipped = build_zip(ctx, job, out)
             with ctx.db.session() as session:
                 moved = states.move_job(
                     session,
                     job_id,
                     JobStatus.UPLOADING,
                     actor=actor,
-                    reason=f"zip of {count} frames built",
+                    reason=f"zip of {len(zipped)} frames built",
                     only_from=[JobStatus.PACKAGING],
                 )
             if not moved and not resume:
@@ -187,5 +209,6 @@ def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = F
     size = out.written
     with ctx.db.session() as session:
         states.complete_job(session, job_id, asset_key=key, asset_filename=filename, asset_size=size, actor=actor)
+    ctx.frames.drop(zipped)  # they are in the zip (and in storage): this machine needs its copies no more
     log.info("job %s packaged: %s (%d bytes)", job_id, key, size)
     return "completed"

@@ -200,7 +200,9 @@ class ChunkRun:
         recorded, self.ending = with_retries(record, what=f"recording frame {frame}")
         if recorded != key:  # another renderer stored this frame first; keep theirs, drop ours
             with_retries(lambda: storage.delete(key), what=f"dropping a duplicate of frame {frame}")
-        path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+        else:
+            self.ctx.frames.keep(path, sha256, size)  # for a packager on this machine
         self.stored.add(frame)
 
     def should_stop(self) -> str | None:
