@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -133,6 +134,17 @@ class Storage(ABC):
             return fh.read()
 
 
+def _hard_link(path: str | os.PathLike, link: Path) -> bool:
+    """False where `link` cannot be a hard link to `path` (another filesystem, or one without hard links)."""
+    try:
+        os.link(path, link)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return False
+    return True
+
+
 class FileStorage(Storage):
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -145,7 +157,21 @@ class FileStorage(Storage):
         self.root.mkdir(parents=True, exist_ok=True)
 
     def put_file(self, key: str, path: str | os.PathLike, content_type: str | None = None) -> None:
-        with replacing(self._path(key)) as tmp:
+        """A hard link where it can be (the same filesystem): a frame is not copied, and costs no new file. Callers
+        never rewrite a file they stored (frames, uploads), or only append to it (a live Blender log)."""
+        target = self._path(key)
+        linked = target.with_name(f".link-{uuid.uuid4().hex}")
+        try:
+            done = _hard_link(path, linked)
+        except FileNotFoundError:
+            if not Path(path).exists():
+                raise
+            target.parent.mkdir(parents=True, exist_ok=True)  # the folder's first file
+            done = _hard_link(path, linked)
+        if done:
+            os.replace(linked, target)
+            return
+        with replacing(target) as tmp:
             shutil.copyfile(path, tmp)
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:

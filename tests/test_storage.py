@@ -1,4 +1,6 @@
 import random
+import tempfile
+from pathlib import Path
 
 import pytest
 import requests
@@ -111,3 +113,24 @@ def test_writer_leaves_nothing_when_the_producer_fails(storage):
         out.write(b"x" * (17 * 2**20))  # a part is already uploaded when the producer fails
         raise RuntimeError("frame corrupt")
     assert not storage.exists("jobs/w/bad.zip")
+
+
+def test_file_storage_links_a_file_on_its_filesystem_and_copies_one_from_another(tmp_path):
+    store = FileStorage(tmp_path / "storage")
+    frame = tmp_path / "0001.png"
+    frame.write_bytes(b"pixels")
+    store.put_file("jobs/j/frames/0001.png", frame)  # the folder's first file
+    stored = store.local_path("jobs/j/frames/0001.png")
+    assert stored.stat().st_ino == frame.stat().st_ino  # the same file: no copy, no new file
+    frame.unlink()  # the caller lets its name go (the worker moves it into its frame cache)
+    assert stored.read_bytes() == b"pixels" and not [p for p in stored.parent.iterdir() if p.name.startswith(".")]
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as other:  # tmpfs: another filesystem, no link possible
+        elsewhere = Path(other) / "0002.png"
+        elsewhere.write_bytes(b"more pixels")
+        store.put_file("jobs/j/frames/0002.png", elsewhere)
+        copied = store.local_path("jobs/j/frames/0002.png")
+        assert copied.read_bytes() == b"more pixels" and copied.stat().st_ino != elsewhere.stat().st_ino
+    with pytest.raises(FileNotFoundError):
+        store.put_file("jobs/j/frames/0003.png", tmp_path / "missing.png")
+    assert sorted(p.name for p in stored.parent.iterdir()) == ["0001.png", "0002.png"]
