@@ -4,7 +4,7 @@ everything but Blender — claim, frame store and records, chunk end, the chord)
 ≥ 0.7. Then the submission of a 10,000-frame job: time to plan it, write its rows and dispatch its chord, and how
 many database rows it takes (goal < 2 s).
 
-    python -m bench.orchestration [--tasks 2000] [--big 10000]
+    python -m bench.orchestration [--tasks 2000] [--big 10000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import redis
@@ -60,7 +61,7 @@ def bare_chord(env: dict[str, str], tasks: int, logs: Path) -> tuple[float, floa
         app = bare_celery.app
         app.control.ping(timeout=1)
         wait_until(lambda: app.control.ping(destination=None, timeout=0.5), timeout=60, what="the bare worker")
-        key = f"bench-done-{queue}"
+        key = f"bench-done-{queue}-{uuid.uuid4().hex}"  # a run of its own
         started = time.perf_counter()
         header = [bare_celery.noop.si(i).set(queue=queue) for i in range(tasks)]
         chord(header, bare_celery.done.s(key).set(queue=queue)).apply_async()
@@ -96,34 +97,37 @@ def packaging_started(db: Database, job_id: str) -> float:
         return at.timestamp()
 
 
+def farm_job(procs: FarmProcesses, db: Database, blend: Path, tasks: int) -> float:
+    """Seconds from a job of `tasks` one-frame chunks being accepted to its move to PACKAGING."""
+    response = submit(procs.url, blend, name="orchestration", frame_start=1, frame_end=tasks, chunk_size=1)
+    returned = time.time()
+    response.raise_for_status()
+    job_id = response.json()["job"]["id"]
+    assert wait_for_status(procs.url, job_id, {"COMPLETED", "FAILED"}, timeout=3600)["status"] == "COMPLETED"
+    return packaging_started(db, job_id) - returned
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--big", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=3, help="bare and farm runs, taken in turn")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-orch-") as tmp_name:
         tmp = Path(tmp_name)
         extra = {"FARM_RENDERER": "null-benchmark-only", "FARM_STORAGE_URL": (tmp / "storage").as_uri()}
         with services(tmp, **extra) as env:
             blend = make_scene(env, tmp / "scene.blend", frames=args.big, width=64, height=36, samples=1)
-            bare_dispatch, bare_run = bare_chord(env, args.tasks, tmp)
-
             procs = FarmProcesses(env, tmp)
             db = Database(env["FARM_DATABASE_URL"])
+            rounds = []  # (bare dispatch s, bare run s, farm run s): in turn, so a drift in the VM's speed hits both
             try:
                 procs.start_web()
-                procs.start_worker("null")
-                response = submit(
-                    procs.url, blend, name="orchestration", frame_start=1, frame_end=args.tasks, chunk_size=1
-                )
-                returned = time.time()
-                response.raise_for_status()
-                job_id = response.json()["job"]["id"]
-                assert (
-                    wait_for_status(procs.url, job_id, {"COMPLETED", "FAILED"}, timeout=3600)["status"] == "COMPLETED"
-                )
-                farm_run = packaging_started(db, job_id) - returned
-                procs.stop("worker-null")  # the big jobs below are planned and dispatched, not rendered
+                for _ in range(args.rounds):
+                    bare_dispatch, bare_run = bare_chord(env, args.tasks, tmp)
+                    procs.start_worker("null")
+                    rounds.append((bare_dispatch, bare_run, farm_job(procs, db, blend, args.tasks)))
+                    procs.stop("worker-null")  # the big jobs below are planned and dispatched, not rendered
 
                 settings = load_settings(env, dotenv_path=None)
                 probe = median([_timed(lambda: probe_scene(settings, blend)) for _ in range(3)])
@@ -137,23 +141,17 @@ def main() -> None:
             finally:
                 procs.stop_all()
                 db.engine.dispose()
-    bare_rate, farm_rate = args.tasks / bare_run, args.tasks / farm_run
-    rows = [
-        [
-            f"bare Celery chord, {args.tasks} no-op tasks",
-            f"{bare_run:.1f}",
-            f"{bare_rate:.0f}",
-            "1.00",
-            f"{bare_dispatch:.2f}",
-        ],
-        [
-            f"farm, {args.tasks} chunks, null renderer",
-            f"{farm_run:.1f}",
-            f"{farm_rate:.0f}",
-            f"{farm_rate / bare_rate:.2f}",
-            "-",
-        ],
-    ]
+    rows = []
+    for n, (bare_dispatch, bare_run, farm_run) in enumerate(rounds, 1):
+        bare_rate, farm_rate = args.tasks / bare_run, args.tasks / farm_run
+        rows += [
+            [f"round {n}: bare Celery chord, {args.tasks} no-op tasks", f"{bare_run:.1f}", f"{bare_rate:.0f}", "1.00",
+             f"{bare_dispatch:.2f}"],
+            [f"round {n}: farm, {args.tasks} chunks, null renderer", f"{farm_run:.1f}", f"{farm_rate:.0f}",
+             f"{bare_run / farm_run:.2f}", "-"],
+        ]  # fmt: skip
+    ratio = median([bare_run / farm_run for _, bare_run, farm_run in rounds])
+    rows.append([f"median of {len(rounds)} rounds", "-", "-", f"{ratio:.2f}", "-"])
     for label, (elapsed, counts) in big.items():
         total = sum(counts.values())
         rows.append(
@@ -171,7 +169,9 @@ def main() -> None:
         "Orchestration: the farm's cost per task against bare Celery",
         ["run", "seconds", "tasks/s", "ratio", "dispatch s"],
         rows,
-        notes="""Both on one worker process (concurrency 1) on the same Redis and Postgres (results backend too).
+        notes="""Both on one worker process (concurrency 1) on the same Redis and Postgres (results backend too), one
+after the other in each round: a bare run's speed swings by up to 2x between runs minutes apart on a VM, so
+compare each farm run with the bare run just before it, and read the median.
 Run time: chord dispatched → last task done (bare: its callback ran; farm: the job moved to PACKAGING).
 The farm's tasks claim the chunk in Postgres, store a 1×1 PNG (file:// storage, so S3 is not what is measured),
 record the frame and end the chunk. The big-job rows are a plain HTTP submission; "dispatch s" there is the
