@@ -20,7 +20,7 @@ from farm.models import Job, JobStatus
 from farm.storage import open_storage
 from tests.rows import make_job
 from workers.context import WorkerContext
-from workers.frame_cache import FrameCache
+from workers.frame_cache import BLOCK, FrameCache
 from workers.packaging import FrameCorrupt, package_job
 
 
@@ -49,14 +49,14 @@ def test_a_cache_of_size_zero_keeps_nothing(tmp_path):
 
 
 def test_the_oldest_copies_go_first_once_an_eighth_of_the_cache_was_added(tmp_path):
-    cache = FrameCache(tmp_path / "frames", 800)
-    for n, age in enumerate((300, 200, 100)):  # 3 × 300 bytes, each added in one go: each trims
-        cache.keep(write(tmp_path / "f", bytes(300), age), f"{n}" * 64, 300)
-    assert sorted(p.name[0] for p in (tmp_path / "frames").iterdir()) == ["1", "2"]
-    small = FrameCache(tmp_path / "frames", 800)
-    small.keep(write(tmp_path / "f", bytes(99)), "9" * 64, 99)  # under an eighth of 800: no trim yet
-    assert small.added == 99 and len(list((tmp_path / "frames").iterdir())) == 3
-    small.keep(write(tmp_path / "f", bytes(102)), "8" * 64, 102)  # 801 bytes in all: the oldest copy goes
+    cache = FrameCache(tmp_path / "frames", 16 * BLOCK)
+    for n, age in enumerate((300, 200, 100)):  # 6 blocks each, over an eighth: each keep trims
+        cache.keep(write(tmp_path / "f", bytes(6 * BLOCK), age), f"{n}" * 64, 6 * BLOCK)
+    assert sorted(p.name[0] for p in (tmp_path / "frames").iterdir()) == ["1", "2"]  # 18 blocks: the oldest went
+    small = FrameCache(tmp_path / "frames", 16 * BLOCK)
+    small.keep(write(tmp_path / "f", b"x"), "9" * 64, 1)  # a tiny frame counts as the block it takes on disk
+    assert small.added == BLOCK and len(list((tmp_path / "frames").iterdir())) == 3  # under an eighth: no trim
+    small.keep(write(tmp_path / "f", bytes(4 * BLOCK)), "8" * 64, 4 * BLOCK)  # 17 blocks in all: the oldest goes
     assert sorted(p.name[0] for p in (tmp_path / "frames").iterdir()) == ["2", "8", "9"] and small.added == 0
 
 

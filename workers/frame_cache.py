@@ -3,8 +3,8 @@ machine (every packager, on a one-machine farm) zips them from disk instead of d
 uploaded; frames from other machines still come from storage. Copies are named by their content, so a copy is
 checked against the sha256 the database recorded before it is used, and a bad one is dropped, not trusted.
 
-The cache holds at most `max_bytes` (FARM_FRAME_CACHE_GB; 0 keeps nothing): the oldest copies go first. It is
-trimmed each time an eighth of that has been added, not on every frame, so keeping a frame costs one rename.
+The cache holds at most `max_bytes` on disk (FARM_FRAME_CACHE_GB; 0 keeps nothing): the oldest copies go first. It
+is trimmed each time an eighth of that has been added, not on every frame, so keeping a frame costs one rename.
 """
 
 from __future__ import annotations
@@ -14,6 +14,13 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
+
+BLOCK = 4096
+
+
+def _on_disk(size: int) -> int:
+    """What a file takes on disk, counted in whole blocks: a million tiny frames are not 'nothing'."""
+    return max(1, -(-size // BLOCK)) * BLOCK
 
 
 class FrameCache:
@@ -33,7 +40,7 @@ class FrameCache:
                 raise
             self.root.mkdir(parents=True, exist_ok=True)  # the cache's first frame
             os.replace(path, self.root / sha256)
-        self.added += size
+        self.added += _on_disk(size)
         if self.added * 8 >= self.max_bytes:
             self.trim()
 
@@ -56,7 +63,7 @@ class FrameCache:
             for entry in found:
                 with contextlib.suppress(FileNotFoundError):
                     stat = entry.stat()
-                    entries.append((stat.st_mtime, stat.st_size, entry.path))
+                    entries.append((stat.st_mtime, _on_disk(stat.st_size), entry.path))
         total = sum(size for _, size, _ in entries)
         for _, size, path in sorted(entries):
             if total <= self.max_bytes:
