@@ -109,14 +109,14 @@ def test_killed_worker_mid_chunk_loses_nothing(make_farm, slow_blend, what):
     assert chunk["worker"] == doomed
     doomed_blender = blender_pids(farm.url, job_id)
     assert doomed_blender and all(alive(pid) for pid in doomed_blender)
+    # Killed first, the rescuer started after: a worker's start-up takes longer than the rest of a 4-frame chunk.
     if what == "whole worker":
         farm.stop("worker-doomed", signal.SIGKILL)  # the main process, its pool and (by PDEATHSIG) Blender
-        farm.start_worker("rescuer")
     else:
-        farm.start_worker("rescuer")
         pool = subprocess.run(["pgrep", "-P", str(farm.procs["worker-doomed"].pid)], capture_output=True, text=True)
         for pid in pool.stdout.split():
             subprocess.run(["kill", "-9", pid], check=True)
+    farm.start_worker("rescuer")
     wait_until(
         lambda: not any(alive(pid) for pid in doomed_blender),
         timeout=10,
