@@ -26,16 +26,18 @@ from pathlib import Path
 import boto3
 
 from bench.common import report, services
+from farm import states
 from farm.config import load_settings
 from farm.db import Database, init_db
-from farm.models import Chunk, Frame, Job, JobStatus, utcnow
 from farm.storage import open_storage
+from tests.rows import add_job
 from workers.frame_cache import FrameCache
 
 
 def make_jobs(env: dict[str, str], frames: int, frame_bytes: int, folder: Path) -> tuple[list[str], Path]:
-    """Two RENDERING jobs over the same stored frames (random, incompressible bytes), a zip of the same bytes, and
-    the frames kept in the frame cache `folder/kept` as the worker that rendered them keeps them."""
+    """Two jobs over the same stored frames (random, incompressible bytes), each frame recorded as a worker records
+    it; a zip of the same bytes; and the frames kept in the frame cache `folder/kept`, as the worker that rendered
+    them keeps them."""
     settings = load_settings(env, dotenv_path=None)
     storage = open_storage(settings)
     storage.ensure_ready()
@@ -43,46 +45,24 @@ def make_jobs(env: dict[str, str], frames: int, frame_bytes: int, folder: Path) 
     init_db(db.engine)
     baseline_zip = folder / "baseline.zip"
     kept = FrameCache(folder / "kept", 2**40)
-    with db.session() as session, zipfile.ZipFile(baseline_zip, "w", zipfile.ZIP_STORED) as archive:
-        jobs = [
-            Job(
-                name="pack",
-                status=JobStatus.RENDERING,
-                source_key="uploads/none.blend",
-                source_sha256="0" * 64,
-                source_kind="blend",
-                frame_start=1,
-                frame_end=frames,
-                chunk_size=frames,
-                output_format="PNG",
-                device="AUTO",
-                queue=settings.queue,
-                frames_rendered=frames,
-            )
-            for _ in range(2)
-        ]
-        session.add_all(jobs)
-        session.flush()
-        chunks = [Chunk(job_id=job.id, index=0, frame_start=1, frame_end=frames, status="DONE") for job in jobs]
-        session.add_all(chunks)
-        session.flush()
-        path = folder / "frame.bin"
+    with db.session() as session:
+        job_ids = [add_job(session, frames, frames, name="pack", queue=settings.queue) for _ in range(2)]
+    path = folder / "frame.bin"
+    with zipfile.ZipFile(baseline_zip, "w", zipfile.ZIP_STORED) as archive:
         for frame in range(1, frames + 1):
             data = os.urandom(frame_bytes)
             path.write_bytes(data)
             sha = hashlib.sha256(data).hexdigest()
-            key = f"jobs/{jobs[0].id}/frames/{frame:04d}-{sha[:16]}.png"
+            key = f"jobs/{job_ids[0]}/frames/{frame:04d}-{sha[:16]}.png"
             storage.put_file(key, path)
             archive.write(path, f"{frame:04d}.png")
             kept.keep(path, sha, frame_bytes)
-            session.add_all(
-                Frame(
-                    job_id=job.id, chunk_id=chunk.id, frame=frame, status="DONE", render_time_ms=1.0, worker="bench",
-                    device="CPU", image_key=key, sha256=sha, size=frame_bytes, finished_at=utcnow(),
-                )
-                for job, chunk in zip(jobs, chunks, strict=True)
-            )  # fmt: skip
-        job_ids = [job.id for job in jobs]
+            with db.session() as session:
+                for job_id in job_ids:
+                    states.frame_done(
+                        session, job_id, frame, worker="bench", render_time_ms=1.0, device="CPU", image_key=key,
+                        sha256=sha, size=frame_bytes,
+                    )  # fmt: skip
     db.engine.dispose()
     return job_ids, baseline_zip
 
