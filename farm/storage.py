@@ -62,15 +62,23 @@ def _check_key(key: str) -> str:
     return key
 
 
+def making_folder(action: Callable[[], T], folder: Path, source: str | os.PathLike | None = None) -> T:
+    """Run `action`, which puts a file in `folder`; if the folder is missing (its first file), make it and run it
+    again. Not checked before every file, which would cost a syscall each time. A missing `source` still raises."""
+    try:
+        return action()
+    except FileNotFoundError:
+        if source is not None and not os.path.exists(source):
+            raise
+        folder.mkdir(parents=True, exist_ok=True)
+        return action()
+
+
 @contextmanager
 def replacing(target: Path) -> Iterator[str]:
     """A temporary file beside `target` that becomes `target` when the block ends (atomically), and is removed if
     it raises: a reader never sees a half-written file."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
-    except FileNotFoundError:  # the folder's first file: make it (not checked for every file, which costs a syscall)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+    fd, tmp = making_folder(lambda: tempfile.mkstemp(prefix=".part-", dir=target.parent), target.parent)
     os.close(fd)
     try:
         yield tmp
@@ -161,14 +169,7 @@ class FileStorage(Storage):
         never rewrite a file they stored (frames, uploads), or only append to it (a live Blender log)."""
         target = self._path(key)
         linked = target.with_name(f".link-{uuid.uuid4().hex}")
-        try:
-            done = _hard_link(path, linked)
-        except FileNotFoundError:
-            if not Path(path).exists():
-                raise
-            target.parent.mkdir(parents=True, exist_ok=True)  # the folder's first file
-            done = _hard_link(path, linked)
-        if done:
+        if making_folder(lambda: _hard_link(path, linked), target.parent, source=path):
             os.replace(linked, target)
             return
         with replacing(target) as tmp:

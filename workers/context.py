@@ -30,10 +30,6 @@ class WorkerContext:
     frames: FrameCache  # frames this machine rendered, for its packager
 
 
-def frame_cache(settings: Settings) -> FrameCache:
-    return FrameCache(settings.cache_dir / "frames", settings.frame_cache_max_bytes)
-
-
 _contexts: dict[int, WorkerContext] = {}
 
 
@@ -54,7 +50,7 @@ def get_context() -> WorkerContext:
             db=Database(settings.database_url, pre_ping=False),
             storage=open_storage(settings),
             devices=found,
-            frames=frame_cache(settings),
+            frames=FrameCache(settings.cache_dir / "frames", settings.frame_cache_max_bytes),
         )
     return _contexts[pid]
 

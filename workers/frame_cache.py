@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
+from farm.storage import making_folder
+
 BLOCK = 4096
 
 
@@ -33,13 +35,7 @@ class FrameCache:
         if self.max_bytes <= 0:
             path.unlink(missing_ok=True)
             return
-        try:
-            os.replace(path, self.root / sha256)
-        except FileNotFoundError:
-            if not path.exists():
-                raise
-            self.root.mkdir(parents=True, exist_ok=True)  # the cache's first frame
-            os.replace(path, self.root / sha256)
+        making_folder(lambda: os.replace(path, self.root / sha256), self.root, source=path)
         self.added += _on_disk(size)
         if self.added * 8 >= self.max_bytes:
             self.trim()
