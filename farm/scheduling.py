@@ -32,6 +32,7 @@ def _chunk_failures(job_id: Any) -> tuple[Any, ...]:
     requeued = (
         select(func.coalesce(func.max(Event.id), 0))
         .where(Event.job_id == job_id, Event.kind == "job", Event.new == JobStatus.QUEUED)
+        .correlate_except(Event)  # `job_id` may be a column of an enclosing query; the events are this query's own
         .scalar_subquery()
     )
     return (Event.job_id == job_id, Event.kind == "chunk", Event.new == ChunkStatus.FAILED, Event.id > requeued)
@@ -47,9 +48,14 @@ def failures(session: Session, job_id: str, chunk_index: int | None = None) -> F
 
 
 def failed_by(job_id: Any, worker: Any) -> ScalarSelect[int]:
-    """How many chunks of the job `worker` failed, as a subquery (ids or bound parameters): asked before every
-    chunk, so two index probes."""
-    return select(func.count()).where(*_chunk_failures(job_id), Event.actor == worker).scalar_subquery()
+    """How many chunks of the job `worker` failed, as a subquery (of ids, bound parameters or an enclosing query's
+    columns): asked at every claim, so two index probes."""
+    return (
+        select(func.count())
+        .where(*_chunk_failures(job_id), Event.actor == worker)
+        .correlate_except(Event)
+        .scalar_subquery()
+    )
 
 
 def live_workers(session: Session, queue: str, settings: Settings, now: datetime | None = None) -> dict[str, int]:

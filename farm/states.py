@@ -32,6 +32,7 @@ from farm.models import (
     WorkerStatus,
     utcnow,
 )
+from farm.scheduling import failed_by
 
 J, C, F = JobStatus, ChunkStatus, FrameStatus
 
@@ -106,7 +107,19 @@ def _set(
             set_committed_value(loaded, name, value)
         if table is JOBS:
             session.expire(loaded, ["version"])
+    if table is JOBS and "status" in values and result.rowcount != 0:
+        _touched(session)[where["id"]] = values["status"]
     return result
+
+
+def _touched(session: Session) -> dict[str, str]:
+    """Jobs this transaction has updated, with their status now. Their rows stay locked until it ends, so a second
+    touch in it would only bump `version` again: watchers see all of a transaction's changes at once anyway."""
+    transaction = session.connection().get_transaction()  # begins one if none has begun (as any statement would)
+    memo = session.info.get("farm.touched")
+    if memo is None or memo[0] is not transaction:
+        memo = session.info["farm.touched"] = (transaction, {})
+    return memo[1]
 
 
 def _loaded(session: Session, table: Table, key: Any) -> Any:
@@ -138,8 +151,15 @@ _EVENT = insert(EVENTS)
 
 
 def touch_job(session: Session, job_id: str, **values: Any) -> str | None:
-    """Tell watchers something about the job changed (setting `values` in the same statement); its status."""
-    return _set(session, JOBS, {"id": job_id}, dict(values, updated_at=utcnow()), returning="status").scalar()
+    """Tell watchers something about the job changed (setting `values` in the same statement); its status. Without
+    `values`, once per transaction: a chunk's end in the transaction that recorded its last frame costs no UPDATE."""
+    touched = _touched(session)
+    if not values and job_id in touched:
+        return touched[job_id]
+    status = _set(session, JOBS, {"id": job_id}, dict(values, updated_at=utcnow()), returning="status").scalar()
+    if status is not None:
+        touched[job_id] = status
+    return status
 
 
 def _move(
@@ -279,6 +299,15 @@ def _take_over(session: Session, chunk: Chunk, worker: str, stale_before: dateti
 
 
 @dataclass(frozen=True)
+class Admission:
+    """What the claiming read found about the claimer: a DISABLED worker takes nothing, and `failed` is how many of
+    the job's chunks it failed since the job was last queued (for the blocklist)."""
+
+    disabled: bool
+    failed: int
+
+
+@dataclass(frozen=True)
 class Claim:
     """A chunk just claimed, its job, and the frames left to render (every one not DONE, in order)."""
 
@@ -295,17 +324,21 @@ def claim_chunk(
     *,
     stale_before: datetime | None = None,
     log_key: Callable[[Chunk, int], str] | None = None,
+    admit: Callable[[Admission], None] | None = None,
 ) -> Claim | None:
     """Take a chunk for `worker`: a QUEUED one, or a RENDERING one whose renderer went silent before
     `stale_before`. None if it is not renderable now (done, alive elsewhere, job not active): the database, not
     the broker, decides who renders a chunk, so a re-delivered message never renders it twice. `log_key` names
-    where this attempt's Blender log will be stored, from the chunk and the attempt's number.
+    where this attempt's Blender log will be stored, from the chunk and the attempt's number. `admit` sees what the
+    same read found about `worker`, before anything is written, and raises to refuse the chunk.
 
     A chunk is claimed on every task, so this is a handful of statements: one read, then compare-and-set writes."""
-    found = session.execute(_CLAIMING, {"chunk_id": chunk_id}).first()
+    found = session.execute(_CLAIMING, {"chunk_id": chunk_id, "worker": worker}).first()
     if found is None:
         return None
-    chunk, job = found
+    chunk, job, disabled, failed = found
+    if admit is not None:
+        admit(Admission(disabled=bool(disabled), failed=failed or 0))
     if job.status not in (J.QUEUED, J.RENDERING):
         return None
     now = utcnow()
@@ -340,7 +373,16 @@ def claim_chunk(
     return Claim(chunk=chunk, job=job, frames=frames)
 
 
-_CLAIMING = select(Chunk, Job).join(Job, Job.id == Chunk.job_id).where(Chunk.id == bindparam("chunk_id"))
+_CLAIMING = (
+    select(
+        Chunk,
+        Job,
+        select(Worker.status).where(Worker.hostname == bindparam("worker")).scalar_subquery() == WorkerStatus.DISABLED,
+        failed_by(Chunk.job_id, bindparam("worker")),
+    )
+    .join(Job, Job.id == Chunk.job_id)
+    .where(Chunk.id == bindparam("chunk_id"))
+)
 
 
 def chunk_heartbeat(session: Session, chunk_id: int, worker: str) -> bool:
@@ -399,7 +441,10 @@ def frame_done(
     if _core(session, _FRAME_DONE, dict(params, w_job_id=job_id, w_frame=frame, v_finished_at=now)).rowcount != 1:
         return False
     _record(session, "frame", f"{job_id}/{frame}", job_id, F.RENDERING, F.DONE, f"{render_time_ms:.0f} ms", worker)
-    _core(session, _FRAME_COUNTED, dict(job_id=job_id, render_time_ms=render_time_ms, frame=frame, now=now))
+    counted = _core(session, _FRAME_COUNTED, dict(job_id=job_id, render_time_ms=render_time_ms, frame=frame, now=now))
+    status = counted.scalar()
+    if status is not None:
+        _touched(session)[job_id] = status
     job = _loaded(session, JOBS, job_id)
     if job is not None:
         session.expire(job, ["frames_rendered", "render_ms_total", "latest_frame", "version", "updated_at"])
@@ -425,6 +470,7 @@ _FRAME_COUNTED = (
         version=JOBS.c.version + 1,
         updated_at=bindparam("now"),
     )
+    .returning(JOBS.c.status)
 )
 
 

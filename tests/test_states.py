@@ -80,6 +80,53 @@ def test_frame_done_counts_each_frame_once(database, job_id):
         assert (job.frames_rendered, job.render_ms_total, job.latest_frame) == (2, 400.0, 2)
 
 
+def job_version(database, job_id):
+    with database.session() as session:
+        return session.get(Job, job_id).version
+
+
+def test_a_chunk_ended_with_its_last_frame_touches_the_job_once(database, job_id):
+    """The chunk's end reuses the frame record's UPDATE of the job (same transaction, row still locked); a touch in
+    a later transaction of the same session is a real UPDATE again."""
+    first = chunk_ids(database, job_id)[0]
+    with database.session() as session:
+        chunk = states.claim_chunk(session, first, "ws1@states", None).chunk
+    kwargs = dict(worker="ws1@states", render_time_ms=5.0, device="CPU", image_key="k", sha256="a" * 64, size=1)
+    before = job_version(database, job_id)
+    with database.session() as session:
+        assert states.frame_done(session, job_id, 1, **kwargs) and states.frame_done(session, job_id, 2, **kwargs)
+        assert states.finish_chunk(session, chunk, ChunkStatus.DONE, worker="ws1@states") == JobStatus.RENDERING
+    assert job_version(database, job_id) == before + 2  # one per frame; the chunk's end added no UPDATE
+    with database.sessions() as session:  # one session, two transactions
+        with session.begin():
+            assert states.touch_job(session, job_id) == JobStatus.RENDERING
+            assert states.move_job(session, job_id, JobStatus.PACKAGING)
+            assert states.touch_job(session, job_id) == JobStatus.PACKAGING  # the move is seen, not the old status
+        with session.begin():
+            assert states.touch_job(session, job_id) == JobStatus.PACKAGING
+    assert job_version(database, job_id) == before + 2 + 3  # touch, move, and the second transaction's touch
+
+
+def test_claim_admits_before_it_writes(database, job_id):
+    first, second, _ = chunk_ids(database, job_id)
+    seen = []
+
+    def refuse(found):
+        seen.append(found)
+        raise LookupError("refused")
+
+    with database.session() as session:
+        chunk = states.claim_chunk(session, first, "ws1@states", None).chunk
+        states.finish_chunk(session, chunk, ChunkStatus.FAILED, worker="ws1@states", reason="boom")
+    with database.session() as session, pytest.raises(LookupError):
+        states.claim_chunk(session, second, "ws1@states", None, admit=refuse)
+    with database.session() as session:
+        states.claim_chunk(session, second, "other@states", None, admit=seen.append)
+    assert seen == [states.Admission(disabled=False, failed=1), states.Admission(disabled=False, failed=0)]
+    with database.session() as session:
+        assert session.get(Chunk, second).worker == "other@states"  # the refusal wrote nothing
+
+
 def test_failed_chunk_fails_job_and_stops_queued_chunks(database, job_id):
     first, *rest = chunk_ids(database, job_id)
     with database.session() as session:

@@ -19,16 +19,16 @@ from typing import Any
 
 from celery import Celery
 from celery.exceptions import Reject
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farm import devices, planning, states
 from farm.blender import blender_command, blender_error
 from farm.dispatch import new_task_id, send_packaging, send_render
-from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, Worker, WorkerStatus, utcnow
+from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, utcnow
 from farm.previews import store_thumbnail
 from farm.retrying import is_transient, with_retries
-from farm.scheduling import failed_by, failures, place_chunk
+from farm.scheduling import failures, place_chunk
 from farm.storage import sha256_file
 from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
@@ -91,29 +91,20 @@ class Blocklisted(Exception):
     """This worker failed too many of the job's chunks: it passes the chunk on if another worker can take it."""
 
 
-def admit(ctx: WorkerContext, session: Session, job_id: str, worker: str, *, blocklist: bool) -> None:
-    """May this worker take a chunk of the job? One statement, in the claiming transaction: a disabled worker puts
-    the message back for an enabled one; a blocklisted one raises Blocklisted."""
-    disabled, failed = session.connection().execute(_ADMISSION, {"job_id": job_id, "worker": worker}).one()
-    if disabled:
-        raise Reject("this worker is disabled", requeue=True)
-    if blocklist and (failed or 0) >= ctx.settings.blocklist_failures:
-        raise Blocklisted
-
-
-_ADMISSION = select(
-    select(Worker.status).where(Worker.hostname == bindparam("worker")).scalar_subquery() == WorkerStatus.DISABLED,
-    failed_by(bindparam("job_id"), bindparam("worker")),
-)
-
-
-def claim(
-    ctx: WorkerContext, job_id: str, chunk_id: int, worker: str, task_id: str | None, *, blocklist: bool = True
-) -> ChunkWork | None:
+def claim(ctx: WorkerContext, chunk_id: int, worker: str, task_id: str | None, *, blocklist: bool) -> ChunkWork | None:
     stale_before = utcnow() - timedelta(seconds=ctx.settings.worker_timeout_seconds)
+
+    def admit(found: states.Admission) -> None:
+        """A disabled worker puts the message back for an enabled one; a blocklisted one raises Blocklisted."""
+        if found.disabled:
+            raise Reject("this worker is disabled", requeue=True)
+        if blocklist and found.failed >= ctx.settings.blocklist_failures:
+            raise Blocklisted
+
     with ctx.db.session() as session:
-        admit(ctx, session, job_id, worker, blocklist=blocklist)
-        claimed = states.claim_chunk(session, chunk_id, worker, task_id, stale_before=stale_before, log_key=log_key)
+        claimed = states.claim_chunk(
+            session, chunk_id, worker, task_id, stale_before=stale_before, log_key=log_key, admit=admit
+        )
         if claimed is None:
             return None
         job = claimed.job
@@ -407,9 +398,7 @@ def render_chunk(
     """The whole life of one chunk on this worker; returns what happened (for the task's result)."""
 
     def take(blocklist: bool) -> ChunkWork | None:
-        return with_retries(
-            lambda: claim(ctx, job_id, chunk_id, worker, task_id, blocklist=blocklist), what="claiming a chunk"
-        )
+        return with_retries(lambda: claim(ctx, chunk_id, worker, task_id, blocklist=blocklist), what="claiming a chunk")
 
     try:
         work = take(blocklist=True)
