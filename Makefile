@@ -40,10 +40,10 @@ check: setup
 	$(BIN)/farm check
 
 bench: setup         ## measure against same-run baselines; tables in bench/results/ (needs Postgres + Redis)
-	$(BIN)/python -m bench.render
+	$(BIN)/python -m bench.render $(if $(SCENE),--scene $(SCENE))
 	$(BIN)/python -m bench.orchestration
 	$(BIN)/python -m bench.packaging $(if $(SIZE_MB),--size-mb $(SIZE_MB))
-	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.latency $(if $(SCENE),--scene $(SCENE))
 
 compose-check:
 	docker-compose -f compose.yaml config --quiet

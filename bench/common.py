@@ -7,7 +7,9 @@ Benchmarks measure; they never pass or fail. Every figure is compared with a bas
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -17,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ from typing import Any
 import psycopg
 import redis
 
-from farm.blender import SCRIPTS, parse_event, run_script
+from farm import devices
+from farm.blender import SCRIPTS, parse_event, probe_scene, run_script
 from farm.config import load_settings
 from tests.helpers import FarmProcesses, free_port, submit, wait_for_status
 
@@ -118,16 +122,69 @@ def make_scene(env: dict[str, str], path: Path, *, frames: int, width: int, heig
     return path
 
 
-def plain_blender(blend: Path, out: Path, frames: int) -> tuple[float, dict[str, Any]]:
-    """Plain Blender rendering frames 1..frames as one animation (bench/plain_blender.py): the wall-clock time it
-    started at, and its report (`ms` per frame, `written` times)."""
+@dataclass(frozen=True)
+class Scene:
+    """What a benchmark renders: the demo scene made at the asked size, or the user's own file (`--scene`), as is."""
+
+    path: Path
+    frame_start: int
+    frame_end: int
+    title: str  # for the table's heading
+    spec: dict[str, Any]  # render_script.apply_spec's: the device a farm worker here chooses, and the format
+
+
+def _blend_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return path.resolve()
+
+
+def scene_arguments(parser: argparse.ArgumentParser, frames: int) -> None:
+    parser.add_argument("--scene", type=_blend_file, help="a .blend of your own, rendered with its own settings")
+    parser.add_argument("--frames", type=int, default=frames, help="how many frames, from the scene's first")
+    parser.add_argument("--size", default="240x135", help="the demo scene's resolution")
+    parser.add_argument("--samples", type=int, default=16, help="the demo scene's Cycles samples")
+
+
+def bench_scene(env: dict[str, str], tmp: Path, args: argparse.Namespace) -> Scene:
+    """The scene the arguments name, probed as the farm probes a submission (scripts off)."""
+    settings = load_settings(env, dotenv_path=None)
+    if args.scene:
+        path = args.scene
+    else:
+        width, height = (int(v) for v in args.size.split("x"))
+        path = tmp / "scene.blend"
+        make_scene(env, path, frames=args.frames, width=width, height=height, samples=args.samples)
+    found = probe_scene(settings, path)
+    start = int(found["frame_start"])
+    end = min(int(found["frame_end"]), start + args.frames - 1)
+    size = f"{found['resolution_x']}×{found['resolution_y']}"
+    what = path.name if args.scene else "the demo scene"
+    device = devices.choose("AUTO", found.get("engine"), devices.detect(settings))
+    return Scene(
+        path=path,
+        frame_start=start,
+        frame_end=end,
+        title=f"{end - start + 1} frames of {what} ({size}, {found.get('engine')} {found.get('samples')} samples, "
+        f"{device.label})",
+        spec={"device": device.to_spec(), "output_format": "PNG"},
+    )
+
+
+def plain_blender(scene: Scene, out: Path, frames: int | None = None) -> tuple[float, dict[str, Any]]:
+    """Plain Blender rendering the scene's frames (the first `frames` of them) as one animation, on the device a
+    farm worker would use (bench/plain_blender.py): the wall-clock time it started at, and its report (`ms` per
+    frame, `written` times)."""
+    end = scene.frame_end if frames is None else scene.frame_start + frames - 1
     started = time.time()
     proc = subprocess.run(
-        [sys.executable, "-P", str(HERE / "plain_blender.py"), "--", str(blend), str(out), "1", str(frames)],
+        [sys.executable, "-P", str(HERE / "plain_blender.py"), "--", str(scene.path), str(out),
+         str(scene.frame_start), str(end), json.dumps(scene.spec)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     report = next(e for e in map(parse_event, proc.stdout.splitlines()) if e and e.get("event") == "frames")
-    assert len(report["ms"]) == frames, proc.stdout[-2000:]
+    assert len(report["ms"]) == end - scene.frame_start + 1, proc.stdout[-2000:]
     return started, report
 
 

@@ -1,7 +1,9 @@
 """Latency benchmark: submit → first frame stored on an idle farm, minus what plain Blender itself needs for that
 frame (process start, file load, first render, image written), measured in the same invocation. Goal ≤ 1 s.
 
-    python -m bench.latency [--repeats 3] [--size 240x135] [--samples 16]
+    python -m bench.latency [--repeats 3] [--size 240x135] [--samples 16] [--scene YOURS.blend]
+
+`--scene` times your own file's first frames (4 per job) with its own settings; the demo scene otherwise.
 """
 
 from __future__ import annotations
@@ -12,22 +14,26 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from bench.common import make_scene, median, plain_blender, report, run_job, services
+from bench.common import Scene, bench_scene, median, plain_blender, report, run_job, scene_arguments, services
 from farm.db import Database
 from farm.models import Frame
 from tests.helpers import FarmProcesses
 
 
-def plain_first_frame(blend: Path, out: Path) -> float:
+def plain_first_frame(scene: Scene, out: Path) -> float:
     """Seconds from starting plain Blender to its first image written."""
-    started, report = plain_blender(blend, out, 1)
+    started, report = plain_blender(scene, out, frames=1)
     return report["written"][0] - started
 
 
-def farm_first_frame(procs: FarmProcesses, db: Database, blend: Path, chunk_size: int | None) -> float:
+def farm_first_frame(procs: FarmProcesses, db: Database, scene: Scene, chunk_size: int | None) -> float:
     """Seconds from the start of the submission request to the first frame recorded as stored."""
     job_id, started = run_job(
-        procs, blend, frame_start=1, frame_end=4, **({"chunk_size": chunk_size} if chunk_size else {})
+        procs,
+        scene.path,
+        frame_start=scene.frame_start,
+        frame_end=scene.frame_end,
+        **({"chunk_size": chunk_size} if chunk_size else {}),
     )
     with db.session() as session:
         first = session.scalar(select(func.min(Frame.finished_at)).where(Frame.job_id == job_id))
@@ -38,23 +44,21 @@ def farm_first_frame(procs: FarmProcesses, db: Database, blend: Path, chunk_size
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--size", default="240x135")
-    parser.add_argument("--samples", type=int, default=16)
+    scene_arguments(parser, frames=4)
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.split("x"))
     plain: list[float] = []
     farm: dict[str, list[float]] = {"chunk_size 4": [], "adaptive": []}
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp, services(Path(tmp)) as env:
-        blend = make_scene(env, Path(tmp) / "scene.blend", frames=4, width=width, height=height, samples=args.samples)
+        scene = bench_scene(env, Path(tmp), args)
         procs = FarmProcesses(env, Path(tmp))
         db = Database(env["FARM_DATABASE_URL"])
         try:
             procs.start_web()
             procs.start_worker("idle")
             for _ in range(args.repeats):
-                plain.append(plain_first_frame(blend, Path(tmp) / "plain"))
-                farm["chunk_size 4"].append(farm_first_frame(procs, db, blend, 4))
-                farm["adaptive"].append(farm_first_frame(procs, db, blend, None))
+                plain.append(plain_first_frame(scene, Path(tmp) / "plain"))
+                farm["chunk_size 4"].append(farm_first_frame(procs, db, scene, 4))
+                farm["adaptive"].append(farm_first_frame(procs, db, scene, None))
         finally:
             procs.stop_all()
             db.engine.dispose()
@@ -66,7 +70,7 @@ def main() -> None:
         )
     report(
         "latency",
-        f"Latency: first frame of an idle farm ({width}×{height}, Cycles {args.samples} samples)",
+        f"Latency: the first frame of an idle farm, jobs of {scene.title}",
         ["run", f"seconds (median of {args.repeats})", "farm overhead s"],
         rows,
         notes="""Farm: from the start of the HTTP submission (upload, scene probe, planning, dispatch) to the first

@@ -2,22 +2,30 @@
 the way an artist would on one machine. Reports each frame's time (render start to image written) and the wall
 clock time each image was written at.
 
-Usage: <blender> plain_blender.py -- FILE.blend OUT_DIR FRAME_START FRAME_END
+SPEC is what the farm's render script applies (render_script.apply_spec): the device a farm worker would choose
+on this machine and the output format, so the baseline renders on the same device, to the same files.
+
+Usage: <blender> plain_blender.py -- FILE.blend OUT_DIR FRAME_START FRAME_END SPEC_JSON
 """
 
 import json
+import os
 import sys
 import time
 
 import bpy
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "farm", "blender_scripts"))
+from render_script import apply_spec  # found through the path above: Blender runs this file alone
+
 MARK = "@@FARM@@"
 
 
-def main(path, out, start, end):
+def main(path, out, start, end, spec):
     bpy.context.preferences.filepaths.use_scripts_auto_execute = False
     bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=False)
     scene = bpy.context.scene
+    apply_spec(scene, spec)
     scene.frame_start, scene.frame_end = start, end
     scene.render.filepath = out + "/"
     times, written, began = [], [], {}
@@ -36,4 +44,4 @@ def main(path, out, start, end):
 
 if __name__ == "__main__":
     args = sys.argv[sys.argv.index("--") + 1 :]
-    main(args[0], args[1], int(args[2]), int(args[3]))
+    main(args[0], args[1], int(args[2]), int(args[3]), json.loads(args[4]))

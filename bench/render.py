@@ -5,7 +5,11 @@ efficiency = Σ raw frame time ÷ (wall × slots), where raw frame time is Blend
 to image written) and wall runs from the moment the job is submitted to the moment it is COMPLETED (zip stored),
 or, for plain Blender, from process start to exit. Goal for the farm: ≥ 0.95.
 
-    python -m bench.render [--frames 48] [--size 240x135] [--samples 16]
+    python -m bench.render [--frames 48] [--size 240x135] [--samples 16] [--scene YOURS.blend]
+
+`--scene` renders your own file with its own settings (its first `--frames` frames); the demo scene otherwise.
+Plain Blender renders on the device a farm worker here chooses (AUTO: the best GPU, else the CPU), to PNG files,
+as the farm does.
 """
 
 from __future__ import annotations
@@ -17,15 +21,19 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bench.common import make_scene, plain_blender, report, run_job, services
+from bench.common import Scene, bench_scene, plain_blender, report, run_job, scene_arguments, services
 from farm.db import Database
 from farm.models import Chunk, Job
 from tests.helpers import FarmProcesses
 
 
-def farm_job(procs: FarmProcesses, db: Database, blend: Path, frames: int, chunk_size: int | None) -> dict:
+def farm_job(procs: FarmProcesses, db: Database, scene: Scene, chunk_size: int | None) -> dict:
     job_id, started = run_job(
-        procs, blend, frame_start=1, frame_end=frames, **({"chunk_size": chunk_size} if chunk_size else {})
+        procs,
+        scene.path,
+        frame_start=scene.frame_start,
+        frame_end=scene.frame_end,
+        **({"chunk_size": chunk_size} if chunk_size else {}),
     )
     with db.session() as session:
         job = session.get(Job, job_id)
@@ -37,30 +45,25 @@ def farm_job(procs: FarmProcesses, db: Database, blend: Path, frames: int, chunk
         return {"wall": job.finished_at.timestamp() - started, "raw": job.render_ms_total / 1000, "chunks": sizes}
 
 
-def plain(blend: Path, out: Path, frames: int) -> tuple[float, float]:
+def plain(scene: Scene, out: Path) -> tuple[float, float]:
     """(wall seconds, Σ frame seconds) of plain Blender rendering the frames in one process."""
-    started, report = plain_blender(blend, out, frames)
+    started, report = plain_blender(scene, out)
     return time.time() - started, sum(report["ms"]) / 1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--size", default="240x135")
-    parser.add_argument("--samples", type=int, default=16)
+    scene_arguments(parser, frames=48)
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.split("x"))
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp, services(Path(tmp)) as env:
-        blend = make_scene(
-            env, Path(tmp) / "scene.blend", frames=args.frames, width=width, height=height, samples=args.samples
-        )
-        plain_wall, plain_raw = plain(blend, Path(tmp) / "plain", args.frames)
+        scene = bench_scene(env, Path(tmp), args)
+        plain_wall, plain_raw = plain(scene, Path(tmp) / "plain")
         plain_rows = [["plain Blender, one process (first)", plain_wall, plain_raw]]
         db = Database(env["FARM_DATABASE_URL"])
 
         def measure(label: str, procs: FarmProcesses, slots: int, chunk_size: int | None) -> None:
-            got = farm_job(procs, db, blend, args.frames, chunk_size)
+            got = farm_job(procs, db, scene, chunk_size)
             sizes = got["chunks"]
             shown = (
                 f"{len(sizes)} × {sizes[0]}"
@@ -96,7 +99,7 @@ def main() -> None:
             finally:
                 procs.stop_all()
         db.engine.dispose()
-        wall, raw = plain(blend, Path(tmp) / "plain", args.frames)  # again: how noisy was the machine?
+        wall, raw = plain(scene, Path(tmp) / "plain")  # again: how noisy was the machine?
         plain_rows.append(["plain Blender, one process (last)", wall, raw])
     for label, wall, raw in plain_rows:
         rows.insert(
@@ -105,7 +108,7 @@ def main() -> None:
         )
     report(
         "render",
-        f"Render: {args.frames} frames of the demo scene ({width}×{height}, Cycles {args.samples} samples)",
+        f"Render: {scene.title}",
         ["run", "slots", "chunks", "wall s", "Σ frame s", "efficiency", "wall ÷ plain"],
         rows,
         notes="""efficiency = Σ raw frame time ÷ (wall × slots). Farm wall: submit (upload, probe, plan, dispatch) to
