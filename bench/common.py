@@ -14,8 +14,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -28,7 +26,7 @@ import psycopg
 import redis
 
 from farm import devices
-from farm.blender import SCRIPTS, parse_event, probe_scene, run_script
+from farm.blender import SCRIPTS, probe_scene, run_script
 from farm.config import load_settings
 from tests.helpers import FarmProcesses, free_port, submit, wait_for_status
 
@@ -178,13 +176,14 @@ def plain_blender(scene: Scene, out: Path, frames: int | None = None) -> tuple[f
     frame, `written` times)."""
     end = scene.frame_end if frames is None else scene.frame_start + frames - 1
     started = time.time()
-    proc = subprocess.run(
-        [sys.executable, "-P", str(HERE / "plain_blender.py"), "--", str(scene.path), str(out),
-         str(scene.frame_start), str(end), json.dumps(scene.spec)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    report = next(e for e in map(parse_event, proc.stdout.splitlines()) if e and e.get("event") == "frames")
-    assert len(report["ms"]) == end - scene.frame_start + 1, proc.stdout[-2000:]
+    events = run_script(
+        load_settings(dotenv_path=None),
+        HERE / "plain_blender.py",
+        [str(scene.path), str(out), str(scene.frame_start), str(end), json.dumps(scene.spec)],
+        timeout=24 * 3600,
+    )
+    report = next(e for e in events if e.get("event") == "frames")
+    assert len(report["ms"]) == end - scene.frame_start + 1, report
     return started, report
 
 

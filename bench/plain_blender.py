@@ -16,9 +16,8 @@ import time
 import bpy
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "farm", "blender_scripts"))
-from render_script import apply_spec  # found through the path above: Blender runs this file alone
-
-MARK = "@@FARM@@"
+from channel import emit, run  # found through the path above: Blender runs this file alone
+from render_script import apply_spec
 
 
 def main(path, out, start, end, spec):
@@ -39,9 +38,9 @@ def main(path, out, start, end, spec):
     bpy.ops.render.render(animation=True)
     bpy.app.handlers.render_pre.clear()  # left in place, they keep the bpy module from exiting
     bpy.app.handlers.render_write.clear()
-    print(MARK, json.dumps({"event": "frames", "ms": times, "written": written}), flush=True)
+    emit(event="frames", ms=times, written=written)
 
 
 if __name__ == "__main__":
     args = sys.argv[sys.argv.index("--") + 1 :]
-    main(args[0], args[1], int(args[2]), int(args[3]), json.loads(args[4]))
+    run(lambda: main(args[0], args[1], int(args[2]), int(args[3]), json.loads(args[4])))

@@ -53,6 +53,8 @@ class Settings:
     probe_frame_seconds: float
     probe_spare: bool  # the web app keeps a started Blender for the next submission's probe
     renderer: str  # "blender", or "null-benchmark-only" for bench/orchestration.py
+    blender_max_memory_mb: int  # RLIMIT_AS of every Blender the farm starts; 0: no cap
+    blender_nice: int  # added to every Blender's nice value; 0: the farm's own priority
     web_threads: int  # threads per `farm web` process; live streams may hold three in four
 
     @property
@@ -98,6 +100,8 @@ class Settings:
             "FARM_PROBE_FRAME_SECONDS": str(self.probe_frame_seconds),
             "FARM_PROBE_SPARE": "1" if self.probe_spare else "0",
             "FARM_RENDERER": self.renderer,
+            "FARM_BLENDER_MAX_MEMORY_MB": str(self.blender_max_memory_mb or "(no cap)"),
+            "FARM_BLENDER_NICE": str(self.blender_nice),
         }
 
 
@@ -228,5 +232,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         probe_frame_seconds=_positive_float(env, "FARM_PROBE_FRAME_SECONDS", 10.0),
         probe_spare=_flag(env, "FARM_PROBE_SPARE", True),
         renderer=_renderer(env),
+        blender_max_memory_mb=_positive_int(env, "FARM_BLENDER_MAX_MEMORY_MB", 0, minimum=0),
+        blender_nice=min(19, _positive_int(env, "FARM_BLENDER_NICE", 0, minimum=0)),
         web_threads=_positive_int(env, "FARM_WEB_THREADS", 32),
     )

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import uuid
@@ -49,6 +50,15 @@ def sha256_file(path: str | os.PathLike) -> str:
         while block := fh.read(CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def regular_file(path: Path) -> bool:
+    """Whether `path` is a plain file itself, not a link to one nor anything else: the only kind of file the farm
+    takes from a folder Blender wrote into (an image there is stored, kept and deleted by the farm)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode) and stat.S_ISDIR(os.lstat(path.parent).st_mode)
+    except OSError:
+        return False
 
 
 class StorageUnavailable(ConnectionError):

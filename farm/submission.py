@@ -25,7 +25,7 @@ from farm.errors import ValidationError
 from farm.models import Chunk, Frame, Job, JobStatus, utcnow
 from farm.previews import store_thumbnail
 from farm.scheduling import live_workers
-from farm.storage import CHUNK, Storage, sha256_file
+from farm.storage import CHUNK, Storage, regular_file, sha256_file
 
 ENGINES = {
     "CYCLES": "CYCLES",
@@ -236,7 +236,7 @@ def create_job(
     with tempfile.TemporaryDirectory(prefix="probe-", dir=upload.path.parent) as workdir:
         blend, main = _blend_to_probe(upload, form, settings, Path(workdir))
         scene = read_scene(settings, blend, main or upload.filename, _probe_frame_spec(form, Path(workdir)))
-        probe = scene.pop("probe_image", None)
+        probe_frame = scene.pop("probe_frame", None)
         if not scene.get("camera"):
             raise ValidationError(
                 "file", "no_camera", f"scene {scene.get('scene')!r} has no active camera to render from"
@@ -309,15 +309,17 @@ def create_job(
                 for f in range(s, e + 1)
             ],
         )
-        if probe and form.device != "GPU" and frame_start <= probe["frame"] <= frame_end:  # GPU jobs: never on a CPU
-            keep_probe_frame(session, storage, job, int(probe["frame"]), Path(probe["path"]), scene["probe_frame_ms"])
+        kept = type(probe_frame) is int and frame_start <= probe_frame <= frame_end
+        if kept and form.device != "GPU":  # a GPU job gets no frame rendered on the web host's CPU
+            image = Path(workdir) / f"probe.{planning.EXTENSIONS[job.output_format]}"  # where the probe writes it
+            keep_probe_frame(session, storage, job, probe_frame, image, scene["probe_frame_ms"])
         return job, {cid: chunk["task_id"] for cid, chunk in zip(chunk_ids, chunks, strict=True)}
 
 
 def keep_probe_frame(session: Session, storage: Storage, job: Job, frame: int, image: Path, ms: float) -> None:
     """Store and record the probe's frame as the worker would (content-addressed, with its thumbnail). Best effort:
     if it cannot be stored now, a worker renders it like any other frame."""
-    if not image.is_file():
+    if not regular_file(image):
         return
     ext = planning.EXTENSIONS[job.output_format]
     sha256 = sha256_file(image)

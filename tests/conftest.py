@@ -158,6 +158,15 @@ def farm(
     procs.stop_all()
 
 
+@pytest.fixture()
+def own_farm(prod_env, database, tmp_path):  # type: ignore[no-untyped-def]
+    """`farm web` on a queue of this test's own: the test starts the workers it needs, with the settings it needs."""
+    procs = FarmProcesses(dict(prod_env, FARM_QUEUE=f"{prod_env['FARM_QUEUE']}-{uuid.uuid4().hex[:8]}"), tmp_path)
+    procs.start_web()
+    yield procs
+    procs.stop_all()
+
+
 @pytest.fixture(scope="session")
 def farm_cli(farm: FarmProcesses):  # type: ignore[no-untyped-def]
     """Run the `farm` command against the live farm; returns (exit code, stdout, stderr)."""

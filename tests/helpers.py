@@ -20,6 +20,13 @@ from typing import Any, TypeVar
 import requests
 from PIL import Image
 
+from farm.blender import run_script
+from farm.config import Settings
+from workers.blender_process import EVENT_PREFIX
+
+BLENDER_FILES = Path(__file__).parent / "blender_files.py"
+PLAIN_RENDER = Path(__file__).parent / "plain_render.py"
+
 T = TypeVar("T")
 
 
@@ -123,9 +130,35 @@ class FarmProcesses:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def build_blend(settings: Settings, kind: str, path: Path, arg: str | None = None) -> Path:
+    """A .blend of one of the kinds tests/blender_files.py makes, built by Blender at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_script(settings, BLENDER_FILES, [kind, str(path), *([arg] if arg else [])], timeout=300)
+    return path
+
+
+def pixels(image: bytes | Path) -> tuple[tuple[int, int], str, bytes]:
+    """An image's size, mode and decoded pixels: what "identical" means between two renders."""
+    with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as im:
+        return im.size, im.mode, im.tobytes()
+
+
+def plain_blender_frames(settings: Settings, blend: Path, out: Path, start: int, end: int) -> dict[int, Any]:
+    """Plain Blender playing the file from `start` to `end` in one process (tests/plain_render.py): the pixels of
+    each frame, to compare the farm's with."""
+    run_script(settings, PLAIN_RENDER, [str(blend), str(out), str(start), str(end)], timeout=600)
+    return {f: pixels(out / f"{f:04d}.png") for f in range(start, end + 1)}
+
+
+def farm_frames(base_url: str, job_id: str) -> dict[int, Any]:
+    """The pixels of each frame the farm stored for the job."""
+    frames = requests.get(f"{base_url}/api/jobs/{job_id}/frames", timeout=10).json()["frames"]
+    return {f["frame"]: pixels(requests.get(f["url"], timeout=30).content) for f in frames if f["status"] == "DONE"}
+
+
 def farm_events(log: str) -> list[dict[str, Any]]:
-    """The `@@FARM@@` events in a chunk's Blender log, in order."""
-    return [json.loads(ln.split(" ", 1)[1]) for ln in log.splitlines() if ln.startswith("@@FARM@@ ")]
+    """The events the worker copied into a chunk's Blender log, in order."""
+    return [json.loads(ln.removeprefix(EVENT_PREFIX)) for ln in log.splitlines() if ln.startswith(EVENT_PREFIX)]
 
 
 def blender_pids(base_url: str, job_id: str) -> set[int]:
@@ -195,3 +228,21 @@ def check_zip(data: bytes, *, name: str, frames: range, size: tuple[int, int], e
         image.load()
         assert image.size == size, (entry["file"], image.size)
     return manifest
+
+
+def spare_blenders(worker_pid: int) -> set[int]:
+    """The worker's spare Blender processes (`--serve spare`), among its descendants."""
+    found = subprocess.run(["pgrep", "-f", "render_script.py -- --serve spare"], capture_output=True, text=True)
+    return {int(p) for p in found.stdout.split() if descends_from(int(p), worker_pid) and alive(int(p))}
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except FileNotFoundError:
+            return False
+    return False

@@ -10,8 +10,8 @@ import requests
 from werkzeug.test import EnvironBuilder
 
 from farm import states
-from farm.blender import run_script
 from farm.models import Job, JobStatus
+from tests.helpers import build_blend
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
 
@@ -54,15 +54,7 @@ def blend_bytes(tiny_blend):
 
 @pytest.fixture(scope="module")
 def camera_less_blend(prod_settings, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("nocam")
-    script = folder / "make.py"
-    script.write_text(
-        "import sys, bpy\n"
-        "bpy.ops.wm.read_factory_settings(use_empty=True)\n"
-        "bpy.ops.wm.save_as_mainfile(filepath=sys.argv[sys.argv.index('--') + 1])\n"
-    )
-    run_script(prod_settings, script, [str(folder / "nocam.blend")], timeout=120)
-    return (folder / "nocam.blend").read_bytes()
+    return build_blend(prod_settings, "no_camera", tmp_path_factory.mktemp("nocam") / "nocam.blend").read_bytes()
 
 
 def test_submit_answers_201_with_the_job(client, blend_bytes):

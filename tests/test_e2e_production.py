@@ -48,7 +48,7 @@ def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint, prod_env
         (5, 6, "DONE", 1),
     ]
     log = requests.get(chunks[0]["log_url"], timeout=10).text
-    assert "Fra:1" in log and "@@FARM@@" in log  # Blender's own output, kept
+    assert "Fra:1" in log and '"event": "frame"' in log  # Blender's own output, kept, and the worker's events
     work = Path(prod_env["FARM_INSTANCE_DIR"]) / "cache" / "work"
     assert work.is_dir() and not [p for p in work.rglob("*") if p.is_file()]  # each chunk emptied its work folder
     kept = Path(prod_env["FARM_INSTANCE_DIR"]) / "cache" / "frames"  # the worker kept its frames for its packager,

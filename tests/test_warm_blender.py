@@ -4,23 +4,28 @@ rendering (the rest of the chunk is rendered again by a fresh process, no stored
 
 import signal
 import subprocess
-import uuid
 from collections import Counter
 
 import pytest
 import requests
 
-from tests.helpers import FarmProcesses, alive, blender_pids, farm_events, submit, wait_for_status, wait_until
+from tests.helpers import (
+    FarmProcesses,
+    alive,
+    blender_pids,
+    farm_events,
+    spare_blenders,
+    submit,
+    wait_for_status,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def farm(prod_env, database, tmp_path):  # type: ignore[no-untyped-def]
-    procs = FarmProcesses(dict(prod_env, FARM_QUEUE=f"{prod_env['FARM_QUEUE']}-warm-{uuid.uuid4().hex[:6]}"), tmp_path)
-    procs.start_web()
-    yield procs
-    procs.stop_all()
+def farm(own_farm):  # type: ignore[no-untyped-def]
+    return own_farm
 
 
 def api(farm: FarmProcesses, path: str):  # type: ignore[no-untyped-def]
@@ -61,22 +66,6 @@ def test_a_spare_blender_waits_for_the_next_job_and_becomes_its_process(farm, ti
     assert {e["pid"] for e in ready} == spares and [e["warm"] for e in ready] == [False, True]
     assert spares.isdisjoint(e["pid"] for e in ready_events(farm, first))  # a job never gets another's process
 
-
-def spare_blenders(worker_pid: int) -> set[int]:
-    """The worker's spare Blender processes (`--serve spare`), among its descendants."""
-    found = subprocess.run(["pgrep", "-f", "render_script.py -- --serve spare"], capture_output=True, text=True)
-    return {int(p) for p in found.stdout.split() if descends_from(int(p), worker_pid) and alive(int(p))}
-
-
-def descends_from(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except FileNotFoundError:
-            return False
     return False
 
 

@@ -1,14 +1,14 @@
 """Run Blender as a child process we can always stop: its own process group, killed with its parent, a stall
-timeout, and every line of its output kept in a log file while events are handed over as they arrive.
+timeout, every line of its output kept in a log file for people, and its events (from its private pipe, never from
+its output: see farm/blender.py) handed over as they arrive.
 
 A process can serve one run (it exits when the chunk is done) or many (warm: it reads one chunk per stdin line and
-says `done` after each); `run` handles both, and the log file can change between chunks.
+says `done` after each); `run` handles both, and the log file can change between chunks. A chunk is judged by its
+events: once Blender said `done`, how its process ends is only written to the log.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import queue
@@ -21,15 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from farm.blender import parse_event
+from farm.blender import Child, launch
+from farm.config import Settings
 
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGKILL if the worker process dies, so Blender is never orphaned."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+EVENT_PREFIX = "farm: event "
 
 
 @dataclass
@@ -40,14 +35,19 @@ class Outcome:
 
 
 class BlenderProcess:
-    """A Blender child. `on_event` is called in the caller's thread for each `@@FARM@@` event."""
+    """A Blender child. `on_event` is called in the caller's thread for each event."""
 
-    def __init__(self, argv: list[str], log_path: Path, *, env: dict[str, str] | None = None) -> None:
-        self.argv, self.log_path, self.env = argv, log_path, env
-        self.proc: subprocess.Popen[str] | None = None
-        self._lines: queue.Queue[str | None] = queue.Queue()
+    def __init__(self, settings: Settings, argv: list[str], log_path: Path) -> None:
+        self.settings, self.argv, self.log_path = settings, argv, log_path
+        self.child: Child | None = None
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._log: IO[str] | None = None
         self._log_lock = threading.Lock()
+        self._output: threading.Thread | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen[str] | None:
+        return self.child.proc if self.child else None
 
     @property
     def alive(self) -> bool:
@@ -61,31 +61,39 @@ class BlenderProcess:
                 self._log.close()
             self.log_path, self._log = path, open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
 
-    def _pump(self) -> None:
+    def write_log(self, text: str) -> None:
+        with self._log_lock:
+            if self._log:
+                self._log.write(text)
+                self._log.flush()
+
+    def _pump_output(self) -> None:
+        """Blender's output, to the log only: nothing in it is read as an event."""
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
-            with self._log_lock:
-                if self._log:
-                    self._log.write(line)
-                    self._log.flush()
-            self._lines.put(line)
-        self._lines.put(None)
+            self.write_log(line)
+
+    def _pump_events(self) -> None:
+        assert self.child is not None
+        for event in self.child.read_events():
+            self.write_log(f"{EVENT_PREFIX}{json.dumps(event)}\n")  # for people reading the log; never parsed
+            self._events.put(event)
+        self._events.put(None)
 
     def start(self, *, keep_stdin: bool = False) -> None:
+        """Start Blender in a process group of its own, killed if this worker process dies: never orphaned."""
         self.set_log(self.log_path)
-        self.proc = subprocess.Popen(
+        self.child = launch(
+            self.settings,
             self.argv,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if keep_stdin else subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            bufsize=1,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-            env=self.env,
+            die_with_parent=True,
+            new_session=True,
         )
-        threading.Thread(target=self._pump, name="blender-output", daemon=True).start()
+        self._output = threading.Thread(target=self._pump_output, name="blender-output", daemon=True)
+        self._output.start()
+        threading.Thread(target=self._pump_events, name="blender-events", daemon=True).start()
 
     def send(self, message: dict[str, Any]) -> bool:
         """One JSON line to a warm process; False if it is gone."""
@@ -114,10 +122,23 @@ class BlenderProcess:
 
     def close(self) -> None:
         self.kill()
+        if self._output is not None:
+            self._output.join(5)  # the log gets Blender's last words
+        if self.child is not None:
+            self.child.close()
         with self._log_lock:
             if self._log:
                 self._log.close()
                 self._log = None
+
+    def finish(self) -> None:
+        """After the chunk's last event: let Blender exit (or kill it if it lingers); an abnormal exit is logged."""
+        assert self.child is not None
+        code = self.child.wait_exit()
+        if code != 0:
+            how = f"signal {-code}" if code < 0 else f"status {code}"
+            self.write_log(f"farm: Blender exited with {how} after the chunk was done (not a failure)\n")
+        self.close()
 
     def rss_bytes(self) -> int:
         """Resident memory of the Blender process now (0 if it is gone)."""
@@ -139,10 +160,11 @@ class BlenderProcess:
         stall_seconds: float,
         poll_seconds: float = 1.0,
         on_tick: Callable[[], None] | None = None,
-        until: str | None = None,
+        keep: bool = False,
     ) -> Outcome:
-        """Run until Blender exits, or sends the `until` event (a warm process's `done`: it stays alive), or
-        `should_stop` names a reason, or no event came for `stall_seconds`. Starts the process if needed."""
+        """Run until Blender says `done`, or its events end (it exited or died), or `should_stop` names a reason,
+        or no event came for `stall_seconds`. Starts the process if needed. `keep`: a warm process stays alive after
+        `done`; else it is let go, and how it exits does not change the outcome."""
         if self.proc is None:
             self.start()
         stopped: str | None = None
@@ -151,16 +173,15 @@ class BlenderProcess:
         try:
             while True:
                 try:
-                    line = self._lines.get(timeout=0.25)
+                    event = self._events.get(timeout=0.25)
                 except queue.Empty:
-                    line = ""
-                if line is None:
+                    event = {}
+                if event is None:
                     break
-                event = parse_event(line) if line else None
-                if event is not None:
+                if event:
                     last_event = time.monotonic()
                     on_event(event)
-                    if until and event.get("event") == until:
+                    if event.get("event") == "done":
                         finished = True
                         break
                 now = time.monotonic()
@@ -176,6 +197,8 @@ class BlenderProcess:
         finally:
             if not finished:
                 self.close()
+            elif not keep:
+                self.finish()
         assert self.proc is not None
         return Outcome(returncode=0 if finished else self.proc.wait(), stopped=stopped, log_tail=self.tail())
 

@@ -29,7 +29,7 @@ from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, utcnow
 from farm.previews import store_thumbnail
 from farm.retrying import is_transient, with_retries
 from farm.scheduling import failures, place_chunk
-from farm.storage import sha256_file
+from farm.storage import regular_file, sha256_file
 from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
 from workers.null_renderer import NULL_RENDERER, render_nothing
@@ -148,12 +148,26 @@ class ChunkRun:
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "ready":
-            self.device = event.get("device")
+            self.device = str(event.get("device"))
             self.upload_log()  # the live log shows at once that Blender has the chunk
         elif kind == "error":
             self.error = str(event.get("message"))
         elif kind == "frame":
-            self.store_frame(int(event["frame"]), Path(event["path"]), float(event["ms"]))
+            frame, ms = event.get("frame"), event.get("ms")
+            if type(frame) is not int or frame not in self.work.frames or frame in self.stored:
+                log.warning("chunk %s/%s: ignored a frame event for frame %r", self.work.job_id, self.work.index, frame)
+                return
+            image = self.image_path(frame)
+            if image is None:
+                self.error = f"Blender reported frame {frame}, but its image is not where the farm looks for it"
+                return
+            self.store_frame(frame, image, float(ms) if isinstance(ms, int | float) else 0.0)
+
+    def image_path(self, frame: int) -> Path | None:
+        """Where the render script writes `frame`, if a regular file is there. The path comes from the chunk, never
+        from Blender: the worker reads, moves and deletes only the images in the folder it made for this chunk."""
+        image = self.workdir / "out" / f"{frame:07d}.{self.work.ext}"
+        return image if regular_file(image) else None
 
     def store_frame(self, frame: int, path: Path, render_ms: float) -> None:
         """Upload (unless these exact bytes are already stored) and record; outages are waited out."""
@@ -249,7 +263,7 @@ class ChunkRun:
 
     def run(self) -> tuple[ChunkStatus, str | None]:
         """Render every frame of the chunk; the chunk's end status and, if not DONE, why."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "out").mkdir(parents=True, exist_ok=True)
         try:
             blend = with_retries(
                 lambda: local_blend(
@@ -301,13 +315,13 @@ class ChunkRun:
         )
         if not settings.warm_blender:
             argv = blender_command(settings, RENDER_SCRIPT, [json.dumps(spec)])
-            return BlenderProcess(argv, self.log_path).run(self.on_event, **watch)
+            return BlenderProcess(settings, argv, self.log_path).run(self.on_event, **watch)
         process = WARM.for_chunk(settings, self.work.job_id, self.log_path)
         if not process.send(spec):  # it died since its last chunk: a fresh one
             WARM.close()
             process = WARM.for_chunk(settings, self.work.job_id, self.log_path)
             process.send(spec)
-        outcome = process.run(self.on_event, until="done", **watch)
+        outcome = process.run(self.on_event, keep=True, **watch)
         WARM.after_chunk(settings, clean=outcome.returncode == 0 and outcome.stopped is None)
         return outcome
 

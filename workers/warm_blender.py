@@ -50,7 +50,7 @@ class WarmBlender:
                 if spare is not None:
                     spare.close()
                 argv = blender_command(settings, RENDER_SCRIPT, ["--serve", job_id])  # the job id names it in ps
-                self.process = BlenderProcess(argv, log_path)
+                self.process = BlenderProcess(settings, argv, log_path)
                 self.process.start(keep_stdin=True)
             self.job_id, self.chunks = job_id, 0
         else:
@@ -81,7 +81,7 @@ class WarmBlender:
             return
         try:
             argv = blender_command(settings, RENDER_SCRIPT, ["--serve", "spare"])
-            self.spare = BlenderProcess(argv, Path(os.devnull))
+            self.spare = BlenderProcess(settings, argv, Path(os.devnull))
             self.spare.start(keep_stdin=True)
         except Exception as exc:
             self.spare = None

@@ -3,17 +3,14 @@
 Usage: <blender> demo_scene.py -- OUT.blend [frames=48] [width=320] [height=180] [samples=16]
 """
 
-import json
 import math
+import os
 import sys
 
 import bpy
 
-MARK = "@@FARM@@"
-
-
-def emit(**event):
-    print(MARK, json.dumps(event), flush=True)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from channel import emit, run
 
 
 def material(name, rgb, metallic=0.0, roughness=0.4):
@@ -107,4 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[sys.argv.index("--") + 1 :]))
+    run(lambda: main(sys.argv[sys.argv.index("--") + 1 :]))

@@ -4,12 +4,14 @@ Standalone on purpose (stdlib + bpy only), so it works under a `blender` binary'
 driver or library is missing simply lists nothing (or raises, which we treat the same).
 """
 
-import json
 import os
+import sys
 
 import bpy
 
-MARK = "@@FARM@@"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from channel import emit, run
+
 BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
 
 
@@ -34,8 +36,8 @@ def main():
             continue
         devices += [{"backend": backend, "id": d.id, "name": d.name} for d in listed if d.type == backend]
     devices.append({"backend": "CPU", "id": "CPU", "name": f"{cpu_name()} ({os.cpu_count()} threads)"})
-    print(MARK, json.dumps({"event": "devices", "devices": devices, "blender": bpy.app.version_string}), flush=True)
+    emit(event="devices", devices=devices, blender=bpy.app.version_string)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

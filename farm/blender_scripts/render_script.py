@@ -1,9 +1,14 @@
 """Runs inside Blender: open the job's .blend with its scripts disabled, apply the job's settings, render each frame
-and report it on stdout as soon as it is written, so the worker can store it while the next one renders.
+and report it as soon as it is written, so the worker can store it while the next one renders.
 
 Two modes. One-shot: the spec is the argument, Blender exits after the chunk. Warm (`--serve JOB_ID`): specs
 arrive one JSON line at a time on stdin and the file stays loaded between them, so consecutive chunks of one job
 skip Blender's start-up and the file load; each chunk ends with a `done` (or `error`) event.
+
+Events go through the farm's private pipe (channel.py), never stdout. A frame event names the frame only: the
+worker knows where the image must be (`<out>/<frame:07d>.<ext>`) and looks nowhere else. The file is confined
+before it renders: compositor File Output nodes are muted and unbaked disk caches kept in memory or in this
+process's own folder (HOME, which the farm makes for each Blender), so it writes nothing outside the farm's folders.
 
 The worker chose the device (farm/devices.py); this script only applies it. Standalone on purpose (stdlib + bpy
 only): the same file runs under the `bpy` module or a `blender` binary.
@@ -17,12 +22,10 @@ import time
 
 import bpy
 
-MARK = "@@FARM@@"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from channel import emit, run
+
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "OPEN_EXR": "OPEN_EXR"}
-
-
-def emit(**event):
-    print(MARK, json.dumps(event), flush=True)
 
 
 class ChunkError(Exception):
@@ -70,11 +73,79 @@ def apply_spec(scene, spec):
 
 
 def open_blend(path):
+    """Open the file with its scripts off, and confine what it would write."""
     bpy.context.preferences.filepaths.use_scripts_auto_execute = False
     try:
         bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=False)
     except RuntimeError as exc:
         raise ChunkError(str(exc).strip()) from None
+    confine(os.path.join(os.environ.get("HOME") or os.getcwd(), "caches"))
+
+
+def confine(scratch):
+    """Keep the file's own writes inside the farm's folders: File Output nodes (any path on the machine) are muted,
+    point caches that are not baked stay in memory, and a fluid domain whose cache folder does not exist simulates
+    into `scratch`. What is baked and present is only read, as plain Blender reads it."""
+    trees = [s.node_tree for s in bpy.data.scenes if s.node_tree] + list(bpy.data.node_groups)
+    for tree in trees:
+        for node in tree.nodes:
+            if node.bl_idname == "CompositorNodeOutputFile" and not node.mute:
+                node.mute = True
+                print(f"farm: muted the File Output node {node.name!r}: the farm stores only the rendered frames")
+    for obj in bpy.data.objects:
+        for mod in obj.modifiers:
+            cache = getattr(mod, "point_cache", None)
+            if cache is not None and cache.use_disk_cache and not cache.is_baked:
+                cache.use_disk_cache = False
+            if mod.type == "FLUID" and mod.fluid_type == "DOMAIN":
+                domain = mod.domain_settings
+                if not os.path.isdir(bpy.path.abspath(domain.cache_directory)):
+                    domain.cache_directory = os.path.join(scratch, f"fluid-{obj.name_full}")
+        for system in obj.particle_systems:
+            cache = system.point_cache
+            if cache.use_disk_cache and not cache.is_baked:
+                cache.use_disk_cache = False
+
+
+def _has_simulation_zone(tree, seen):
+    if tree is None or tree.name in seen:
+        return False
+    seen.add(tree.name)
+    return any(
+        node.bl_idname == "GeometryNodeSimulationOutput"
+        or (node.bl_idname == "GeometryNodeGroup" and _has_simulation_zone(node.node_tree, seen))
+        for node in tree.nodes
+    )
+
+
+def needs_pre_roll(scene):
+    """Whether a frame of this scene depends on the frames before it: a simulation that is not baked (rigid bodies,
+    cloth, soft bodies, particles, dynamic paint, fluids, Geometry Nodes simulation zones). Rendered alone, such a
+    frame would show the simulation one step in, not where plain Blender playing the animation has it."""
+    world = scene.rigidbody_world
+    if world and world.enabled and world.point_cache and not world.point_cache.is_baked:
+        return True
+    for obj in scene.objects:
+        for mod in obj.modifiers:
+            cache = getattr(mod, "point_cache", None)
+            if mod.show_render and cache is not None and not cache.is_baked:
+                return True
+            if mod.show_render and mod.type == "FLUID" and mod.fluid_type == "DOMAIN":
+                return True
+            if mod.show_render and mod.type == "NODES" and _has_simulation_zone(mod.node_group, set()):
+                return True
+        if any(not system.point_cache.is_baked for system in obj.particle_systems):
+            return True
+    return False
+
+
+def go_to_frame(scene, frame):
+    """Make `frame` current as plain Blender playing from the start would: a scene with an unbaked simulation is
+    stepped through every frame before it (a warm Blender steps through frames it simulated already quickly)."""
+    if frame > scene.frame_start and needs_pre_roll(scene):
+        for before in range(scene.frame_start, frame):
+            scene.frame_set(before)
+    scene.frame_set(frame)
 
 
 def render_chunk(spec, loaded):
@@ -89,10 +160,13 @@ def render_chunk(spec, loaded):
     except (TypeError, ValueError) as exc:
         raise ChunkError(str(exc)) from None
     label = spec["device"]["label"]
+    os.chdir(os.path.dirname(spec["out"]))  # the chunk's work folder: relative paths land there
     emit(event="ready", device=label, blender=bpy.app.version_string, warm=warm, pid=os.getpid())
-    os.makedirs(spec["out"], exist_ok=True)
-    for frame in spec["frames"]:
-        scene.frame_set(frame)
+    for i, frame in enumerate(spec["frames"]):
+        if i and frame == spec["frames"][i - 1] + 1:
+            scene.frame_set(frame)
+        else:
+            go_to_frame(scene, frame)
         base = os.path.join(spec["out"], f"{frame:07d}")
         scene.render.filepath = base
         started = time.perf_counter()
@@ -100,8 +174,8 @@ def render_chunk(spec, loaded):
         elapsed_ms = (time.perf_counter() - started) * 1000
         path = base + scene.render.file_extension
         if not os.path.isfile(path):
-            raise ChunkError(f"Blender rendered frame {frame} but wrote no image at {path}")
-        emit(event="frame", frame=frame, path=path, ms=round(elapsed_ms, 1), device=label)
+            raise ChunkError(f"Blender rendered frame {frame} but wrote no image")
+        emit(event="frame", frame=frame, ms=round(elapsed_ms, 1), device=label)
     emit(event="done")
     return loaded
 
@@ -133,4 +207,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[sys.argv.index("--") + 1 :]))
+    run(lambda: main(sys.argv[sys.argv.index("--") + 1 :]))

@@ -2,7 +2,10 @@
 and, when the job leaves its chunk size to the farm, time one probe frame at the job's settings (on the CPU) so
 chunks can be sized from a measured pace.
 
-Standalone on purpose (stdlib + bpy, and render_script.py beside it), so it works under a `blender` binary too.
+Events go through the farm's private pipe (channel.py). The probe frame is written to `<out>/probe.<ext>`, where
+the web host looks for it; the event names only its frame and time.
+
+Standalone on purpose (stdlib + bpy, and the scripts beside it), so it works under a `blender` binary too.
 Usage: <blender> scene_probe.py -- FILE ['<json render spec with "frame" and "out">']
    or: <blender> scene_probe.py -- --wait, then those arguments as one JSON list on stdin (a spare started ahead)
 """
@@ -15,7 +18,8 @@ import time
 import bpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from render_script import ChunkError, apply_spec, emit, open_blend
+from channel import emit, run
+from render_script import ChunkError, apply_spec, go_to_frame, open_blend
 
 
 def probe_frame(scene, spec):
@@ -23,12 +27,12 @@ def probe_frame(scene, spec):
     submission keeps it as that frame of the job."""
     apply_spec(scene, dict(spec, device={"backend": "CPU", "ids": [], "label": "CPU"}))
     frame = spec["frame"] if spec.get("frame") is not None else scene.frame_start
-    scene.frame_set(frame)
+    go_to_frame(scene, frame)
+    os.chdir(spec["out"])
     scene.render.filepath = os.path.join(spec["out"], "probe")
     started = time.perf_counter()
     bpy.ops.render.render(write_still=True)
-    path = scene.render.filepath + scene.render.file_extension
-    emit(event="probe_frame", frame=frame, ms=round((time.perf_counter() - started) * 1000, 1), path=path)
+    emit(event="probe_frame", frame=frame, ms=round((time.perf_counter() - started) * 1000, 1))
 
 
 def main(path, spec=None):
@@ -61,11 +65,15 @@ def main(path, spec=None):
     return 0
 
 
-if __name__ == "__main__":
+def start():
     args = sys.argv[sys.argv.index("--") + 1 :]
     if args == ["--wait"]:
         line = sys.stdin.readline()
         if not line:  # whoever started the spare went away without using it
-            sys.exit(0)
+            return 0
         args = json.loads(line)
-    sys.exit(main(args[0], json.loads(args[1]) if len(args) > 1 else None))
+    return main(args[0], json.loads(args[1]) if len(args) > 1 else None)
+
+
+if __name__ == "__main__":
+    run(start)
