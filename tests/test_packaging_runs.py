@@ -25,6 +25,9 @@ from tests.helpers import FarmProcesses, wait_until
 from tests.rows import add_job, make_job, render_frame
 from tests.servers import CuttableProxy, PrivatePostgres
 from workers import tasks  # noqa: F401  (registers the farm's tasks with every app made here)
+from workers.context import WorkerContext
+from workers.frame_cache import FrameCache
+from workers.packaging import start_packaging
 
 
 def test_the_packaging_task_carries_its_time_limits_from_the_settings(tmp_path):
@@ -84,6 +87,26 @@ def test_attempts_are_counted_in_the_database_across_resends_and_a_retry_starts_
         assert states.packaging_failed(session, job_id, "boom again", attempts=1, actor="w")
     job = job_row(database, job_id)
     assert (job.status, job.error) == (JobStatus.FAILED, "packaging failed 1 times; last: boom again")
+
+
+def test_celerys_retry_goes_on_with_its_attempt_and_the_janitors_resume_begins_another(
+    prod_settings, database, tmp_path
+):
+    ctx = WorkerContext(prod_settings, database, open_storage(prod_settings), [], FrameCache(tmp_path, 0))
+    job_id = make_job(database, 2, 2, name="retried")
+    for frame in (1, 2):
+        render_frame(database, job_id, frame)
+    with database.session() as session:  # an outage hit the first attempt before it moved the job
+        assert states.packaging_attempts(session, job_id) == 0
+    for _ in range(2):  # so Celery's retry moves it, and its next retry goes on with it
+        assert start_packaging(ctx, job_id, "w", resume=False, retried=True) is not None
+        assert job_row(database, job_id).status == JobStatus.PACKAGING
+        with database.session() as session:
+            assert states.packaging_attempts(session, job_id) == 1
+    assert start_packaging(ctx, job_id, "janitor", resume=True, retried=False) is not None
+    assert start_packaging(ctx, job_id, "w", resume=False, retried=False) is None  # a duplicate first send
+    with database.session() as session:
+        assert states.packaging_attempts(session, job_id) == 2
 
 
 # --- a real worker ------------------------------------------------------------------------------------------------

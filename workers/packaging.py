@@ -34,8 +34,8 @@ PREFETCH = 4  # frames downloaded ahead of the zip writer
 
 
 class Unpackable(RuntimeError):
-    """A frame that can never be zipped (missing from storage, or not the bytes that were rendered): no later run
-    could do better, so the job fails at once."""
+    """A frame that can never be zipped (missing from storage, or not the bytes that were rendered): no later
+    attempt could do better, so the job fails at once."""
 
 
 class NoLongerPackaging(Exception):
@@ -44,14 +44,14 @@ class NoLongerPackaging(Exception):
 
 def start_packaging(ctx: WorkerContext, job_id: str, actor: str, *, resume: bool, retried: bool) -> Job | None:
     """Move the job to PACKAGING if every frame is done; None if it is not ready or someone else has it. `resume`
-    begins another run of a job a packager left in PACKAGING or UPLOADING, counted against
-    FARM_PACKAGING_ATTEMPTS; `retried` goes on with this same run after Celery waited out an outage."""
+    begins another attempt for a job a packager left in PACKAGING or UPLOADING, counted against
+    FARM_PACKAGING_ATTEMPTS; `retried` goes on with this same attempt after Celery waited out an outage."""
     with ctx.db.session() as session:
         job = session.get(Job, job_id)
         if job is None:
             return None
-        if retried:
-            return job if job.status in (JobStatus.PACKAGING, JobStatus.UPLOADING) else None
+        if retried and job.status in states.PACKAGING_NOW:
+            return job
         if resume:
             restarted = states.restart_packaging(session, job_id, attempts=ctx.settings.packaging_attempts, actor=actor)
             return job if restarted else None
@@ -116,7 +116,7 @@ def fetched(ctx: WorkerContext, frames: Sequence[Row[Any]], folder: Path) -> Ite
                 yield row, src
     finally:
         # Fetches still running are not waited for: a download stalled on a hung storage must not hold up the end
-        # of a run that failed or hit its soft time limit. Each copy is closed whenever its fetch ends.
+        # of an attempt that failed or hit its soft time limit. Each copy is closed whenever its fetch ends.
         for future in pending:
             future.add_done_callback(_close_fetched)
         pool.shutdown(wait=False, cancel_futures=True)
@@ -197,8 +197,8 @@ def packaging_lease(ctx: WorkerContext, job_id: str) -> Iterator[None]:
 
 def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = False, retried: bool = False) -> str:
     """PACKAGING → UPLOADING → COMPLETED; returns what happened, for the task's result. `resume` picks up a job
-    left in PACKAGING or UPLOADING by a packager that failed or died, as a new run; `retried` goes on with a run
-    that Celery retried after an outage."""
+    left in PACKAGING or UPLOADING by a packager that failed or died, as a new attempt; `retried` goes on with an
+    attempt that Celery retried after an outage."""
     job = start_packaging(ctx, job_id, actor, resume=resume, retried=retried)
     if job is None:
         return "not ready"
