@@ -71,6 +71,8 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings) -> Celery:
+    from farm.dispatch import PACKAGE_JOB  # here, not above: farm.dispatch imports this module
+
     if settings.result_backend.startswith("db+sqlite:///"):
         settings.instance_dir.mkdir(parents=True, exist_ok=True)
     app = FarmCelery(
@@ -100,6 +102,15 @@ def make_celery(settings: Settings) -> Celery:
         database_engine_options={"pool_pre_ping": True},
         worker_hijack_root_logger=False,
         broker_connection_max_retries=None,
+        # Packaging streams a whole job through one task: its soft limit raises SoftTimeLimitExceeded inside it, so
+        # the run aborts its upload and records why; the hard limit kills a pool process stuck where no exception
+        # reaches. Either way the janitor resumes the job, until FARM_PACKAGING_ATTEMPTS runs are spent.
+        task_annotations={
+            PACKAGE_JOB: {
+                "soft_time_limit": settings.packaging_soft_seconds,
+                "time_limit": settings.packaging_hard_seconds,
+            }
+        },
     )
     app.conf.farm_settings = settings
     return app

@@ -43,6 +43,9 @@ class Settings:
     probe_timeout_seconds: float
     frame_timeout_seconds: float
     chunk_attempts: int
+    packaging_attempts: int  # packaging runs a job gets before it is FAILED
+    packaging_soft_seconds: float  # Celery's soft time limit on one packaging run: it fails cleanly
+    packaging_hard_seconds: float  # and its hard limit: the pool process is killed
     blocklist_failures: int
     janitor_seconds: float
     visibility_seconds: float
@@ -91,6 +94,9 @@ class Settings:
             "FARM_CACHE_MAX_GB": str(self.cache_max_bytes // 2**30),
             "FARM_FRAME_CACHE_GB": str(self.frame_cache_max_bytes // 2**30),
             "FARM_CHUNK_ATTEMPTS": str(self.chunk_attempts),
+            "FARM_PACKAGING_ATTEMPTS": str(self.packaging_attempts),
+            "FARM_PACKAGING_SOFT_SECONDS": str(self.packaging_soft_seconds),
+            "FARM_PACKAGING_HARD_SECONDS": str(self.packaging_hard_seconds),
             "FARM_BLOCKLIST_FAILURES": str(self.blocklist_failures),
             "FARM_JANITOR_SECONDS": str(self.janitor_seconds),
             "FARM_WARM_BLENDER": "1" if self.warm_blender else "0",
@@ -191,6 +197,14 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
     if storage_url.startswith("file://") and not urlparse(storage_url).path.startswith("/"):
         raise ConfigError(f"FARM_STORAGE_URL must be an absolute file:///path, got {storage_url!r}")
     queue = env.get("FARM_QUEUE", "").strip() or "farm"
+    # Zipping 100,000 frames of a few MiB each streams a few hundred GiB: about an hour at 100 MB/s.
+    packaging_soft = _positive_float(env, "FARM_PACKAGING_SOFT_SECONDS", 4 * 3600.0)
+    packaging_hard = _positive_float(env, "FARM_PACKAGING_HARD_SECONDS", packaging_soft + 600.0)
+    if packaging_hard <= packaging_soft:
+        raise ConfigError(
+            f"FARM_PACKAGING_HARD_SECONDS ({packaging_hard}) must be above FARM_PACKAGING_SOFT_SECONDS "
+            f"({packaging_soft}): the soft limit is what lets a packaging run fail cleanly"
+        )
     if not queue.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"FARM_QUEUE may hold letters, digits, '-', '_' and '.', got {queue!r}")
     return Settings(
@@ -222,6 +236,9 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         probe_timeout_seconds=_positive_float(env, "FARM_PROBE_TIMEOUT_SECONDS", 120.0),
         frame_timeout_seconds=_positive_float(env, "FARM_FRAME_TIMEOUT_SECONDS", 4 * 3600.0),
         chunk_attempts=_positive_int(env, "FARM_CHUNK_ATTEMPTS", 3),
+        packaging_attempts=_positive_int(env, "FARM_PACKAGING_ATTEMPTS", 5),
+        packaging_soft_seconds=packaging_soft,
+        packaging_hard_seconds=packaging_hard,
         blocklist_failures=_positive_int(env, "FARM_BLOCKLIST_FAILURES", 3),
         janitor_seconds=_positive_float(env, "FARM_JANITOR_SECONDS", 10.0),
         visibility_seconds=_positive_float(env, "FARM_BROKER_VISIBILITY_SECONDS", 6 * 3600.0),

@@ -29,14 +29,19 @@ def thumbnail_key(image_key: str) -> str:
 
 
 def make_thumbnail(path: Path) -> bytes | None:
-    """A small JPEG of the image, or None for a format Pillow cannot read (OpenEXR)."""
+    """A small JPEG of the image, or None for a format Pillow cannot read (OpenEXR) or an image it will not
+    decode: one above Image.MAX_IMAGE_PIXELS twice over (DecompressionBombError), or a broken one. A thumbnail is a
+    convenience; it must never cost the frame it shows."""
     try:
         with Image.open(path) as image:
             image.draft("RGB", THUMBNAIL_BOX)  # JPEG decodes at a reduced size directly
             image.thumbnail(THUMBNAIL_BOX)
             rgba = image.convert("RGBA")
-    except (UnidentifiedImageError, OSError) as exc:
+    except UnidentifiedImageError as exc:  # expected: every OpenEXR frame
         log.info("no thumbnail for %s: %s", path.name, exc)
+        return None
+    except Exception as exc:
+        log.warning("no thumbnail for %s: %s: %s", path.name, type(exc).__name__, exc)
         return None
     flat = Image.new("RGB", rgba.size, BACKDROP)
     flat.paste(rgba, mask=rgba.getchannel("A"))

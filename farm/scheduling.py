@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ScalarSelect, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, func, select
 from sqlalchemy.orm import Session
 
 from farm.config import Settings
@@ -27,15 +27,20 @@ class Failures:
         return self.by_worker[worker] >= threshold
 
 
-def _chunk_failures(job_id: Any) -> tuple[Any, ...]:
-    """Chunk failures of the job since it was last (re)queued: a retry by the user wipes the slate clean."""
+def since_requeued(job_id: Any) -> ColumnElement[bool]:
+    """Events of the job since it was last (re)queued: a retry by the user wipes the slate clean."""
     requeued = (
         select(func.coalesce(func.max(Event.id), 0))
         .where(Event.job_id == job_id, Event.kind == "job", Event.new == JobStatus.QUEUED)
         .correlate_except(Event)  # `job_id` may be a column of an enclosing query; the events are this query's own
         .scalar_subquery()
     )
-    return (Event.job_id == job_id, Event.kind == "chunk", Event.new == ChunkStatus.FAILED, Event.id > requeued)
+    return Event.id > requeued
+
+
+def _chunk_failures(job_id: Any) -> tuple[Any, ...]:
+    """Chunk failures of the job since it was last (re)queued."""
+    return (Event.job_id == job_id, Event.kind == "chunk", Event.new == ChunkStatus.FAILED, since_requeued(job_id))
 
 
 def failures(session: Session, job_id: str, chunk_index: int | None = None) -> Failures:

@@ -2,14 +2,17 @@
 can offer the zip's .blend files and the scene's own settings, and a form sent back with an error keeps it.
 
 A staged upload is a file and a small JSON note under `instance/tmp/staged/`, named by a random token; it is
-removed once its job is created, and any left behind for a day are swept away by the next upload.
+removed once its job is created, and any left behind for a day (with the probe folders of killed processes) are
+swept away by the next upload.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,6 +24,7 @@ from farm.config import Settings
 from farm.errors import ValidationError
 from farm.submission import Upload, read_scene
 
+log = logging.getLogger(__name__)
 TOKEN = re.compile(r"^[0-9a-f]{32}$")
 MAX_AGE_SECONDS = 24 * 3600
 
@@ -62,14 +66,22 @@ def _save_note(settings: Settings, staged: Staged) -> None:
 
 
 def sweep(settings: Settings, now: float | None = None) -> None:
-    """Forget staged uploads nobody turned into a job within a day."""
+    """Forget staged uploads nobody turned into a job within a day, and whatever else a killed process left here
+    as old: a probe's folder (a probe lasts minutes, so a day-old one is nobody's), a note's temp file. What cannot
+    be removed is logged and left: the upload that happened to sweep must not fail for it."""
     cutoff = (now or time.time()) - MAX_AGE_SECONDS
     for path in _folder(settings).iterdir():
         try:
-            if path.stat().st_mtime < cutoff:
+            if path.lstat().st_mtime >= cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
                 path.unlink()
         except FileNotFoundError:
-            continue
+            continue  # another process swept it first
+        except OSError as exc:
+            log.warning("could not sweep %s from the staged uploads: %s", path.name, exc)
 
 
 def stage(settings: Settings, upload: Upload) -> Staged:

@@ -32,7 +32,7 @@ from farm.models import (
     WorkerStatus,
     utcnow,
 )
-from farm.scheduling import failed_by
+from farm.scheduling import failed_by, since_requeued
 
 J, C, F = JobStatus, ChunkStatus, FrameStatus
 
@@ -40,7 +40,7 @@ JOB_FLOW: dict[str, set[str]] = {
     J.QUEUED: {J.RENDERING, J.PACKAGING, J.FAILED, J.CANCELING, J.CANCELED},
     J.RENDERING: {J.PACKAGING, J.FAILED, J.CANCELING, J.CANCELED},
     J.PACKAGING: {J.UPLOADING, J.FAILED, J.CANCELING, J.CANCELED},
-    J.UPLOADING: {J.COMPLETED, J.FAILED, J.CANCELING, J.CANCELED},
+    J.UPLOADING: {J.COMPLETED, J.PACKAGING, J.FAILED, J.CANCELING, J.CANCELED},  # PACKAGING: a resumed attempt
     J.CANCELING: {J.CANCELED},
     J.FAILED: {J.QUEUED},
     J.CANCELED: {J.QUEUED},
@@ -601,7 +601,62 @@ def complete_job(
         asset_key=asset_key,
         asset_filename=asset_filename,
         asset_size=asset_size,
+        error=None,  # a failed packaging attempt before this one is history, in the events
     )
+
+
+# --- packaging attempts ----------------------------------------------------------------------------------------
+
+PACKAGING_NOW = (J.PACKAGING, J.UPLOADING)
+
+
+def packaging_attempts(session: Session, job_id: str) -> int:
+    """Packaging attempts the job has had since it was last (re)queued. Each begins with an event into PACKAGING
+    (the first moves the job there, a resumed one records it again), so the count holds however often the janitor
+    or the broker sends packaging again, and a user's retry starts afresh."""
+    return session.execute(
+        select(func.count()).where(
+            Event.job_id == job_id, Event.kind == "job", Event.new == J.PACKAGING, since_requeued(job_id)
+        )
+    ).scalar_one()
+
+
+def _packaging_status(session: Session, job_id: str) -> str | None:
+    """The job's status, its row locked, if a packager has it; else None."""
+    status = _core(session, _status_for_update(JOBS), {"key": job_id}).scalar()
+    return status if status in PACKAGING_NOW else None
+
+
+def restart_packaging(session: Session, job_id: str, *, attempts: int, actor: str | None) -> int | None:
+    """Begin another packaging attempt of a job a packager left in PACKAGING or UPLOADING (it failed or died): the
+    attempt's number, or None if no packager has the job, or if its `attempts` are spent — then the job is FAILED."""
+    status = _packaging_status(session, job_id)
+    if status is None:
+        return None
+    made = packaging_attempts(session, job_id)
+    if made >= attempts:
+        reason = f"packaging failed {made} times; the last one stopped answering (it died or hit its hard time limit)"
+        fail_job(session, job_id, reason, actor=actor)
+        return None
+    reason = f"packaging attempt {made + 1} of {attempts}"
+    if status == J.UPLOADING:  # the zip is built again from the start
+        move_job(session, job_id, J.PACKAGING, reason=reason, actor=actor, only_from=[J.UPLOADING])
+    else:
+        _record(session, "job", job_id, job_id, status, J.PACKAGING, reason, actor)
+        touch_job(session, job_id)
+    return made + 1
+
+
+def packaging_failed(session: Session, job_id: str, reason: str, *, attempts: int, actor: str | None) -> bool:
+    """A packaging attempt ended without a zip: its reason is the job's error while the janitor resumes the job,
+    and after the last attempt the job is FAILED with it. True if the job failed."""
+    if _packaging_status(session, job_id) is None:
+        return False
+    made = packaging_attempts(session, job_id)
+    if made >= attempts:
+        return fail_job(session, job_id, f"packaging failed {made} times; last: {reason}", actor=actor)
+    touch_job(session, job_id, error=f"packaging attempt {made} of {attempts} failed: {reason}")
+    return False
 
 
 # --- workers ---------------------------------------------------------------------------------------------------

@@ -114,12 +114,15 @@ class PrivatePostgres:
 
 
 class CuttableProxy:
-    """TCP proxy to a local port; `cut()` refuses and drops every connection until `restore()`."""
+    """TCP proxy to a local port; `cut()` refuses and drops every connection until `restore()`; `stall()` keeps
+    every connection open but lets nothing through, like a hung server, until `flow()`."""
 
     def __init__(self, target_port: int) -> None:
         self.target = target_port
         self.port = free_port()
         self.cut_now = threading.Event()
+        self.flowing = threading.Event()
+        self.flowing.set()
         self.conns: list[socket.socket] = []
         self.lock = threading.Lock()
         self.listener: socket.socket | None = None
@@ -160,9 +163,16 @@ class CuttableProxy:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
+    def stall(self) -> None:
+        self.flowing.clear()
+
+    def flow(self) -> None:
+        self.flowing.set()
+
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self.flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

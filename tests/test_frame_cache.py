@@ -21,7 +21,7 @@ from farm.storage import open_storage
 from tests.rows import make_job
 from workers.context import WorkerContext
 from workers.frame_cache import BLOCK, FrameCache
-from workers.packaging import FrameCorrupt, package_job
+from workers.packaging import Unpackable, package_job
 
 
 def write(path: Path, data: bytes, age: float = 0) -> Path:
@@ -115,7 +115,7 @@ def test_a_kept_copy_that_does_not_match_is_dropped_and_the_frame_downloaded(pac
 def test_a_stored_frame_that_does_not_match_fails_packaging_and_stores_no_zip(packager):
     job_id, _, keys = rendered_job(packager, 3)
     packager.storage.put_bytes(keys[2], b"not the rendered frame")
-    with pytest.raises(FrameCorrupt, match="frame 2"):
+    with pytest.raises(Unpackable, match="frame 2 in storage does not match"):
         package_job(packager, job_id, actor="test")
     with packager.db.session() as session:
         job = session.get(Job, job_id)

@@ -5,7 +5,9 @@ and pages, the monitor, and thumbnails made by the worker's code."""
 from __future__ import annotations
 
 import io
+import os
 import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -88,6 +90,32 @@ def test_a_zip_project_offers_its_blend_files_and_each_ones_scene(client, tiny_b
     error = unreadable.get_json()["error"]
     assert unreadable.status_code == 400 and error["code"] == "unreadable_blend"
     assert "shot.blend" in error["message"] and "staged" not in error["message"]  # the user's name, not our path
+
+
+def test_a_probe_folder_left_by_a_killed_process_neither_breaks_uploads_nor_outstays_a_day(client, app):
+    """A web process killed while Blender read a staged file leaves its probe-* folder among the staged uploads;
+    once it is a day old the next upload's sweep removes it, and a younger one (a probe running now) is kept."""
+    folder = app.extensions["farm"].instance_dir / "tmp" / "staged"
+    folder.mkdir(parents=True, exist_ok=True)
+    day_and_more = time.time() - 25 * 3600
+    left, running = folder / "probe-k1ll3d", folder / "probe-running"
+    for probe in (left, running):
+        (probe / "frames").mkdir(parents=True)
+        (probe / "main.blend").write_bytes(b"BLENDER-v405" + bytes(100))
+    for path in (left / "main.blend", left / "frames", left):
+        os.utime(path, (day_and_more, day_and_more))
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.blend", b"BLENDER-v405")
+        zf.writestr("b.blend", b"BLENDER-v405")
+    token = csrf_token(client)
+    for _ in range(2):  # not only the upload that sweeps it: every later one
+        staged = client.post(
+            "/jobs/new/upload", data={"csrf_token": token, "file": (io.BytesIO(archive.getvalue()), "project.zip")}
+        )
+        assert staged.status_code == 200, staged.get_data(as_text=True)[:500]
+        assert staged.get_json()["upload"]["blend_files"] == ["a.blend", "b.blend"]
+    assert not left.exists() and (running / "main.blend").exists()
 
 
 def test_job_names_are_escaped_on_every_page(client, database):

@@ -17,7 +17,7 @@ import time
 import zipfile
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -33,22 +33,28 @@ COPY_BLOCK = 1024 * 1024
 PREFETCH = 4  # frames downloaded ahead of the zip writer
 
 
-class FrameCorrupt(RuntimeError):
-    pass
+class Unpackable(RuntimeError):
+    """A frame that can never be zipped (missing from storage, or not the bytes that were rendered): no later
+    attempt could do better, so the job fails at once."""
 
 
 class NoLongerPackaging(Exception):
     """Someone else finished or canceled the job while this packager built its zip."""
 
 
-def start_packaging(ctx: WorkerContext, job_id: str, actor: str, *, resume: bool) -> Job | None:
-    """Move the job to PACKAGING if every frame is done; None if it is not ready or someone else has it."""
+def start_packaging(ctx: WorkerContext, job_id: str, actor: str, *, resume: bool, retried: bool) -> Job | None:
+    """Move the job to PACKAGING if every frame is done; None if it is not ready or someone else has it. `resume`
+    begins another attempt for a job a packager left in PACKAGING or UPLOADING, counted against
+    FARM_PACKAGING_ATTEMPTS; `retried` goes on with this same attempt after Celery waited out an outage."""
     with ctx.db.session() as session:
         job = session.get(Job, job_id)
         if job is None:
             return None
-        if resume and job.status in (JobStatus.PACKAGING, JobStatus.UPLOADING):
+        if retried and job.status in states.PACKAGING_NOW:
             return job
+        if resume:
+            restarted = states.restart_packaging(session, job_id, attempts=ctx.settings.packaging_attempts, actor=actor)
+            return job if restarted else None
         if job.frames_rendered < job.frames_to_render:
             return None  # chunks still render or retry; the last one to finish sends packaging again
         if not states.move_job(
@@ -87,29 +93,39 @@ def fetched(ctx: WorkerContext, frames: Sequence[Row[Any]], folder: Path) -> Ite
             kept.close()
             ctx.frames.drop([sha256])
         path = scratch / str(index)
-        ctx.storage.get_file(key, path)
+        try:
+            ctx.storage.get_file(key, path)
+        except FileNotFoundError:
+            raise Unpackable(f"frame {frame} is missing from storage ({key})") from None
         with ExitStack() as closing:  # closed if it does not check out
             src = closing.enter_context(open(path, "rb"))
             path.unlink()  # the open file outlives its name: nothing is left on disk once it is closed
             if _sha256(src) != sha256:
-                raise FrameCorrupt(f"frame {frame} in storage does not match its recorded sha256")
+                raise Unpackable(f"frame {frame} in storage does not match its recorded sha256")
             closing.pop_all()
         return src
 
-    with ThreadPoolExecutor(PREFETCH, thread_name_prefix="frame-fetch") as pool:
-        pending = deque(pool.submit(fetch, i) for i in range(min(PREFETCH, len(frames))))
-        try:
-            for index, row in enumerate(frames):
-                src = pending.popleft().result()
-                if index + PREFETCH < len(frames):
-                    pending.append(pool.submit(fetch, index + PREFETCH))
-                with src:
-                    yield row, src
-        finally:
-            for future in pending:
-                if not future.cancel() and future.exception() is None:
-                    future.result().close()
-            shutil.rmtree(scratch, ignore_errors=True)
+    pool = ThreadPoolExecutor(PREFETCH, thread_name_prefix="frame-fetch")
+    pending = deque(pool.submit(fetch, i) for i in range(min(PREFETCH, len(frames))))
+    try:
+        for index, row in enumerate(frames):
+            src = pending.popleft().result()
+            if index + PREFETCH < len(frames):
+                pending.append(pool.submit(fetch, index + PREFETCH))
+            with src:
+                yield row, src
+    finally:
+        # Fetches still running are not waited for: a download stalled on a hung storage must not hold up the end
+        # of an attempt that failed or hit its soft time limit. Each copy is closed whenever its fetch ends.
+        for future in pending:
+            future.add_done_callback(_close_fetched)
+        pool.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _close_fetched(future: Future[IO[bytes]]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
 
 
 def build_zip(ctx: WorkerContext, job: Job, dest: IO[bytes]) -> list[str]:
@@ -179,10 +195,11 @@ def packaging_lease(ctx: WorkerContext, job_id: str) -> Iterator[None]:
         thread.join()
 
 
-def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = False) -> str:
+def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = False, retried: bool = False) -> str:
     """PACKAGING → UPLOADING → COMPLETED; returns what happened, for the task's result. `resume` picks up a job
-    left in PACKAGING or UPLOADING by a packager that failed or died."""
-    job = start_packaging(ctx, job_id, actor, resume=resume)
+    left in PACKAGING or UPLOADING by a packager that failed or died, as a new attempt; `retried` goes on with an
+    attempt that Celery retried after an outage."""
+    job = start_packaging(ctx, job_id, actor, resume=resume, retried=retried)
     if job is None:
         return "not ready"
     filename = planning.zip_filename(job.name, job.frame_start, job.frame_end)
@@ -202,7 +219,7 @@ def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = F
                     reason=f"zip of {len(zipped)} frames built",
                     only_from=[JobStatus.PACKAGING],
                 )
-            if not moved and not resume:
+            if not moved and not (resume or retried):
                 raise NoLongerPackaging  # the upload is abandoned, not completed
     except NoLongerPackaging:
         return "no longer packaging"

@@ -11,6 +11,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from farm import retrying, states
 from farm.dispatch import CHORD_FAILED, PACKAGE_JOB, RENDER_CHUNK
@@ -36,17 +37,32 @@ def render_chunk(self: Task, job_id: str, chunk_id: int) -> str:
     retry_backoff=2,
     retry_backoff_max=60,
     max_retries=20,
-)
+)  # time limits: FARM_PACKAGING_SOFT_SECONDS / _HARD_SECONDS, set in farm.celery_app
 def package_job(self: Task, job_id: str, resume: bool = False) -> str:
+    """One packaging attempt. An outage is waited out within it (Celery retries it); anything else ends it, with
+    its reason recorded, and the janitor starts the next one until FARM_PACKAGING_ATTEMPTS are spent; a frame that
+    can never be zipped fails the job at once."""
     ctx = get_context()
+    actor = self.request.hostname
     try:
-        return packaging.package_job(
-            ctx, job_id, actor=self.request.hostname, resume=resume or self.request.retries > 0
-        )
-    except packaging.FrameCorrupt as exc:
+        return packaging.package_job(ctx, job_id, actor=actor, resume=resume, retried=self.request.retries > 0)
+    except Exception as exc:
+        if isinstance(exc, TRANSIENT) and self.request.retries < self.max_retries:
+            raise  # retried by Celery after a backoff, as the same attempt
         with ctx.db.session() as session:
-            states.fail_job(session, job_id, str(exc), actor=self.request.hostname)
-        return "failed"
+            if isinstance(exc, packaging.Unpackable):
+                states.fail_job(session, job_id, str(exc), actor=actor)
+                return "failed"
+            states.packaging_failed(
+                session, job_id, _why(self, exc), attempts=ctx.settings.packaging_attempts, actor=actor
+            )
+        raise
+
+
+def _why(task: Task, exc: Exception) -> str:
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"it ran past its soft time limit of {task.soft_time_limit:g} s (FARM_PACKAGING_SOFT_SECONDS)"
+    return f"{type(exc).__name__}: {exc}"[:1000]
 
 
 @shared_task(name=CHORD_FAILED)
