@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -113,8 +114,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="farm-bench-page-") as tmp:
         env = dict(os.environ, FARM_INSTANCE_DIR=tmp, PYTHONUNBUFFERED="1")
-        if args.database_url:
-            env["FARM_DATABASE_URL"] = args.database_url
+        if args.database_url:  # a shared database: `farm web` then needs a real secret key
+            env.update(FARM_DATABASE_URL=args.database_url, FARM_SECRET_KEY=secrets.token_hex(32))
         settings = load_settings(env, dotenv_path=None)
         db = Database(settings.database_url)
         init_db(db.engine)

@@ -61,6 +61,11 @@ class Settings:
         return max(1, self.web_threads * 3 // 4)
 
     @property
+    def production(self) -> bool:
+        """A shared database (not the embedded SQLite file): `farm web` then needs a real FARM_SECRET_KEY."""
+        return _shared_database(self.database_url)
+
+    @property
     def embedded_broker(self) -> bool:
         return self.broker_url.startswith("filesystem://")
 
@@ -99,6 +104,10 @@ class Settings:
             "FARM_PROBE_SPARE": "1" if self.probe_spare else "0",
             "FARM_RENDERER": self.renderer,
         }
+
+
+def _shared_database(url: str) -> bool:
+    return not url.startswith("sqlite")
 
 
 def _hide_password(url: str) -> str:
@@ -160,15 +169,50 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
     return value
 
 
-def _secret_key(env: Mapping[str, str], instance_dir: Path) -> str:
-    """Use FARM_SECRET_KEY, else a key generated once into instance/ so sessions survive restarts."""
+# Values seen in examples and tutorials; a key containing one was typed by a person, not generated.
+PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "secret", "password", "example", "insecure", "default")
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why `key` cannot protect a shared farm's sessions (anyone who knows it can forge a session cookie and its
+    CSRF token), or None. Generated keys are long and random; what people type is short or a placeholder."""
+    if not key:
+        return "is not set"
+    if len(key) < 32:
+        return "is shorter than 32 characters"
+    lowered = key.lower()
+    word = next((w for w in PLACEHOLDER_WORDS if w in lowered), None)
+    if word:
+        return f"looks like a placeholder (it contains {word!r})"
+    if len(set(key)) < 10:
+        return "repeats too few characters to be random"
+    return None
+
+
+def require_secret_key(settings: Settings) -> None:
+    """`farm web` on a shared database refuses a missing or well-known FARM_SECRET_KEY, in one line."""
+    problem = secret_key_problem(settings.secret_key) if settings.production else None
+    if problem:
+        raise ConfigError(
+            f"FARM_SECRET_KEY {problem}; a farm on a shared database needs a random one: "
+            "python3 -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+
+
+def _secret_key(env: Mapping[str, str], instance_dir: Path, production: bool) -> str:
+    """FARM_SECRET_KEY; else, on the embedded defaults, a key generated once into instance/ (readable by its owner
+    only) so sessions survive restarts. A production farm gets none: `farm web` refuses to start without one."""
     if env.get("FARM_SECRET_KEY"):
         return env["FARM_SECRET_KEY"]
+    if production:
+        return ""
     path = instance_dir / "secret_key"
     if not path.exists():
         instance_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}")
-        tmp.write_text(secrets.token_hex(32))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
         tmp.replace(path)
     return path.read_text().strip()
 
@@ -189,11 +233,10 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
     queue = env.get("FARM_QUEUE", "").strip() or "farm"
     if not queue.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"FARM_QUEUE may hold letters, digits, '-', '_' and '.', got {queue!r}")
+    database_url = _url(env, "FARM_DATABASE_URL", f"sqlite:///{instance_dir / 'farm.sqlite'}", ("sqlite", "postgresql"))
     return Settings(
         instance_dir=instance_dir,
-        database_url=_url(
-            env, "FARM_DATABASE_URL", f"sqlite:///{instance_dir / 'farm.sqlite'}", ("sqlite", "postgresql")
-        ),
+        database_url=database_url,
         broker_url=_url(env, "FARM_BROKER_URL", "filesystem://", ("filesystem", "redis", "rediss")),
         result_backend=_url(
             env,
@@ -204,7 +247,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         storage_url=storage_url,
         s3_endpoint_url=env.get("FARM_S3_ENDPOINT_URL", "").strip() or None,
         blender=env.get("FARM_BLENDER", "").strip() or None,
-        secret_key=_secret_key(env, instance_dir),
+        secret_key=_secret_key(env, instance_dir, production=_shared_database(database_url)),
         api_url=(env.get("FARM_API_URL", "").strip() or "http://127.0.0.1:5000").rstrip("/"),
         queue=queue,
         max_frames=_positive_int(env, "FARM_MAX_FRAMES", 100_000),

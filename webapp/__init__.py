@@ -9,7 +9,7 @@ from flask import Flask
 
 from farm.blender import SPARE_PROBE
 from farm.celery_app import make_celery
-from farm.config import Settings, load_settings
+from farm.config import Settings, load_settings, require_secret_key
 from farm.db import engine_options, init_db
 from farm.storage import open_storage
 from webapp import errors, pages
@@ -19,6 +19,7 @@ from webapp.extensions import db
 
 def create_app(settings: Settings | None = None, config: Mapping[str, Any] | None = None) -> Flask:
     settings = settings or load_settings()
+    require_secret_key(settings)  # `farm web` checks first, in one line; this guards any other WSGI server
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
