@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # the longest a SigV4 presigned URL may last
+
 
 class ConfigError(ValueError):
     """A setting has a value the farm cannot use; the message names the variable."""
@@ -28,6 +30,8 @@ class Settings:
     result_backend: str
     storage_url: str
     s3_endpoint_url: str | None
+    s3_public_url: str | None  # the S3 endpoint as browsers reach it; presigned URLs are signed for this host
+    presign_seconds: int  # how long a presigned download URL lasts
     blender: str | None
     secret_key: str
     api_url: str
@@ -84,6 +88,8 @@ class Settings:
             "FARM_RESULT_BACKEND": _hide_password(self.result_backend),
             "FARM_STORAGE_URL": self.storage_url,
             "FARM_S3_ENDPOINT_URL": self.s3_endpoint_url or "(AWS default)",
+            "FARM_S3_PUBLIC_URL": self.s3_public_url or "(FARM_S3_ENDPOINT_URL)",
+            "FARM_PRESIGN_SECONDS": str(self.presign_seconds),
             "FARM_BLENDER": self.blender or "(bpy module, else blender on PATH)",
             "FARM_API_URL": self.api_url,
             "FARM_QUEUE": self.queue,
@@ -234,6 +240,12 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
     if not queue.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"FARM_QUEUE may hold letters, digits, '-', '_' and '.', got {queue!r}")
     database_url = _url(env, "FARM_DATABASE_URL", f"sqlite:///{instance_dir / 'farm.sqlite'}", ("sqlite", "postgresql"))
+    s3_public_url = env.get("FARM_S3_PUBLIC_URL", "").strip().rstrip("/") or None
+    if s3_public_url and urlparse(s3_public_url).scheme not in ("http", "https"):
+        raise ConfigError(f"FARM_S3_PUBLIC_URL must start with http:// or https://, got {s3_public_url!r}")
+    presign_seconds = _positive_int(env, "FARM_PRESIGN_SECONDS", 3600)
+    if presign_seconds > MAX_PRESIGN_SECONDS:
+        raise ConfigError(f"FARM_PRESIGN_SECONDS must be at most {MAX_PRESIGN_SECONDS} (7 days), got {presign_seconds}")
     return Settings(
         instance_dir=instance_dir,
         database_url=database_url,
@@ -246,6 +258,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         ),
         storage_url=storage_url,
         s3_endpoint_url=env.get("FARM_S3_ENDPOINT_URL", "").strip() or None,
+        s3_public_url=s3_public_url,
+        presign_seconds=presign_seconds,
         blender=env.get("FARM_BLENDER", "").strip() or None,
         secret_key=_secret_key(env, instance_dir, production=_shared_database(database_url)),
         api_url=(env.get("FARM_API_URL", "").strip() or "http://127.0.0.1:5000").rstrip("/"),

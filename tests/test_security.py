@@ -1,16 +1,27 @@
-"""Safe deployment in the app: no default secret key on a shared database."""
+"""Safe deployment in the app: no default secret key on a shared database, presigned URLs short-lived and signed for
+the address browsers reach (and never in a JOB)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import parse_qs, urlparse
 
 import pytest
+import requests
+from flask import Flask
 
-from farm.config import load_settings, secret_key_problem
+from farm import states
+from farm.config import Settings, load_settings, secret_key_problem
+from farm.models import JobStatus
+from farm.storage import open_storage
+from tests.rows import add_job
 
 PLACEHOLDERS = [
     "dev",
@@ -60,3 +71,69 @@ def test_the_generated_secret_key_is_readable_by_its_owner_only(tmp_path):
     assert path.read_text() == settings.secret_key
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not settings.production and secret_key_problem(settings.secret_key) is None
+
+
+@contextmanager
+def web_app(settings: Settings) -> Iterator[Flask]:
+    """A web app of its own (no spare Blender), its database connections closed at the end."""
+    from webapp import create_app
+    from webapp.extensions import db
+
+    app = create_app(dataclasses.replace(settings, probe_spare=False), {"TESTING": True})
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def public_app(prod_settings: Settings) -> Iterator[Flask]:
+    """The web app on S3 (moto) whose browsers reach the S3 server by another name than the farm does."""
+    public = prod_settings.s3_endpoint_url.replace("127.0.0.1", "localhost")
+    with web_app(dataclasses.replace(prod_settings, s3_public_url=public)) as app:
+        yield app
+
+
+@pytest.fixture()
+def completed_job(public_app: Flask) -> Iterator[str]:
+    from webapp.extensions import db
+
+    storage = public_app.extensions["farm.storage"]
+    with public_app.app_context():
+        job_id = add_job(db.session, 2, 2, name=f"zip-{secrets.token_hex(4)}")
+        db.session.commit()
+        for status in (JobStatus.RENDERING, JobStatus.PACKAGING, JobStatus.UPLOADING):
+            states.move_job(db.session, job_id, status)
+        key = f"jobs/{job_id}/out.zip"
+        storage.put_bytes(key, b"the zip")
+        states.complete_job(db.session, job_id, asset_key=key, asset_filename="out.zip", asset_size=7, actor="test")
+        db.session.commit()
+    yield job_id
+
+
+def test_a_jobs_asset_url_is_the_apis_own_and_redirects_to_a_short_presigned_url_for_the_public_host(
+    public_app, completed_job, prod_settings
+):
+    client = public_app.test_client()
+    listed = client.get("/api/jobs?limit=500")
+    assert b"X-Amz-Signature" not in listed.data and b"Signature=" not in listed.data
+    job = next(j for j in listed.get_json()["jobs"] if j["id"] == completed_job)
+    assert job["asset"]["url"] == f"http://localhost/api/jobs/{completed_job}/asset"
+    one = client.get(f"/api/jobs/{completed_job}")
+    assert b"X-Amz-Signature" not in one.data and one.get_json()["job"]["asset"] == job["asset"]
+
+    redirect = client.get(f"/api/jobs/{completed_job}/asset")
+    assert redirect.status_code == 302
+    location = urlparse(redirect.headers["Location"])
+    public = urlparse(prod_settings.s3_endpoint_url.replace("127.0.0.1", "localhost"))
+    assert location.netloc == public.netloc  # signed for the host browsers reach, not the farm's own
+    query = parse_qs(location.query)
+    assert "X-Amz-Signature" in query and int(query["X-Amz-Expires"][0]) <= 3600
+    assert requests.get(redirect.headers["Location"], timeout=10).content == b"the zip"
+
+
+def test_presigned_urls_last_as_long_as_configured(prod_env, tmp_path):
+    env = dict(prod_env, FARM_INSTANCE_DIR=str(tmp_path), FARM_PRESIGN_SECONDS="600")
+    url = open_storage(load_settings(env, dotenv_path=None)).download_url("jobs/x/out.zip", "out.zip")
+    assert parse_qs(urlparse(url).query)["X-Amz-Expires"] == ["600"]
+    default = open_storage(load_settings(prod_env, dotenv_path=None)).download_url("jobs/x/out.zip")
+    assert parse_qs(urlparse(default).query)["X-Amz-Expires"] == ["3600"]
