@@ -87,7 +87,7 @@ def browser_paint(url: str, runs: int) -> tuple[list[float], list[float]]:
         for _ in range(runs + 1):
             page = browser.new_page()
             page.goto(url, wait_until="domcontentloaded")
-            page.wait_for_function("document.querySelectorAll('.tile.done').length > 0")
+            page.wait_for_function("() => document.querySelectorAll('.tile.done').length > 0")
             fcp = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? -1")
             grid = page.evaluate("performance.now()")
             page.close()

@@ -58,6 +58,7 @@ class Settings:
     probe_spare: bool  # the web app keeps a started Blender for the next submission's probe
     renderer: str  # "blender", or "null-benchmark-only" for bench/orchestration.py
     web_threads: int  # threads per `farm web` process; live streams may hold three in four
+    https: bool  # browsers reach the web app over https (a proxy in front terminates TLS)
 
     @property
     def max_streams(self) -> int:
@@ -109,6 +110,7 @@ class Settings:
             "FARM_PROBE_FRAME_SECONDS": str(self.probe_frame_seconds),
             "FARM_PROBE_SPARE": "1" if self.probe_spare else "0",
             "FARM_RENDERER": self.renderer,
+            "FARM_HTTPS": "1" if self.https else "0",
         }
 
 
@@ -286,4 +288,5 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         probe_spare=_flag(env, "FARM_PROBE_SPARE", True),
         renderer=_renderer(env),
         web_threads=_positive_int(env, "FARM_WEB_THREADS", 32),
+        https=_flag(env, "FARM_HTTPS", False),
     )

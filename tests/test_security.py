@@ -1,10 +1,11 @@
 """Safe deployment in the app: no default secret key on a shared database, presigned URLs short-lived and signed for
-the address browsers reach (and never in a JOB)."""
+the address browsers reach (and never in a JOB), security headers and cookie flags on every response."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 import stat
 import subprocess
@@ -137,3 +138,53 @@ def test_presigned_urls_last_as_long_as_configured(prod_env, tmp_path):
     assert parse_qs(urlparse(url).query)["X-Amz-Expires"] == ["600"]
     default = open_storage(load_settings(prod_env, dotenv_path=None)).download_url("jobs/x/out.zip")
     assert parse_qs(urlparse(default).query)["X-Amz-Expires"] == ["3600"]
+
+
+def policy(response) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    header = response.headers["Content-Security-Policy"]
+    return {part.split()[0]: part for part in (p.strip() for p in header.split(";"))}
+
+
+def test_every_response_carries_the_security_headers(public_app, completed_job, prod_settings):
+    client = public_app.test_client()
+    for path in ("/", "/jobs/new", "/workers", f"/jobs/{completed_job}", "/api/jobs", "/api/health",
+                 "/api/jobs/nope", "/static/farm.js", "/no-such-page"):  # fmt: skip
+        response = client.get(path, buffered=True)  # a static file's stream is read and closed
+        csp = policy(response)
+        assert csp["default-src"] == "default-src 'self'", path
+        assert csp["frame-ancestors"] == "frame-ancestors 'none'", path
+        assert csp["object-src"] == "object-src 'none'", path
+        assert "unsafe-inline" not in response.headers["Content-Security-Policy"], path
+        # presigned frames and thumbnails load from the S3 address browsers reach
+        assert csp["img-src"] == f"img-src 'self' {prod_settings.s3_endpoint_url.replace('127.0.0.1', 'localhost')}"
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+        assert response.headers["Referrer-Policy"] == "same-origin", path
+        assert response.headers["X-Frame-Options"] == "DENY", path
+
+
+def test_pages_hold_no_inline_script_or_style_but_the_nonced_one(public_app, completed_job):
+    client = public_app.test_client()
+    for path in ("/", "/jobs/new", "/workers", f"/jobs/{completed_job}", "/?partial=1", "/workers?partial=1"):
+        response = client.get(path)
+        html = response.get_data(as_text=True)
+        assert response.status_code == 200, path
+        assert " style=" not in html, path  # a style attribute is an inline style: the policy refuses it
+        scripts = re.findall(r"<script\b([^>]*)>", html)
+        assert all("src=" in attrs or 'type="application/json"' in attrs for attrs in scripts), (path, scripts)
+        nonces = re.findall(r'<style nonce="([^"]+)">', html)
+        assert html.count("<style") == len(nonces), path
+        style_src = policy(response)["style-src"]
+        assert style_src == " ".join(["style-src 'self'", *(f"'nonce-{n}'" for n in nonces)]), path
+    job_page = client.get(f"/jobs/{completed_job}").get_data(as_text=True)
+    assert "--ratio: 64 / 36" in job_page  # the job's proportions still arrive before the first paint
+
+
+def test_the_session_cookie_is_same_site_lax_and_secure_behind_https(public_app, completed_job, prod_settings):
+    cookie = public_app.test_client().get("/jobs/new").headers["Set-Cookie"]
+    assert "SameSite=Lax" in cookie and "Secure" not in cookie and "HttpOnly" in cookie
+    with web_app(dataclasses.replace(prod_settings, https=True)) as behind_tls:
+        client = behind_tls.test_client()
+        response = client.get("/jobs/new", headers={"X-Forwarded-Proto": "https"})
+        job = client.get(f"/api/jobs/{completed_job}", headers={"X-Forwarded-Proto": "https"}).get_json()["job"]
+    assert "Secure" in response.headers["Set-Cookie"] and "SameSite=Lax" in response.headers["Set-Cookie"]
+    assert job["asset"]["url"].startswith("https://")  # the links the API builds follow the proxy's scheme
