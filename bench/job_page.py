@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -86,7 +87,7 @@ def browser_paint(url: str, runs: int) -> tuple[list[float], list[float]]:
         for _ in range(runs + 1):
             page = browser.new_page()
             page.goto(url, wait_until="domcontentloaded")
-            page.wait_for_function("document.querySelectorAll('.tile.done').length > 0")
+            page.wait_for_function("() => document.querySelectorAll('.tile.done').length > 0")
             fcp = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? -1")
             grid = page.evaluate("performance.now()")
             page.close()
@@ -113,8 +114,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="farm-bench-page-") as tmp:
         env = dict(os.environ, FARM_INSTANCE_DIR=tmp, PYTHONUNBUFFERED="1")
-        if args.database_url:
-            env["FARM_DATABASE_URL"] = args.database_url
+        if args.database_url:  # a shared database: `farm web` then needs a real secret key
+            env.update(FARM_DATABASE_URL=args.database_url, FARM_SECRET_KEY=secrets.token_hex(32))
         settings = load_settings(env, dotenv_path=None)
         db = Database(settings.database_url)
         init_db(db.engine)

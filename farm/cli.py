@@ -17,7 +17,7 @@ import click
 
 from farm.blender import BlenderFailed, BlenderNotFound
 from farm.client import ClientError, FarmClient
-from farm.config import ConfigError, Settings, load_settings
+from farm.config import ConfigError, Settings, load_settings, require_secret_key
 from farm.planning import parse_frame_range
 from farm.progress import ProgressPrinter
 
@@ -170,7 +170,9 @@ def web(host: str, port: int, workers: int, threads: int | None) -> None:
 
     if threads is not None:
         os.environ["FARM_WEB_THREADS"] = str(threads)  # the app caps its live streams by it
-    threads = settings().web_threads  # also fails on a bad setting before gunicorn starts
+    config = settings()  # fails on a bad setting or a weak secret key in one line, before gunicorn starts
+    require_secret_key(config)
+    threads = config.web_threads
     sys.argv = [
         "farm web",
         "--bind",

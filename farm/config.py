@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # the longest a SigV4 presigned URL may last
+
 
 class ConfigError(ValueError):
     """A setting has a value the farm cannot use; the message names the variable."""
@@ -28,6 +30,8 @@ class Settings:
     result_backend: str
     storage_url: str
     s3_endpoint_url: str | None
+    s3_public_url: str | None  # the S3 endpoint as browsers reach it; presigned URLs are signed for this host
+    presign_seconds: int  # how long a presigned download URL lasts
     blender: str | None
     secret_key: str
     api_url: str
@@ -59,11 +63,17 @@ class Settings:
     blender_max_memory_mb: int  # RLIMIT_AS of every Blender the farm starts; 0: no cap
     blender_nice: int  # added to every Blender's nice value; 0: the farm's own priority
     web_threads: int  # threads per `farm web` process; live streams may hold three in four
+    https: bool  # browsers reach the web app over https (a proxy in front terminates TLS)
 
     @property
     def max_streams(self) -> int:
         """Live streams one web process serves; the other quarter of its threads stays free for the API and pages."""
         return max(1, self.web_threads * 3 // 4)
+
+    @property
+    def production(self) -> bool:
+        """A shared database (not the embedded SQLite file): `farm web` then needs a real FARM_SECRET_KEY."""
+        return _shared_database(self.database_url)
 
     @property
     def embedded_broker(self) -> bool:
@@ -84,6 +94,8 @@ class Settings:
             "FARM_RESULT_BACKEND": _hide_password(self.result_backend),
             "FARM_STORAGE_URL": self.storage_url,
             "FARM_S3_ENDPOINT_URL": self.s3_endpoint_url or "(AWS default)",
+            "FARM_S3_PUBLIC_URL": self.s3_public_url or "(FARM_S3_ENDPOINT_URL)",
+            "FARM_PRESIGN_SECONDS": str(self.presign_seconds),
             "FARM_BLENDER": self.blender or "(bpy module, else blender on PATH)",
             "FARM_API_URL": self.api_url,
             "FARM_QUEUE": self.queue,
@@ -108,7 +120,12 @@ class Settings:
             "FARM_RENDERER": self.renderer,
             "FARM_BLENDER_MAX_MEMORY_MB": str(self.blender_max_memory_mb or "(no cap)"),
             "FARM_BLENDER_NICE": str(self.blender_nice),
+            "FARM_HTTPS": "1" if self.https else "0",
         }
+
+
+def _shared_database(url: str) -> bool:
+    return not url.startswith("sqlite")
 
 
 def _hide_password(url: str) -> str:
@@ -170,15 +187,50 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
     return value
 
 
-def _secret_key(env: Mapping[str, str], instance_dir: Path) -> str:
-    """Use FARM_SECRET_KEY, else a key generated once into instance/ so sessions survive restarts."""
+# Values seen in examples and tutorials; a key containing one was typed by a person, not generated.
+PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "secret", "password", "example", "insecure", "default")
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why `key` cannot protect a shared farm's sessions (anyone who knows it can forge a session cookie and its
+    CSRF token), or None. Generated keys are long and random; what people type is short or a placeholder."""
+    if not key:
+        return "is not set"
+    if len(key) < 32:
+        return "is shorter than 32 characters"
+    lowered = key.lower()
+    word = next((w for w in PLACEHOLDER_WORDS if w in lowered), None)
+    if word:
+        return f"looks like a placeholder (it contains {word!r})"
+    if len(set(key)) < 10:
+        return "repeats too few characters to be random"
+    return None
+
+
+def require_secret_key(settings: Settings) -> None:
+    """`farm web` on a shared database refuses a missing or well-known FARM_SECRET_KEY, in one line."""
+    problem = secret_key_problem(settings.secret_key) if settings.production else None
+    if problem:
+        raise ConfigError(
+            f"FARM_SECRET_KEY {problem}; a farm on a shared database needs a random one: "
+            "python3 -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+
+
+def _secret_key(env: Mapping[str, str], instance_dir: Path, production: bool) -> str:
+    """FARM_SECRET_KEY; else, on the embedded defaults, a key generated once into instance/ (readable by its owner
+    only) so sessions survive restarts. A production farm gets none: `farm web` refuses to start without one."""
     if env.get("FARM_SECRET_KEY"):
         return env["FARM_SECRET_KEY"]
+    if production:
+        return ""
     path = instance_dir / "secret_key"
     if not path.exists():
         instance_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}")
-        tmp.write_text(secrets.token_hex(32))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
         tmp.replace(path)
     return path.read_text().strip()
 
@@ -207,11 +259,16 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         )
     if not queue.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"FARM_QUEUE may hold letters, digits, '-', '_' and '.', got {queue!r}")
+    database_url = _url(env, "FARM_DATABASE_URL", f"sqlite:///{instance_dir / 'farm.sqlite'}", ("sqlite", "postgresql"))
+    s3_public_url = env.get("FARM_S3_PUBLIC_URL", "").strip().rstrip("/") or None
+    if s3_public_url and urlparse(s3_public_url).scheme not in ("http", "https"):
+        raise ConfigError(f"FARM_S3_PUBLIC_URL must start with http:// or https://, got {s3_public_url!r}")
+    presign_seconds = _positive_int(env, "FARM_PRESIGN_SECONDS", 3600)
+    if presign_seconds > MAX_PRESIGN_SECONDS:
+        raise ConfigError(f"FARM_PRESIGN_SECONDS must be at most {MAX_PRESIGN_SECONDS} (7 days), got {presign_seconds}")
     return Settings(
         instance_dir=instance_dir,
-        database_url=_url(
-            env, "FARM_DATABASE_URL", f"sqlite:///{instance_dir / 'farm.sqlite'}", ("sqlite", "postgresql")
-        ),
+        database_url=database_url,
         broker_url=_url(env, "FARM_BROKER_URL", "filesystem://", ("filesystem", "redis", "rediss")),
         result_backend=_url(
             env,
@@ -221,8 +278,10 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         ),
         storage_url=storage_url,
         s3_endpoint_url=env.get("FARM_S3_ENDPOINT_URL", "").strip() or None,
+        s3_public_url=s3_public_url,
+        presign_seconds=presign_seconds,
         blender=env.get("FARM_BLENDER", "").strip() or None,
-        secret_key=_secret_key(env, instance_dir),
+        secret_key=_secret_key(env, instance_dir, production=_shared_database(database_url)),
         api_url=(env.get("FARM_API_URL", "").strip() or "http://127.0.0.1:5000").rstrip("/"),
         queue=queue,
         max_frames=_positive_int(env, "FARM_MAX_FRAMES", 100_000),
@@ -252,4 +311,5 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         blender_max_memory_mb=_positive_int(env, "FARM_BLENDER_MAX_MEMORY_MB", 0, minimum=0),
         blender_nice=min(19, _positive_int(env, "FARM_BLENDER_NICE", 0, minimum=0)),
         web_threads=_positive_int(env, "FARM_WEB_THREADS", 32),
+        https=_flag(env, "FARM_HTTPS", False),
     )

@@ -120,6 +120,15 @@ class Storage(ABC):
     def download_url(self, key: str, filename: str | None = None) -> str | None:
         """A URL a client can fetch directly (presigned for S3); None when the app must serve the bytes."""
 
+    def browser_origin(self) -> str | None:
+        """The origin (scheme://host[:port]) of download_url's URLs, which pages must be allowed to load images
+        from; None when the app serves the bytes itself."""
+        url = self.download_url("origin-probe")
+        if url is None:
+            return None
+        parsed = urlparse(url)
+        return f"{parsed.scheme}://{parsed.netloc}"
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove one object; a missing one is fine."""
@@ -330,12 +339,21 @@ def _unavailable_on_outage(method: Callable[..., T]) -> Callable[..., T]:
 
 class S3Storage(Storage):
     """S3 or any S3-compatible endpoint (MinIO, Ceph, moto). boto3 retries transient errors with backoff; what
-    still fails after that is StorageUnavailable, which callers retry for longer."""
+    still fails after that is StorageUnavailable, which callers retry for longer.
 
-    URL_SECONDS = 7 * 24 * 3600  # the longest SigV4 allows
+    Download URLs are presigned for `public_url` when it is given: the farm may reach S3 as `http://minio:9000`
+    on its own network while browsers reach it elsewhere, and a SigV4 signature covers the host it was made for."""
 
-    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None) -> None:
-        self.bucket, self.prefix = bucket, prefix.strip("/")
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        endpoint_url: str | None,
+        *,
+        public_url: str | None,
+        url_seconds: int,
+    ) -> None:
+        self.bucket, self.prefix, self.url_seconds = bucket, prefix.strip("/"), url_seconds
         self.url_prefix = f"s3://{bucket}/{self.prefix}".rstrip("/")
         config = Config(
             retries={"mode": "standard", "max_attempts": 10},
@@ -345,6 +363,10 @@ class S3Storage(Storage):
             s3={"addressing_style": "path"} if endpoint_url else None,
         )
         self.client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+        # signing is local: this client never sends a request, so the farm need not reach the public address
+        self.signer: Any = (
+            boto3.session.Session().client("s3", endpoint_url=public_url, config=config) if public_url else self.client
+        )
         self.transfer = TransferConfig(
             multipart_threshold=64 * CHUNK, multipart_chunksize=64 * CHUNK, max_concurrency=8
         )
@@ -414,7 +436,7 @@ class S3Storage(Storage):
         params = {"Bucket": self.bucket, "Key": self._key(key)}
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
-        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=self.URL_SECONDS)
+        return self.signer.generate_presigned_url("get_object", Params=params, ExpiresIn=self.url_seconds)
 
     @_unavailable_on_outage
     def delete(self, key: str) -> None:
@@ -445,4 +467,10 @@ def open_storage(settings: Settings) -> Storage:
     parsed = urlparse(settings.storage_url)
     if parsed.scheme == "file":
         return FileStorage(Path(unquote(parsed.path)))
-    return S3Storage(parsed.netloc, parsed.path, settings.s3_endpoint_url)
+    return S3Storage(
+        parsed.netloc,
+        parsed.path,
+        settings.s3_endpoint_url,
+        public_url=settings.s3_public_url,
+        url_seconds=settings.presign_seconds,
+    )

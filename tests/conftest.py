@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import subprocess
 import sys
 import uuid
@@ -85,6 +86,7 @@ def prod_env(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path_factory: py
         "FARM_S3_ENDPOINT_URL": s3_endpoint,
         "FARM_QUEUE": f"farm-test-{RUN_ID}",
         "FARM_HEARTBEAT_SECONDS": "1",
+        "FARM_SECRET_KEY": secrets.token_hex(32),  # `farm web` on a shared database refuses to start without one
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -53,7 +54,8 @@ class FarmProcesses:
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.port = free_port()
-        self.env = dict(os.environ, **env, FARM_API_URL=f"http://127.0.0.1:{self.port}", PYTHONUNBUFFERED="1")
+        self.env = dict(os.environ, FARM_SECRET_KEY=secrets.token_hex(32))  # a production farm needs a real one
+        self.env.update(env, FARM_API_URL=f"http://127.0.0.1:{self.port}", PYTHONUNBUFFERED="1")
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -44,6 +44,9 @@ def test_dotenv_is_read_and_environment_wins(tmp_path):
         ("FARM_WARM_BLENDER", "maybe", "FARM_WARM_BLENDER must be 1 or 0"),
         ("FARM_RENDERER", "null", "FARM_RENDERER must be blender"),
         ("FARM_CHUNK_TARGET_SECONDS", "0", "FARM_CHUNK_TARGET_SECONDS must be above 0"),
+        ("FARM_PRESIGN_SECONDS", "604801", "FARM_PRESIGN_SECONDS must be at most 604800"),
+        ("FARM_S3_PUBLIC_URL", "minio:9000", "FARM_S3_PUBLIC_URL must start with http:// or https://"),
+        ("FARM_HTTPS", "maybe", "FARM_HTTPS must be 1 or 0"),
     ],
 )
 def test_junk_values_fail_with_the_variable_named(tmp_path, name, value, message):

@@ -1,6 +1,7 @@
 """The web app in a real headless Chromium (Debian's, driven by Playwright) against the real farm: `farm web` and a
 `farm worker` in production mode (Redis, Postgres, S3 on moto, real Blender). Screenshots of every page land in
-test-artifacts/ for a person to look at."""
+test-artifacts/ for a person to look at. Every page runs under the farm's Content Security Policy, which logs to the
+console whatever it refuses."""
 
 from __future__ import annotations
 
@@ -49,9 +50,14 @@ def page(browser):  # type: ignore[no-untyped-def]
     page.set_default_timeout(60_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    context.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     yield page
     context.close()
-    assert not errors, errors  # no script error on any page
+    assert not errors, errors  # no script error on any page, nothing the Content Security Policy refused
+
+
+# Waits are written as functions ("() => …"): Playwright polls a bare expression with eval, which the farm's
+# Content Security Policy refuses, as it should.
 
 
 def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -61,7 +67,7 @@ def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 def test_upload_fix_a_bad_range_watch_frames_arrive_live_open_one_and_download(page, farm, slow_blend):
     page.goto(f"{farm.url}/jobs/new")
     page.set_input_files("#f-file", str(slow_blend))
-    page.wait_for_function("document.getElementById('f-upload').value.length === 32")
+    page.wait_for_function("() => document.getElementById('f-upload').value.length === 32")
     assert page.input_value("#f-frame_end") == "40"  # the scene's own range, read by Blender at upload
     assert page.input_value("#f-resolution_x") == "320"
     page.fill("#f-name", NAME)
@@ -84,24 +90,25 @@ def test_upload_fix_a_bad_range_watch_frames_arrive_live_open_one_and_download(p
     assert page.text_content("h1.job-name") == NAME and page.locator("h1.job-name i").count() == 0
     first_seen = int(page.text_content("#frames-done"))
 
-    page.wait_for_function("document.querySelectorAll('.tile.done img').length >= 1", timeout=120_000)
+    page.wait_for_function("() => document.querySelectorAll('.tile.done img').length >= 1", timeout=120_000)
     shot(page, "job-rendering")
     page.wait_for_selector("#status .s-completed", timeout=180_000)
     assert page.evaluate("window.farmLoadedAt") == loaded_at  # everything arrived without a reload
     assert page.evaluate("window.layoutShift") < 0.01  # and nothing moved while it did
     assert first_seen < 4 and page.text_content("#frames-done") == "4"
     page.wait_for_function(
-        "[...document.querySelectorAll('.tile.done img')].filter(i => i.complete && i.naturalWidth > 0).length === 4"
+        "() => [...document.querySelectorAll('.tile.done img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length === 4"
     )
     assert page.locator("#chart rect").count() == 4
     assert "finished" in page.text_content("#live-state")
 
     page.click("tr[data-chunk='0'] button")
-    page.wait_for_function("document.getElementById('log').textContent.includes('Fra:1')")
+    page.wait_for_function("() => document.getElementById('log').textContent.includes('Fra:1')")
     shot(page, "job-completed")
 
     page.click(".tile[data-frame='2']")
-    page.wait_for_function("document.getElementById('viewer-img').naturalWidth === 320")
+    page.wait_for_function("() => document.getElementById('viewer-img').naturalWidth === 320")
     assert page.evaluate("document.getElementById('viewer').open")
     shot(page, "job-frame-viewer")
     page.keyboard.press("Escape")
@@ -112,7 +119,7 @@ def test_upload_fix_a_bad_range_watch_frames_arrive_live_open_one_and_download(p
     check_zip(data, name=NAME, frames=range(1, 5), size=(320, 180))
 
     page.reload()  # a finished job's page: its frames and chunks come from the API, since no stream runs
-    page.wait_for_function("document.querySelectorAll('.tile.done img').length === 4")
+    page.wait_for_function("() => document.querySelectorAll('.tile.done img').length === 4")
     assert page.locator("#chart rect").count() == 4 and page.locator("tr[data-chunk]").count() == 2
     page.set_viewport_size({"width": 390, "height": 844})
     shot(page, "job-phone")
@@ -141,9 +148,11 @@ def test_monitor_shows_the_running_worker_and_its_task_then_cancel_from_the_job_
     blocked = page.context.new_page()  # a proxy that kills streams: the page falls back to polling
     blocked.route("**/events", lambda route: route.abort())
     blocked.goto(f"{farm.url}/jobs/{job_id}")
-    blocked.wait_for_function("document.getElementById('live-state').textContent.startsWith('polling')")
+    blocked.wait_for_function("() => document.getElementById('live-state').textContent.startsWith('polling')")
     seen = int(blocked.text_content("#frames-done"))
-    blocked.wait_for_function(f"Number(document.getElementById('frames-done').textContent) > {seen}", timeout=60_000)
+    blocked.wait_for_function(
+        f"() => Number(document.getElementById('frames-done').textContent) > {seen}", timeout=60_000
+    )
     assert blocked.locator(".tile.done").count() > seen
     blocked.close()
 

@@ -9,16 +9,17 @@ from flask import Flask
 
 from farm.blender import SPARE_PROBE
 from farm.celery_app import make_celery
-from farm.config import Settings, load_settings
+from farm.config import Settings, load_settings, require_secret_key
 from farm.db import engine_options, init_db
 from farm.storage import open_storage
-from webapp import errors, pages
+from webapp import errors, pages, security
 from webapp.api import bp as api_bp
 from webapp.extensions import db
 
 
 def create_app(settings: Settings | None = None, config: Mapping[str, Any] | None = None) -> Flask:
     settings = settings or load_settings()
+    require_secret_key(settings)  # `farm web` checks first, in one line; this guards any other WSGI server
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, config: Mapping[str, Any] | Non
     storage.ensure_ready()
     SPARE_PROBE.refill(settings)  # the first submission's probe need not wait for Blender to start
 
+    security.init_app(app, settings, storage)
     errors.init_app(app)
     app.register_blueprint(api_bp)
     pages.init_app(app)

@@ -35,14 +35,6 @@ def running_chunks(session: Session, job_ids: Sequence[str]) -> dict[str, int]:
     return {job_id: count for job_id, count in rows}
 
 
-def asset_url(job: Job) -> str | None:
-    if not job.asset_key:
-        return None
-    return services.storage().download_url(job.asset_key, job.asset_filename) or url_for(
-        "api.job_asset", job_id=job.id, _external=True
-    )
-
-
 def job_json(job: Job, running: int) -> dict[str, Any]:
     average = round(job.render_ms_total / job.frames_rendered, 1) if job.frames_rendered else None
     return {
@@ -83,7 +75,13 @@ def job_json(job: Job, running: int) -> dict[str, Any]:
             "scene": job.scene.get("scene"),
             "blender": job.scene.get("blender"),
         },
-        "asset": {"filename": job.asset_filename, "url": asset_url(job), "size": job.asset_size}
+        # the API's own URL, which redirects to a presigned one made at that moment: a JOB (listed, cached by a
+        # script, kept in an open page) never carries a credential, nor one that expires while it is kept
+        "asset": {
+            "filename": job.asset_filename,
+            "url": url_for("api.job_asset", job_id=job.id, _external=True),
+            "size": job.asset_size,
+        }
         if job.asset_key
         else None,
         "version": job.version,

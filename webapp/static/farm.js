@@ -188,8 +188,8 @@ function jobPage() {
     const active = ["QUEUED", "RENDERING", "PACKAGING", "UPLOADING"].includes(j.status);
     document.getElementById("status").replaceChildren(badge(j.status));
     const bar = document.querySelector(".summary .bar");
-    bar.setAttribute("aria-valuenow", r.frames_rendered);
-    bar.firstElementChild.style.width = `${r.frames_to_render ? (100 * r.frames_rendered) / r.frames_to_render : 0}%`;
+    bar.max = r.frames_to_render || 1;
+    bar.value = r.frames_rendered;
     document.getElementById("frames-done").textContent = r.frames_rendered;
     document.getElementById("eta").textContent = active ? formatDuration(r.eta_seconds) : "—";
     document.getElementById("avg").textContent = formatMs(r.average_render_time);
