@@ -66,7 +66,7 @@ def blender_command(settings: Settings, script: Path, args: list[str]) -> list[s
         binary,
         "--background",
         "--factory-startup",
-        "--disable-autoexec",
+        *(["--enable-autoexec"] if settings.trusted_scripts else ["--disable-autoexec"]),
         "-noaudio",
         "--python-exit-code",
         "3",
@@ -346,7 +346,7 @@ def probe_scene(settings: Settings, blend: Path, render: dict[str, Any] | None =
     `render` spec (the job's settings, `frame`, `out`), also time one frame: `probe_frame_ms`, or None when it took
     longer than FARM_PROBE_FRAME_SECONDS (then it was stopped), and `probe_frame`: the frame's number (its image is
     `out/probe.<ext>`: the caller knows where, no event names a path)."""
-    args = [str(blend), *([json.dumps(render)] if render else [])]
+    args = [str(blend), json.dumps({"render": render, "trusted_scripts": settings.trusted_scripts})]
     then = ("scene", settings.probe_frame_seconds) if render else None
     spare = SPARE_PROBE.take(settings)
     try:

@@ -83,6 +83,8 @@ def submit(file: Path, frames: str | None, resolution: str | None, wait: bool, a
             f"{job['id']}  {job['name']}  {job['status']}  frames {job['render']['frame_start']}-"
             f"{job['render']['frame_end']} in chunks of {job['settings']['chunk_size']}"
         )
+    for warning in job.get("warnings", []):
+        click.echo(f"warning: {warning['message']}", err=True)
     if wait:
         job = wait_for(api, job["id"])
         click.echo(f"completed: {job['asset']['filename']}  {job['asset']['url']}")

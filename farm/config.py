@@ -62,6 +62,7 @@ class Settings:
     renderer: str  # "blender", or "null-benchmark-only" for bench/orchestration.py
     blender_max_memory_mb: int  # RLIMIT_AS of every Blender the farm starts; 0: no cap
     blender_nice: int  # added to every Blender's nice value; 0: the farm's own priority
+    trusted_scripts: bool  # files' own Python runs (drivers, registered text blocks): only where every file is trusted
     web_threads: int  # threads per `farm web` process; live streams may hold three in four
     https: bool  # browsers reach the web app over https (a proxy in front terminates TLS)
 
@@ -120,6 +121,7 @@ class Settings:
             "FARM_RENDERER": self.renderer,
             "FARM_BLENDER_MAX_MEMORY_MB": str(self.blender_max_memory_mb or "(no cap)"),
             "FARM_BLENDER_NICE": str(self.blender_nice),
+            "FARM_TRUSTED_SCRIPTS": "1" if self.trusted_scripts else "0",
             "FARM_HTTPS": "1" if self.https else "0",
         }
 
@@ -310,6 +312,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         renderer=_renderer(env),
         blender_max_memory_mb=_positive_int(env, "FARM_BLENDER_MAX_MEMORY_MB", 0, minimum=0),
         blender_nice=min(19, _positive_int(env, "FARM_BLENDER_NICE", 0, minimum=0)),
+        trusted_scripts=_flag(env, "FARM_TRUSTED_SCRIPTS", False),
         web_threads=_positive_int(env, "FARM_WEB_THREADS", 32),
         https=_flag(env, "FARM_HTTPS", False),
     )

@@ -24,6 +24,7 @@ from farm.dispatch import new_task_id
 from farm.errors import ValidationError
 from farm.models import Chunk, Frame, Job, JobStatus, utcnow
 from farm.previews import store_thumbnail
+from farm.scene_warnings import scene_warnings
 from farm.scheduling import live_workers
 from farm.storage import CHUNK, Storage, regular_file, sha256_file
 
@@ -237,6 +238,7 @@ def create_job(
         blend, main = _blend_to_probe(upload, form, settings, Path(workdir))
         scene = read_scene(settings, blend, main or upload.filename, _probe_frame_spec(form, Path(workdir)))
         probe_frame = scene.pop("probe_frame", None)
+        scene["warnings"] = scene_warnings(scene)
         if not scene.get("camera"):
             raise ValidationError(
                 "file", "no_camera", f"scene {scene.get('scene')!r} has no active camera to render from"

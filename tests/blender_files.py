@@ -5,6 +5,8 @@ Usage: <blender> blender_files.py -- KIND OUT.blend [ARG]. Kinds:
   job that those events name). Blender prints it verbatim while it renders, scripts off.
 - `no_camera`: an empty scene.
 - `python_driver`: a driver that is not a "simple expression" (`max([frame, 1.0]) * 0.1`): bpy hangs at exit.
+- `scripted`: one of each kind of script that does not run with scripts off: a driver outside Blender's restricted
+  subset (it reads an attribute), a text block registered to run at load, an OSL script node.
 - `file_output`: a compositor File Output node writing to ARG (a folder outside the job).
 - `smoke`, `smoke_baked`: a Mantaflow smoke domain; its cache folder absent, or baked beside the file.
 - `rigid_body`, `rigid_body_baked`, `cloth`, `particles`, `gn_sim`, `gn_sim_baked`: other simulations, unbaked
@@ -84,6 +86,19 @@ def forged_events(target):
 def python_driver():
     base_scene()
     driver(cube(), "max([frame, 1.0]) * 0.1")
+
+
+def scripted():
+    base_scene()
+    obj = cube()
+    driver(obj, "bpy.context.scene.frame_current * 0.2")
+    text = bpy.data.texts.new("rig_ui.py")
+    text.write("import bpy\n")
+    text.use_module = True
+    material = bpy.data.materials.new("Shader")
+    material.use_nodes = True
+    material.node_tree.nodes.new("ShaderNodeScript")
+    obj.data.materials.append(material)
 
 
 def file_output(target):
@@ -198,6 +213,7 @@ def main(argv):
         "forged_events": lambda: forged_events(arg),
         "no_camera": lambda: bpy.ops.wm.read_factory_settings(use_empty=True),
         "python_driver": python_driver,
+        "scripted": scripted,
         "file_output": lambda: file_output(arg),
         "smoke": lambda: smoke(out, baked=False),
         "smoke_baked": lambda: smoke(out, baked=True),

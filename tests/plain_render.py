@@ -5,7 +5,7 @@ turn, so simulations step through every frame), rendering each to `OUT/<frame:04
 `blender -b -a` (an animation render) is not used: under bpy 4.5 it does not step unbaked rigid body and Geometry
 Nodes simulations, which then render as they are on the first frame.
 
-Usage: <blender> plain_render.py -- FILE.blend OUT START END
+Usage: <blender> plain_render.py -- FILE.blend OUT START END [trusted]   (trusted: the file's scripts on)
 """
 
 import os
@@ -18,9 +18,9 @@ from channel import emit, run  # found through the path above
 from render_script import apply_spec
 
 
-def main(path, out, start, end):
-    bpy.context.preferences.filepaths.use_scripts_auto_execute = False
-    bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=False)
+def main(path, out, start, end, trusted):
+    bpy.context.preferences.filepaths.use_scripts_auto_execute = trusted
+    bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=trusted)
     scene = bpy.context.scene
     apply_spec(scene, {"device": {"backend": "CPU", "ids": [], "label": "CPU"}, "output_format": "PNG"})
     for frame in range(start, end + 1):
@@ -33,4 +33,4 @@ def main(path, out, start, end):
 
 if __name__ == "__main__":
     args = sys.argv[sys.argv.index("--") + 1 :]
-    run(lambda: main(args[0], args[1], int(args[2]), int(args[3])))
+    run(lambda: main(args[0], args[1], int(args[2]), int(args[3]), args[4:] == ["trusted"]))

@@ -52,6 +52,7 @@ def test_a_smoke_domain_without_its_cache_renders_its_first_frame(
     job_id = response.json()["job"]["id"]
     job = wait_for_status(own_farm.url, job_id, {"COMPLETED", "FAILED"}, timeout=120)
     assert job["status"] == "COMPLETED", job
+    assert [w["code"] for w in job["warnings"]] == ["simulation_not_baked"]
     frames = requests.get(f"{own_farm.url}/api/jobs/{job_id}/frames", timeout=10).json()["frames"]
     assert [f["worker"].startswith("probe@") for f in frames] == [chunk_size is None]
     assert farm_frames(own_farm.url, job_id) == plain_blender_frames(prod_settings, smoke_blend, tmp_path, 1, 1)

@@ -293,6 +293,7 @@ class ChunkRun:
             blend=str(blend),
             out=str(self.workdir / "out"),
             frames=self.work.frames,
+            trusted_scripts=self.ctx.settings.trusted_scripts,
         )
         outcome = self.render(spec)
         self.upload_log()

@@ -6,11 +6,13 @@ Events go through the farm's private pipe (channel.py). The probe frame is writt
 the web host looks for it; the event names only its frame and time.
 
 Standalone on purpose (stdlib + bpy, and the scripts beside it), so it works under a `blender` binary too.
-Usage: <blender> scene_probe.py -- FILE ['<json render spec with "frame" and "out">']
+Usage: <blender> scene_probe.py -- FILE ['{"render": <spec with "frame" and "out">, "trusted_scripts": bool}']
    or: <blender> scene_probe.py -- --wait, then those arguments as one JSON list on stdin (a spare started ahead)
 """
 
+import dis
 import json
+import math
 import os
 import sys
 import time
@@ -35,9 +37,75 @@ def probe_frame(scene, spec):
     emit(event="probe_frame", frame=frame, ms=round((time.perf_counter() - started) * 1000, 1))
 
 
-def main(path, spec=None):
+# What Blender evaluates without the file's scripts: a driver expression that uses only these names (and its own
+# variables) and these operations is run by Blender's restricted evaluator; any other is skipped (bpy_driver.cc).
+SAFE_NAMES = {"all", "any", "len", "max", "min", "pow", "round", "sum", "bool", "float", "int", "clamp", "lerp",
+              "smoothstep", "frame", "noise", "depsgraph", "self", "bpy"}  # fmt: skip
+SAFE_NAMES |= {name for name in dir(math) if name[0] != "_"}
+SAFE_OPS = {
+    "CACHE", "POP_TOP", "PUSH_NULL", "NOP", "UNARY_POSITIVE", "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT",
+    "BINARY_SUBSCR", "GET_LEN", "LIST_TO_TUPLE", "RETURN_VALUE", "SWAP", "BUILD_TUPLE", "BUILD_LIST", "BUILD_SET",
+    "BUILD_MAP", "COMPARE_OP", "JUMP_FORWARD", "JUMP_IF_FALSE_OR_POP", "JUMP_IF_TRUE_OR_POP", "LOAD_GLOBAL", "IS_OP",
+    "CONTAINS_OP", "BINARY_OP", "LOAD_FAST", "STORE_FAST", "DELETE_FAST", "BUILD_SLICE", "LOAD_DEREF",
+    "STORE_DEREF", "RESUME", "LIST_EXTEND", "SET_UPDATE", "LOAD_CONST", "LOAD_NAME", "CALL", "KW_NAMES", "PRECALL",
+}  # fmt: skip
+
+
+def skipped_without_scripts(driver):
+    """Whether Blender skips this driver with scripts off: a Python expression outside the restricted subset.
+    One that does not even compile fails in the artist's Blender too, so it is not the farm's difference."""
+    if driver.type != "SCRIPTED" or driver.is_simple_expression:
+        return False
     try:
-        open_blend(path)  # scripts off
+        code = compile(driver.expression, "<driver>", "eval")
+    except (SyntaxError, ValueError):
+        return False
+    allowed = SAFE_NAMES | {v.name for v in driver.variables}
+    if any(name[0] == "_" or name not in allowed for name in code.co_names):
+        return True
+    operations = {ins.opname for ins in dis.get_instructions(code)}
+    return any(op not in SAFE_OPS and not op.startswith("POP_JUMP") for op in operations)
+
+
+def scripts(trusted):
+    """What in the file is Python (or OSL) that does not run with scripts off: driver expressions outside Blender's
+    restricted subset, text blocks registered to run at load, and script nodes. Up to five names of each."""
+    drivers, texts, nodes = [], [], []
+    for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.materials, bpy.data.node_groups, bpy.data.scenes,
+                       bpy.data.shape_keys, bpy.data.worlds, bpy.data.lights, bpy.data.cameras, bpy.data.armatures,
+                       bpy.data.curves):  # fmt: skip
+        for block in collection:
+            anim = getattr(block, "animation_data", None)
+            for curve in anim.drivers if anim else ():
+                if skipped_without_scripts(curve.driver):
+                    drivers.append(f"{block.name}: {curve.data_path}[{curve.array_index}]")
+    texts = [text.name for text in bpy.data.texts if text.use_module]
+    trees = [(m.name, m.node_tree) for m in bpy.data.materials if m.node_tree]
+    trees += [(g.name, g) for g in bpy.data.node_groups]
+    nodes = [f"{name}: {node.name}" for name, t in trees for node in t.nodes if node.bl_idname == "ShaderNodeScript"]
+    return {
+        "trusted": trusted,
+        "python_drivers": len(drivers),
+        "text_blocks": len(texts),
+        "script_nodes": len(nodes),
+        "examples": {"python_drivers": drivers[:5], "text_blocks": texts[:5], "script_nodes": nodes[:5]},
+    }
+
+
+def unbaked_fluids():
+    """Fluid domains whose cache folder is not beside the file: Blender simulates them while it renders."""
+    return [
+        obj.name
+        for obj in bpy.data.objects
+        for mod in obj.modifiers
+        if mod.type == "FLUID" and mod.fluid_type == "DOMAIN" and mod.show_render
+        and not os.path.isdir(bpy.path.abspath(mod.domain_settings.cache_directory))
+    ]  # fmt: skip
+
+
+def main(path, spec=None, trusted=False):
+    try:
+        open_blend(path, trusted)
     except ChunkError as exc:
         emit(event="error", message=str(exc))
         return 2
@@ -59,6 +127,8 @@ def main(path, spec=None):
         output_format=render.image_settings.file_format,
         camera=scene.camera.name if scene.camera else None,
         blender=bpy.app.version_string,
+        scripts=scripts(trusted),
+        unbaked_fluids=unbaked_fluids(),
     )
     if spec and scene.camera:  # no camera: the farm refuses the file, nothing to time
         probe_frame(scene, spec)
@@ -72,7 +142,8 @@ def start():
         if not line:  # whoever started the spare went away without using it
             return 0
         args = json.loads(line)
-    return main(args[0], json.loads(args[1]) if len(args) > 1 else None)
+    options = json.loads(args[1]) if len(args) > 1 else {}
+    return main(args[0], options.get("render"), options.get("trusted_scripts", False))
 
 
 if __name__ == "__main__":

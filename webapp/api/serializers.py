@@ -47,6 +47,7 @@ def job_json(job: Job, running: int) -> dict[str, Any]:
         "finished_at": iso(job.finished_at),
         "owner": job.owner,
         "error": job.error,
+        "warnings": job.scene.get("warnings", []),
         "render": {
             "frame_start": job.frame_start,
             "frame_end": job.frame_end,
