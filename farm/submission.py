@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import socket
 import tempfile
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from farm.blender import BlenderFailed, probe_scene
 from farm.config import Settings
 from farm.dispatch import new_task_id
 from farm.errors import ValidationError
+from farm.inputs import has_control_characters, shown, whole_number
 from farm.models import Chunk, Frame, Job, JobStatus, utcnow
 from farm.previews import store_thumbnail
 from farm.scheduling import live_workers
@@ -75,14 +75,14 @@ def _int(form: Mapping[str, str], field: str, lo: int, hi: int) -> int | None:
     raw = (form.get(field) or "").strip()
     if raw == "":
         return None
-    if not re.fullmatch(r"[+-]?\d+", raw):
-        raise ValidationError(field, "not_an_integer", f"{field} must be a whole number, got {raw[:40]!r}")
-    value = int(raw)
+    value = whole_number(raw)
+    if value is None:
+        raise ValidationError(field, "not_an_integer", f"{field} must be a whole number, got {shown(raw)}")
     if value < lo:
         code = "negative" if value < 0 else "too_small"
-        raise ValidationError(field, code, f"{field} must be at least {lo}, got {value}")
+        raise ValidationError(field, code, f"{field} must be at least {lo}, got {shown(raw)}")
     if value > hi:
-        raise ValidationError(field, "too_large", f"{field} must be at most {hi}, got {value}")
+        raise ValidationError(field, "too_large", f"{field} must be at most {hi}, got {shown(raw)}")
     return value
 
 
@@ -103,7 +103,7 @@ def parse_form(form: Mapping[str, str], settings: Settings) -> JobForm:
     if name is not None:
         if len(name) > 200:
             raise ValidationError("name", "too_long", "name must be at most 200 characters")
-        if any(ord(c) < 32 for c in name):
+        if has_control_characters(name):
             raise ValidationError("name", "bad_characters", "name must not contain control characters")
     frame_start = _int(form, "frame_start", 0, 10**9)
     frame_end = _int(form, "frame_end", 0, 10**9)

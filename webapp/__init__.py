@@ -12,7 +12,7 @@ from farm.celery_app import make_celery
 from farm.config import Settings, load_settings
 from farm.db import engine_options, init_db
 from farm.storage import open_storage
-from webapp import errors, pages
+from webapp import errors, guards, pages
 from webapp.api import bp as api_bp
 from webapp.extensions import db
 
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, config: Mapping[str, Any] | Non
     SPARE_PROBE.refill(settings)  # the first submission's probe need not wait for Blender to start
 
     errors.init_app(app)
+    guards.init_app(app)
     app.register_blueprint(api_bp)
     pages.init_app(app)
     return app
