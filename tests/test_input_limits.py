@@ -4,11 +4,25 @@ and the limits on what one submission may ask of the farm."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import io
+import time
+
 import pytest
 import requests
 
+from farm.blender import run_script
+from farm.probe_slots import PROBE_SLOTS, RETRY_AFTER_SECONDS
+from tests.helpers import FarmProcesses, submit
 from tests.rows import make_job
 from tests.test_api_jobs import assert_error, post
+from tests.test_pages import csrf_token
+
+
+def csrf(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {"X-CSRF-Token": csrf_token(client)}
+
 
 HUGE = "9" * 5000  # past Python's 4,300-digit limit on int("...")
 LONG = "9" * 4000  # as long as a number in a URL may be
@@ -121,3 +135,126 @@ def test_what_gunicorn_refuses_itself_is_json(farm):
 @pytest.fixture(scope="module")
 def blend_bytes(tiny_blend):
     return tiny_blend.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def huge_blend(prod_settings, tiny_blend, tmp_path_factory):
+    """The tiny scene asking, on its own, for the most Blender allows: 16,777,216 samples, 16384×16384 at 100%,
+    and 200,000 frames."""
+    folder = tmp_path_factory.mktemp("huge")
+    script = folder / "make.py"
+    script.write_text(
+        "import sys, bpy\n"
+        "source, target = sys.argv[sys.argv.index('--') + 1:]\n"
+        "bpy.ops.wm.open_mainfile(filepath=source)\n"
+        "scene = bpy.context.scene\n"
+        "scene.cycles.samples = 16777216\n"
+        "scene.render.resolution_x = scene.render.resolution_y = 16384\n"
+        "scene.render.resolution_percentage = 100\n"
+        "scene.frame_end = 200000\n"
+        "bpy.ops.wm.save_as_mainfile(filepath=target)\n"
+    )
+    run_script(prod_settings, script, [str(tiny_blend), str(folder / "huge.blend")], timeout=120)
+    return (folder / "huge.blend").read_bytes()
+
+
+ONE_FRAME = {"frame_start": "1", "frame_end": "1", "chunk_size": "1"}  # no probe frame is rendered
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "field"),
+    [
+        ({"samples": "16777216", "resolution_x": "16384", "resolution_y": "16384"}, "too_large", "samples"),
+        ({"samples": "16385"}, "too_large", "samples"),
+        (
+            {"resolution_x": "16384", "resolution_y": "16384", "resolution_percentage": "62"},
+            "too_many_pixels",
+            "resolution_x",
+        ),
+        (
+            {"resolution_y": "12000", "resolution_x": "9000", "resolution_percentage": "100"},
+            "too_many_pixels",
+            "resolution_x",
+        ),
+        ({"frame_end": "10001"}, "too_many_chunks", "chunk_size"),
+    ],
+)
+def test_a_form_asking_too_much_is_refused_naming_the_field(client, blend_bytes, data, code, field):
+    assert_error(post(client, {**ONE_FRAME, **data}, blend_bytes), 400, code, field)
+
+
+def test_the_percentage_counts_on_both_sides(client, blend_bytes):
+    """16384² at 61% is 9994², 99.9 megapixels: under the 100 allowed; at 62% it was refused above."""
+    response = post(
+        client,
+        {**ONE_FRAME, "resolution_x": "16384", "resolution_y": "16384", "resolution_percentage": "61"},
+        blend_bytes,
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    client.post(f"/api/jobs/{response.get_json()['job']['id']}/cancel")
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "field", "words"),
+    [
+        ({**ONE_FRAME, "resolution_percentage": "10"}, "too_large", "samples", "the scene's own samples (16777216)"),
+        ({**ONE_FRAME, "samples": "4"}, "too_many_pixels", "resolution_percentage", "16384×16384 at 100%"),
+        (
+            {"chunk_size": "1", "samples": "4", "resolution_percentage": "10"},
+            "too_many_frames",
+            "frame_start",
+            "200000",
+        ),
+    ],
+)
+def test_the_scenes_own_settings_are_held_to_the_same_limits(client, huge_blend, data, code, field, words):
+    error = assert_error(post(client, data, huge_blend), 400, code, field)
+    assert words in error["message"]
+
+
+def test_past_max_probes_a_submission_is_503_busy_with_retry_after(client, app, blend_bytes):
+    """The slots are held by the test through the code each probe runs; the answer is the real HTTP one."""
+    limit = app.extensions["farm"].max_probes
+    with contextlib.ExitStack() as held:
+        for _ in range(limit):
+            held.enter_context(PROBE_SLOTS.hold(limit))
+        response = post(client, ONE_FRAME, blend_bytes)
+        assert_error(response, 503, "busy", None)
+        assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+        page = client.post(
+            "/jobs/new/upload", data={"file": (io.BytesIO(blend_bytes), "s.blend")}, headers=csrf(client)
+        )
+        assert page.status_code == 503 and page.get_json()["error"]["code"] == "busy"
+        assert page.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    response = post(client, ONE_FRAME, blend_bytes)  # the slots are free again
+    assert response.status_code == 201, response.get_data(as_text=True)
+    client.post(f"/api/jobs/{response.get_json()['job']['id']}/cancel")
+
+
+@pytest.mark.slow
+def test_two_submissions_at_once_with_one_probe_allowed(prod_env, database, slow_blend, tmp_path):
+    """A live `farm web` allowed one probe: while a slow probe (a frame of 4,096 samples, stopped after 4 s) runs,
+    a second submission is answered 503 busy at once; the first still succeeds."""
+    env = {
+        **prod_env,
+        "FARM_MAX_PROBES": "1",
+        "FARM_PROBE_FRAME_SECONDS": "4",
+        "FARM_QUEUE": prod_env["FARM_QUEUE"] + "-busy",  # no worker renders what is accepted here
+    }
+    web = FarmProcesses(env, tmp_path)
+    web.start_web()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(submit, web.url, slow_blend, frame_start=1, frame_end=2, samples=4096)
+            time.sleep(1.5)
+            started = time.monotonic()
+            second = submit(web.url, slow_blend, frame_start=1, frame_end=1, chunk_size=1)
+            assert time.monotonic() - started < 2  # answered at once, not after the first probe
+            assert not slow.done()
+            first = slow.result()
+        assert second.status_code == 503, second.text
+        assert second.json()["error"]["code"] == "busy" and second.headers["Retry-After"].isdigit()
+        assert first.status_code == 201, first.text
+        requests.post(f"{web.url}/api/jobs/{first.json()['job']['id']}/cancel", timeout=10)
+    finally:
+        web.stop_all()
