@@ -1,6 +1,7 @@
 """Input that once answered 500 (or gunicorn's HTML) now answers the contract's JSON 4xx naming the field: numbers
 of thousands of digits, control characters in any text, over-long URLs (in-process and through a live `farm web`);
-and the limits on what one submission may ask of the farm."""
+the limits on what one submission may ask of the farm, in its form or in its scene; and the 503 `busy` of a web
+process already running as many Blender probes as it may."""
 
 from __future__ import annotations
 
@@ -130,11 +131,6 @@ def test_what_gunicorn_refuses_itself_is_json(farm):
     assert response.status_code == 431, response.text[:300]
     assert response.json()["error"]["code"] == "request_header_fields_too_large"
     assert "<html" not in response.text
-
-
-@pytest.fixture(scope="module")
-def blend_bytes(tiny_blend):
-    return tiny_blend.read_bytes()
 
 
 @pytest.fixture(scope="module")
