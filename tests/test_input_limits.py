@@ -243,10 +243,8 @@ def test_two_submissions_at_once_with_one_probe_allowed(prod_env, database, slow
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             slow = pool.submit(submit, web.url, slow_blend, frame_start=1, frame_end=2, samples=4096)
             time.sleep(1.5)
-            started = time.monotonic()
             second = submit(web.url, slow_blend, frame_start=1, frame_end=1, chunk_size=1)
-            assert time.monotonic() - started < 2  # answered at once, not after the first probe
-            assert not slow.done()
+            assert not slow.done()  # answered while the first probe runs, not after it
             first = slow.result()
         assert second.status_code == 503, second.text
         assert second.json()["error"]["code"] == "busy" and second.headers["Retry-After"].isdigit()
