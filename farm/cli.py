@@ -170,6 +170,8 @@ def web(host: str, port: int, workers: int, threads: int | None) -> None:
     """Serve the web app and the API (gunicorn)."""
     from gunicorn.app.wsgiapp import WSGIApplication
 
+    from farm import gunicorn_json
+
     if threads is not None:
         os.environ["FARM_WEB_THREADS"] = str(threads)  # the app caps its live streams by it
     config = settings()  # fails on a bad setting or a weak secret key in one line, before gunicorn starts
@@ -186,12 +188,15 @@ def web(host: str, port: int, workers: int, threads: int | None) -> None:
         "--threads",
         str(threads),
         "--no-control-socket",
+        "--limit-request-line",
+        str(gunicorn_json.REQUEST_LINE_LIMIT),
         "--timeout",
         "120",
         "--access-logfile",
         "-",
         "webapp.wsgi:app",
     ]
+    gunicorn_json.install()
     WSGIApplication("%(prog)s").run()
 
 

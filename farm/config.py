@@ -37,6 +37,10 @@ class Settings:
     api_url: str
     queue: str
     max_frames: int
+    max_chunks: int  # chunks (Celery tasks) one job may be split into
+    max_samples: int
+    max_pixels: int  # pixels in one rendered frame, after the resolution percentage
+    max_probes: int  # Blender probes one web process runs at once; past that a submission is answered 503 busy
     max_upload_bytes: int
     max_zip_bytes: int
     cache_dir: Path
@@ -101,6 +105,10 @@ class Settings:
             "FARM_API_URL": self.api_url,
             "FARM_QUEUE": self.queue,
             "FARM_MAX_FRAMES": str(self.max_frames),
+            "FARM_MAX_CHUNKS": str(self.max_chunks),
+            "FARM_MAX_SAMPLES": str(self.max_samples),
+            "FARM_MAX_MEGAPIXELS": str(self.max_pixels // 10**6),
+            "FARM_MAX_PROBES": str(self.max_probes),
             "FARM_MAX_UPLOAD_MB": str(self.max_upload_bytes // 2**20),
             "FARM_MAX_ZIP_MB": str(self.max_zip_bytes // 2**20),
             "FARM_CACHE_DIR": str(self.cache_dir),
@@ -287,6 +295,10 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         api_url=(env.get("FARM_API_URL", "").strip() or "http://127.0.0.1:5000").rstrip("/"),
         queue=queue,
         max_frames=_positive_int(env, "FARM_MAX_FRAMES", 100_000),
+        max_chunks=_positive_int(env, "FARM_MAX_CHUNKS", 10_000),
+        max_samples=_positive_int(env, "FARM_MAX_SAMPLES", 16_384),
+        max_pixels=_positive_int(env, "FARM_MAX_MEGAPIXELS", 100) * 10**6,
+        max_probes=_positive_int(env, "FARM_MAX_PROBES", 4),
         max_upload_bytes=_positive_int(env, "FARM_MAX_UPLOAD_MB", 2048) * 2**20,
         max_zip_bytes=_positive_int(env, "FARM_MAX_ZIP_MB", 20480) * 2**20,
         cache_dir=Path(env.get("FARM_CACHE_DIR") or instance_dir / "cache").resolve(),

@@ -15,6 +15,10 @@ class FarmError(Exception):
     def to_json(self) -> dict[str, dict[str, str | None]]:
         return {"error": {"code": self.code, "message": self.message, "field": self.field}}
 
+    def headers(self) -> dict[str, str]:
+        """Response headers the answer needs besides the JSON (Retry-After, for one)."""
+        return {}
+
 
 class ValidationError(FarmError):
     """Bad input, naming the form field at fault."""

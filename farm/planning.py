@@ -30,10 +30,11 @@ def plan_chunks(frame_start: int, frame_end: int, chunk_size: int) -> list[tuple
 
 
 def adaptive_chunks(
-    frame_start: int, frame_end: int, *, frame_seconds: float, slots: int, target_seconds: float
+    frame_start: int, frame_end: int, *, frame_seconds: float, slots: int, target_seconds: float, max_chunks: int
 ) -> list[tuple[int, int]]:
     """Chunks that each last about `target_seconds` at the measured pace, and near the end hold at most a
-    `slots`-th of the frames left (guided self-scheduling), so no slot idles while another renders a long tail."""
+    `slots`-th of the frames left (guided self-scheduling), so no slot idles while another renders a long tail.
+    Never more than `max_chunks`: past that, equal chunks as few as that (the farm's choice is never refused)."""
     if frame_end < frame_start:
         raise ValueError("frame_end is before frame_start")
     longest = max(1, math.floor(target_seconds / max(frame_seconds, 1e-3)))
@@ -43,6 +44,8 @@ def adaptive_chunks(
         size = min(longest, max(1, math.ceil(left / max(1, slots))))
         chunks.append((start, start + size - 1))
         start += size
+    if len(chunks) > max_chunks:
+        return plan_chunks(frame_start, frame_end, math.ceil((frame_end - frame_start + 1) / max_chunks))
     return chunks
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import socket
 import tempfile
 from collections.abc import Mapping
@@ -22,8 +21,10 @@ from farm.blender import BlenderFailed, probe_scene
 from farm.config import Settings
 from farm.dispatch import new_task_id
 from farm.errors import ValidationError
+from farm.inputs import has_control_characters, shown, whole_number
 from farm.models import Chunk, Frame, Job, JobStatus, utcnow
 from farm.previews import store_thumbnail
+from farm.probe_slots import PROBE_SLOTS
 from farm.scene_warnings import scene_warnings
 from farm.scheduling import live_workers
 from farm.storage import CHUNK, Storage, regular_file, sha256_file
@@ -39,7 +40,7 @@ ENGINES = {
 OUTPUT_FORMATS = ("PNG", "JPEG", "OPEN_EXR")
 DEVICES = ("AUTO", "GPU", "CPU")
 MAX_RESOLUTION = 16384
-MAX_SAMPLES = 1 << 24
+RESOLUTION_FIELDS = ("resolution_x", "resolution_y", "resolution_percentage")
 PROBE_RENDERER = f"probe@{socket.gethostname()}"  # who rendered a kept probe frame: the submitting host
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,14 @@ def _int(form: Mapping[str, str], field: str, lo: int, hi: int) -> int | None:
     raw = (form.get(field) or "").strip()
     if raw == "":
         return None
-    if not re.fullmatch(r"[+-]?\d+", raw):
-        raise ValidationError(field, "not_an_integer", f"{field} must be a whole number, got {raw[:40]!r}")
-    value = int(raw)
+    value = whole_number(raw)
+    if value is None:
+        raise ValidationError(field, "not_an_integer", f"{field} must be a whole number, got {shown(raw)}")
     if value < lo:
         code = "negative" if value < 0 else "too_small"
-        raise ValidationError(field, code, f"{field} must be at least {lo}, got {value}")
+        raise ValidationError(field, code, f"{field} must be at least {lo}, got {shown(raw)}")
     if value > hi:
-        raise ValidationError(field, "too_large", f"{field} must be at most {hi}, got {value}")
+        raise ValidationError(field, "too_large", f"{field} must be at most {hi}, got {shown(raw)}")
     return value
 
 
@@ -104,20 +105,16 @@ def parse_form(form: Mapping[str, str], settings: Settings) -> JobForm:
     if name is not None:
         if len(name) > 200:
             raise ValidationError("name", "too_long", "name must be at most 200 characters")
-        if any(ord(c) < 32 for c in name):
+        if has_control_characters(name):
             raise ValidationError("name", "bad_characters", "name must not contain control characters")
-    frame_start = _int(form, "frame_start", 0, 10**9)
-    frame_end = _int(form, "frame_end", 0, 10**9)
-    if frame_start is not None and frame_end is not None:
-        _check_range(frame_start, frame_end, settings)
     main = (form.get("main") or "").strip() or None
-    return JobForm(
+    parsed = JobForm(
         name=name,
-        frame_start=frame_start,
-        frame_end=frame_end,
+        frame_start=_int(form, "frame_start", 0, 10**9),
+        frame_end=_int(form, "frame_end", 0, 10**9),
         chunk_size=_int(form, "chunk_size", 1, settings.max_frames),
         engine=_choice(form, "engine", ENGINES),
-        samples=_int(form, "samples", 1, MAX_SAMPLES),
+        samples=_int(form, "samples", 1, settings.max_samples),
         resolution_x=_int(form, "resolution_x", 4, MAX_RESOLUTION),
         resolution_y=_int(form, "resolution_y", 4, MAX_RESOLUTION),
         resolution_percentage=_int(form, "resolution_percentage", 1, 100),
@@ -126,18 +123,65 @@ def parse_form(form: Mapping[str, str], settings: Settings) -> JobForm:
         priority=_int(form, "priority", 0, 9) or 0,
         main=main,
     )
+    _check_limits(settings, parsed, parsed.frame_start, parsed.frame_end, parsed.samples, _size(parsed, {}))
+    return parsed
 
 
-def _check_range(frame_start: int, frame_end: int, settings: Settings, field: str = "frame_end") -> None:
-    if frame_end < frame_start:
-        raise ValidationError(field, "bad_range", f"frame_end ({frame_end}) is before frame_start ({frame_start})")
-    count = frame_end - frame_start + 1
-    if count > settings.max_frames:
+def _size(form: JobForm, scene: Mapping[str, object]) -> tuple[int | None, int | None, int | None]:
+    """Resolution x, y and percentage: the form's, else the scene's own (None where neither is known yet)."""
+    x, y, percentage = (getattr(form, f) or scene.get(f) for f in RESOLUTION_FIELDS)
+    return x, y, percentage
+
+
+def _check_limits(
+    settings: Settings,
+    form: JobForm,
+    frame_start: int | None,
+    frame_end: int | None,
+    samples: int | None,
+    size: tuple[int | None, int | None, int | None],
+) -> None:
+    """What one job may ask of the farm, checked on what is known: the form alone before the probe, so no Blender
+    starts for a job that would be refused, then again after it, with the scene's own values filling what the
+    form left out (a .blend may carry 16,777,216 samples). The error names the field the user can change."""
+    if frame_start is not None and frame_end is not None:
+        field = "frame_end" if form.frame_end is not None else "frame_start"
+        if frame_end < frame_start:
+            raise ValidationError(field, "bad_range", f"frame_end ({frame_end}) is before frame_start ({frame_start})")
+        count = frame_end - frame_start + 1
+        if count > settings.max_frames:
+            raise ValidationError(
+                field,
+                "too_many_frames",
+                f"{count} frames requested; this farm renders at most {settings.max_frames} per job",
+            )
+        chunks = -(-count // form.chunk_size) if form.chunk_size else 0
+        if chunks > settings.max_chunks:
+            raise ValidationError(
+                "chunk_size",
+                "too_many_chunks",
+                f"{count} frames in chunks of {form.chunk_size} make {chunks} chunks; this farm takes at most "
+                f"{settings.max_chunks} per job (a chunk_size of {-(-count // settings.max_chunks)} or more)",
+            )
+    if samples is not None and samples > settings.max_samples:
+        whose = "" if form.samples else "the scene's own "
         raise ValidationError(
-            field,
-            "too_many_frames",
-            f"{count} frames requested; this farm renders at most {settings.max_frames} per job",
+            "samples",
+            "too_large",
+            f"{whose}samples ({samples}) are more than this farm renders ({settings.max_samples}); set samples lower",
         )
+    x, y, percentage = size
+    if x and y and percentage:
+        width, height = x * percentage // 100, y * percentage // 100  # Blender scales both sides
+        if width * height > settings.max_pixels:
+            field = next((f for f in RESOLUTION_FIELDS if getattr(form, f)), "resolution_percentage")
+            raise ValidationError(
+                field,
+                "too_many_pixels",
+                f"a frame of {x}×{y} at {percentage}% is {width}×{height}, {width * height / 1e6:.1f} megapixels; "
+                f"this farm renders at most {settings.max_pixels / 1e6:g} per frame: lower resolution_x, "
+                "resolution_y or resolution_percentage",
+            )
 
 
 def save_upload(stream: IO[bytes] | None, filename: str | None, settings: Settings) -> Upload:
@@ -246,7 +290,8 @@ def create_job(
 
         frame_start = form.frame_start if form.frame_start is not None else max(0, int(scene["frame_start"]))
         frame_end = form.frame_end if form.frame_end is not None else int(scene["frame_end"])
-        _check_range(frame_start, frame_end, settings, "frame_end" if form.frame_end is not None else "frame_start")
+        samples, size = form.samples or scene.get("samples"), _size(form, scene)
+        _check_limits(settings, form, frame_start, frame_end, samples, size)
         count = frame_end - frame_start + 1
         if form.chunk_size:
             plan = planning.plan_chunks(frame_start, frame_end, min(form.chunk_size, count))
@@ -257,6 +302,7 @@ def create_job(
                 frame_seconds=_frame_seconds(scene, settings),
                 slots=slots,
                 target_seconds=settings.chunk_target_seconds,
+                max_chunks=settings.max_chunks,
             )
         chunk_size = max(e - s + 1 for s, e in plan)
 
@@ -278,10 +324,10 @@ def create_job(
             frame_end=frame_end,
             chunk_size=chunk_size,
             engine=form.engine or scene.get("engine"),
-            samples=form.samples or scene.get("samples"),
-            resolution_x=form.resolution_x or scene.get("resolution_x"),
-            resolution_y=form.resolution_y or scene.get("resolution_y"),
-            resolution_percentage=form.resolution_percentage or scene.get("resolution_percentage"),
+            samples=samples,
+            resolution_x=size[0],
+            resolution_y=size[1],
+            resolution_percentage=size[2],
             output_format=form.output_format,
             device=form.device,
             priority=form.priority,
@@ -351,7 +397,8 @@ def read_scene(
     """Blender's reading of the file (scripts off); one it cannot open is the user's error, named as they know it
     (`shown_as`), not by the server's temp path."""
     try:
-        return probe_scene(settings, blend, render)
+        with PROBE_SLOTS.hold(settings.max_probes):
+            return probe_scene(settings, blend, render)
     except BlenderFailed as exc:
         said = str(exc).replace(str(blend), shown_as)
         raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {said}") from None

@@ -143,6 +143,11 @@ def tiny_blend(prod_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
+def blend_bytes(tiny_blend: Path) -> bytes:
+    return tiny_blend.read_bytes()
+
+
+@pytest.fixture(scope="session")
 def slow_blend(prod_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Frames slow enough (~1 s) to cancel or kill a chunk while Blender is busy."""
     return _make_scene(prod_settings, tmp_path_factory.mktemp("scenes") / "slow.blend", 40, 320, 180, 16)

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -35,6 +36,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def csrf_in(page: str) -> str:
+    """The CSRF token a page carries for its forms and scripts."""
+    found = re.search(r'name="csrf-token" content="([^"]+)"', page)
+    assert found, page[:500]
+    return found.group(1)
 
 
 def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.2) -> T:

@@ -48,11 +48,6 @@ def zip_bytes(members):
 
 
 @pytest.fixture(scope="module")
-def blend_bytes(tiny_blend):
-    return tiny_blend.read_bytes()
-
-
-@pytest.fixture(scope="module")
 def camera_less_blend(prod_settings, tmp_path_factory):
     return build_blend(prod_settings, "no_camera", tmp_path_factory.mktemp("nocam") / "nocam.blend").read_bytes()
 

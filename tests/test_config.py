@@ -12,6 +12,8 @@ def test_embedded_defaults_need_no_servers(tmp_path):
     assert settings.result_backend.startswith("db+sqlite:///")
     assert settings.storage_url == (tmp_path / "storage").as_uri()
     assert settings.max_frames == 100_000
+    assert (settings.max_chunks, settings.max_samples, settings.max_probes) == (10_000, 16_384, 4)
+    assert settings.max_pixels == 100_000_000
     assert settings.warm_blender and settings.renderer == "blender" and settings.chunk_target_seconds == 60
     assert settings.frame_cache_max_bytes == 10 * 2**30
     off = load_settings({"FARM_INSTANCE_DIR": str(tmp_path), "FARM_FRAME_CACHE_GB": "0"}, dotenv_path=None)
@@ -34,6 +36,7 @@ def test_dotenv_is_read_and_environment_wins(tmp_path):
     [
         ("FARM_MAX_FRAMES", "lots", "FARM_MAX_FRAMES must be a whole number"),
         ("FARM_MAX_FRAMES", "0", "FARM_MAX_FRAMES must be at least 1"),
+        ("FARM_MAX_PROBES", "0", "FARM_MAX_PROBES must be at least 1"),
         ("FARM_FRAME_CACHE_GB", "-1", "FARM_FRAME_CACHE_GB must be at least 0"),
         ("FARM_HEARTBEAT_SECONDS", "-1", "FARM_HEARTBEAT_SECONDS must be above 0"),
         ("FARM_STORAGE_URL", "ftp://x", "FARM_STORAGE_URL must start with one of s3://, file://"),
@@ -59,6 +62,13 @@ def test_broker_folder_from_url(tmp_path):
         {"FARM_INSTANCE_DIR": str(tmp_path), "FARM_BROKER_URL": f"filesystem://{tmp_path}/q"}, dotenv_path=None
     )
     assert settings.broker_folder == Path(f"{tmp_path}/q")
+
+
+def test_submission_limits_are_settings(tmp_path):
+    env = {"FARM_MAX_CHUNKS": "50", "FARM_MAX_SAMPLES": "64", "FARM_MAX_MEGAPIXELS": "2", "FARM_MAX_PROBES": "1"}
+    settings = load_settings({"FARM_INSTANCE_DIR": str(tmp_path), **env}, dotenv_path=None)
+    assert (settings.max_chunks, settings.max_samples, settings.max_pixels, settings.max_probes) == (50, 64, 2e6, 1)
+    assert {k: settings.describe()[k] for k in env} == env
 
 
 def test_describe_hides_passwords(tmp_path):

@@ -16,12 +16,12 @@ from PIL import Image
 from farm.models import Job
 from farm.previews import make_thumbnail, store_thumbnail, thumbnail_key
 from farm.storage import FileStorage
+from tests.helpers import csrf_in
 from tests.rows import make_job, render_frame
 
 
 def csrf_token(client) -> str:  # type: ignore[no-untyped-def]
-    page = client.get("/jobs/new").get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    return csrf_in(client.get("/jobs/new").get_data(as_text=True))
 
 
 def test_forms_without_this_browsers_csrf_token_are_refused(client):

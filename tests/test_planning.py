@@ -60,14 +60,21 @@ def test_plan_chunks_rejects_bad_input(start, end, size):
     ],
 )
 def test_adaptive_chunks_last_about_the_target_and_shrink_at_the_tail(start, end, frame_s, slots, target, sizes):
-    chunks = adaptive_chunks(start, end, frame_seconds=frame_s, slots=slots, target_seconds=target)
+    chunks = adaptive_chunks(start, end, frame_seconds=frame_s, slots=slots, target_seconds=target, max_chunks=100)
     assert [e - s + 1 for s, e in chunks] == sizes
     assert [f for s, e in chunks for f in range(s, e + 1)] == list(range(start, end + 1))
 
 
+@pytest.mark.parametrize(("end", "max_chunks", "sizes"), [(1000, 100, [10] * 100), (10, 3, [4, 4, 2]), (5, 5, [1] * 5)])
+def test_adaptive_chunks_are_never_more_than_max_chunks(end, max_chunks, sizes):
+    chunks = adaptive_chunks(1, end, frame_seconds=120.0, slots=2, target_seconds=60, max_chunks=max_chunks)
+    assert [e - s + 1 for s, e in chunks] == sizes
+    assert [f for s, e in chunks for f in range(s, e + 1)] == list(range(1, end + 1))
+
+
 def test_adaptive_chunks_rejects_a_reversed_range():
     with pytest.raises(ValueError):
-        adaptive_chunks(5, 1, frame_seconds=1.0, slots=1, target_seconds=60)
+        adaptive_chunks(5, 1, frame_seconds=1.0, slots=1, target_seconds=60, max_chunks=10)
 
 
 @pytest.mark.parametrize(

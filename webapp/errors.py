@@ -19,6 +19,13 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return jsonify({"error": {"code": code, "message": message, "field": field}}), status
 
 
+ErrorAnswer = tuple[Response, int, dict[str, str]]
+
+
+def farm_error_response(exc: FarmError) -> ErrorAnswer:
+    return jsonify(exc.to_json()), exc.status, exc.headers()
+
+
 def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.path == "/api"
 
@@ -32,8 +39,9 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(FarmError)
     def farm_error(exc: FarmError):  # type: ignore[no-untyped-def]
         if not _wants_json() and request.method == "GET":
-            return error_page(exc.status, "Not found" if exc.status == 404 else "That did not work", exc.message)
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+            title = "Not found" if exc.status == 404 else "That did not work"
+            return (*error_page(exc.status, title, exc.message), exc.headers())
+        return farm_error_response(exc)
 
     @app.errorhandler(IllegalTransition)
     def illegal_transition(exc: IllegalTransition):  # type: ignore[no-untyped-def]

@@ -36,7 +36,7 @@ from webapp.api import jobs as api_jobs
 from webapp.api import workers as api_workers
 from webapp.api.monitor import TASK_STATES, queues_json, task_filters, tasks_json
 from webapp.api.serializers import job_json, running_chunks, workers_json
-from webapp.errors import error_response
+from webapp.errors import ErrorAnswer, farm_error_response
 from webapp.extensions import db
 from webapp.live import links
 
@@ -96,7 +96,7 @@ def new_job() -> str:
 
 
 @bp.post("/jobs/new")
-def create_job() -> Response | tuple[str, int]:
+def create_job() -> Response | tuple[str, int, dict[str, str]]:
     """Submit the form: a new file, or the one staged when it was picked. A bad field re-renders the form with
     the error beside that field and everything the user typed, the file included."""
     settings = services.settings()
@@ -113,14 +113,14 @@ def create_job() -> Response | tuple[str, int]:
     except FarmError as exc:
         db.session.rollback()
         errors = {exc.field or "file": exc.message}
-        return render_template("new_job.html", **_form_context(request.form, errors, staged)), exc.status
+        return render_template("new_job.html", **_form_context(request.form, errors, staged)), exc.status, exc.headers()
     staging.discard(settings, staged)
     flash(f"Job {job.name} queued: frames {job.frame_start}–{job.frame_end}.", "ok")
     return redirect(url_for("pages.job_page", job_id=job.id), 303)
 
 
 @bp.post("/jobs/new/upload")
-def stage_upload() -> Response | tuple[Response, int]:
+def stage_upload() -> Response | ErrorAnswer:
     """The form's first step, sent by its script as soon as a file is picked: keep the file, and answer with the
     zip's .blend files and (for a .blend, or a zip holding one) the scene's own settings."""
     settings = services.settings()
@@ -132,19 +132,19 @@ def stage_upload() -> Response | tuple[Response, int]:
         main = request.form.get("main") or (staged.blend_files[0] if len(staged.blend_files) == 1 else None)
         scene = staging.scene(settings, staged, main) if staged.kind == "blend" or main else None
     except FarmError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        return farm_error_response(exc)
     return jsonify({"upload": staged.public(), "main": main, "scene": scene})
 
 
 @bp.post("/jobs/new/scene")
-def staged_scene() -> Response | tuple[Response, int]:
+def staged_scene() -> Response | ErrorAnswer:
     """The scene's own settings for the .blend chosen as `main` inside a staged zip."""
     settings = services.settings()
     try:
         staged = staging.load(settings, request.form.get("upload", ""))
         scene = staging.scene(settings, staged, request.form.get("main") or None)
     except FarmError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        return farm_error_response(exc)
     return jsonify({"scene": scene})
 
 
@@ -163,7 +163,7 @@ def job_page(job_id: str) -> str:
     )
 
 
-def _act(action: Callable[[], Any], done: str, back: str) -> Response | tuple[Response, int]:
+def _act(action: Callable[[], Any], done: str, back: str) -> Response | ErrorAnswer:
     """Run a button's action; scripts get JSON (the error's JSON on failure), plain forms a redirect and a note."""
     try:
         action()
@@ -173,7 +173,7 @@ def _act(action: Callable[[], Any], done: str, back: str) -> Response | tuple[Re
             exc = FarmError(None, "wrong_state", f"the {exc.kind} is {exc.old}; it cannot become {exc.new}")
             exc.status = 409
         if request.accept_mimetypes.best == "application/json":
-            return error_response(exc.status, exc.code, exc.message, exc.field)
+            return farm_error_response(exc)
         flash(exc.message, "error")
         return redirect(back, 303)
     if request.accept_mimetypes.best == "application/json":
@@ -183,13 +183,13 @@ def _act(action: Callable[[], Any], done: str, back: str) -> Response | tuple[Re
 
 
 @bp.post("/jobs/<job_id>/cancel")
-def cancel_job(job_id: str) -> Response | tuple[Response, int]:
+def cancel_job(job_id: str) -> Response | ErrorAnswer:
     back = url_for("pages.job_page", job_id=job_id)
     return _act(lambda: api_jobs.cancel_job(job_id), "Canceling: Blender stops within seconds.", back)
 
 
 @bp.post("/jobs/<job_id>/retry")
-def retry_job(job_id: str) -> Response | tuple[Response, int]:
+def retry_job(job_id: str) -> Response | ErrorAnswer:
     back = url_for("pages.job_page", job_id=job_id)
     return _act(lambda: api_jobs.retry_job(job_id), "Retrying the frames that did not finish.", back)
 
@@ -214,7 +214,7 @@ def workers() -> str:
 
 
 @bp.post("/workers/<hostname>/<any(enable, disable):action>")
-def toggle_worker(hostname: str, action: str) -> Response | tuple[Response, int]:
+def toggle_worker(hostname: str, action: str) -> Response | ErrorAnswer:
     change = api_workers.enable_worker if action == "enable" else api_workers.disable_worker
     done = f"{hostname} {'takes work again' if action == 'enable' else 'finishes its chunk and takes no more work'}."
     return _act(lambda: change(hostname), done, url_for("pages.workers"))

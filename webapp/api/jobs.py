@@ -11,6 +11,7 @@ from sqlalchemy import Select, func, or_, select
 from farm import planning, states
 from farm.dispatch import assign_task_ids, send_chord
 from farm.errors import Conflict, NotFound, ValidationError
+from farm.inputs import DB_INT_MAX, whole_number
 from farm.models import Chunk, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
 from farm.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
 from farm.storage import FileStorage
@@ -39,9 +40,10 @@ def query_int(name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    value = whole_number(raw)
+    if value is None or not lo <= value <= hi:
         raise ValidationError(name, "out_of_range", f"{name} must be a whole number from {lo} to {hi}")
-    return int(raw)
+    return value
 
 
 def dispatch(job: Job, task_ids: dict[int, str]) -> None:
@@ -238,7 +240,7 @@ def job_events(job_id: str) -> Response:
     if live.wants_stream():
         return live.stream(job.id)
     limit = query_int("limit", 1000, 1, 100_000)
-    after = query_int("after", 0, 0, 2**62)
+    after = query_int("after", 0, 0, DB_INT_MAX)
     events = db.session.scalars(
         select(Event).where(Event.job_id == job.id, Event.id > after).order_by(Event.id).limit(limit)
     )
