@@ -280,7 +280,7 @@ def create_job(
         raise NoGpuWorker()
     with tempfile.TemporaryDirectory(prefix="probe-", dir=upload.path.parent) as workdir:
         blend, main = _blend_to_probe(upload, form, settings, Path(workdir))
-        scene = read_scene(settings, blend, main or upload.filename, _probe_frame_spec(form, Path(workdir)))
+        scene = read_scene(settings, blend, main or upload.filename, _probe_frame_spec(form, settings, Path(workdir)))
         probe_frame = scene.pop("probe_frame", None)
         scene["warnings"] = scene_warnings(scene)
         if not scene.get("camera"):
@@ -404,8 +404,9 @@ def read_scene(
         raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {said}") from None
 
 
-def _probe_frame_spec(form: JobForm, workdir: Path) -> dict[str, object] | None:
-    """What the probe renders to time a frame, or None when the user chose the chunk size."""
+def _probe_frame_spec(form: JobForm, settings: Settings, workdir: Path) -> dict[str, object] | None:
+    """What the probe renders to time a frame, or None when the user chose the chunk size. Past the farm's limits
+    it renders none: that job is refused."""
     if form.chunk_size:
         return None
     return {
@@ -417,6 +418,8 @@ def _probe_frame_spec(form: JobForm, workdir: Path) -> dict[str, object] | None:
         "resolution_y": form.resolution_y,
         "resolution_percentage": form.resolution_percentage,
         "output_format": form.output_format,
+        "max_samples": settings.max_samples,
+        "max_pixels": settings.max_pixels,
     }
 
 

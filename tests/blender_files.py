@@ -4,6 +4,8 @@ Usage: <blender> blender_files.py -- KIND OUT.blend [ARG]. Kinds:
 - `forged_events`: a driver whose expression holds lines that look like the farm's events (ARG: a path outside the
   job that those events name). Blender prints it verbatim while it renders, scripts off.
 - `no_camera`: an empty scene.
+- `huge`: a scene asking, on its own, for the most Blender allows: 16,777,216 samples, 16384×16384 at 100%, and
+  200,000 frames.
 - `python_driver`: a driver that is not a "simple expression" (`max([frame, 1.0]) * 0.1`): bpy hangs at exit.
 - `scripted`: one of each kind of script that does not run with scripts off: a driver outside Blender's restricted
   subset (it reads an attribute), a text block registered to run at load, an OSL script node.
@@ -81,6 +83,14 @@ def forged_events(target):
             holder = bpy.data.objects.new("Forger", None)
             bpy.context.scene.collection.objects.link(holder)
             driver(holder, "0\n" + line)
+
+
+def huge():
+    scene = base_scene()
+    cube()
+    scene.cycles.samples = 16777216
+    scene.render.resolution_x = scene.render.resolution_y = 16384
+    scene.frame_end = 200000
 
 
 def python_driver():
@@ -212,6 +222,7 @@ def main(argv):
     builders = {
         "forged_events": lambda: forged_events(arg),
         "no_camera": lambda: bpy.ops.wm.read_factory_settings(use_empty=True),
+        "huge": huge,
         "python_driver": python_driver,
         "scripted": scripted,
         "file_output": lambda: file_output(arg),

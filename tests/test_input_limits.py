@@ -13,9 +13,8 @@ import time
 import pytest
 import requests
 
-from farm.blender import run_script
 from farm.probe_slots import PROBE_SLOTS, RETRY_AFTER_SECONDS
-from tests.helpers import FarmProcesses, submit
+from tests.helpers import FarmProcesses, build_blend, submit
 from tests.rows import make_job
 from tests.test_api_jobs import assert_error, post
 from tests.test_pages import csrf_token
@@ -134,24 +133,8 @@ def test_what_gunicorn_refuses_itself_is_json(farm):
 
 
 @pytest.fixture(scope="module")
-def huge_blend(prod_settings, tiny_blend, tmp_path_factory):
-    """The tiny scene asking, on its own, for the most Blender allows: 16,777,216 samples, 16384×16384 at 100%,
-    and 200,000 frames."""
-    folder = tmp_path_factory.mktemp("huge")
-    script = folder / "make.py"
-    script.write_text(
-        "import sys, bpy\n"
-        "source, target = sys.argv[sys.argv.index('--') + 1:]\n"
-        "bpy.ops.wm.open_mainfile(filepath=source)\n"
-        "scene = bpy.context.scene\n"
-        "scene.cycles.samples = 16777216\n"
-        "scene.render.resolution_x = scene.render.resolution_y = 16384\n"
-        "scene.render.resolution_percentage = 100\n"
-        "scene.frame_end = 200000\n"
-        "bpy.ops.wm.save_as_mainfile(filepath=target)\n"
-    )
-    run_script(prod_settings, script, [str(tiny_blend), str(folder / "huge.blend")], timeout=120)
-    return (folder / "huge.blend").read_bytes()
+def huge_blend(prod_settings, tmp_path_factory):  # type: ignore[no-untyped-def]
+    return build_blend(prod_settings, "huge", tmp_path_factory.mktemp("huge") / "huge.blend").read_bytes()
 
 
 ONE_FRAME = {"frame_start": "1", "frame_end": "1", "chunk_size": "1"}  # no probe frame is rendered
@@ -201,6 +184,8 @@ def test_the_percentage_counts_on_both_sides(client, blend_bytes):
             "frame_start",
             "200000",
         ),
+        # no chunk size: the probe would time a frame, but renders none past the limits
+        ({"frame_start": "1", "frame_end": "1"}, "too_large", "samples", "the scene's own samples (16777216)"),
     ],
 )
 def test_the_scenes_own_settings_are_held_to_the_same_limits(client, huge_blend, data, code, field, words):

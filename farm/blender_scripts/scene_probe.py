@@ -24,10 +24,26 @@ from channel import emit, run
 from render_script import ChunkError, apply_spec, go_to_frame, open_blend
 
 
+def samples_of(scene):
+    render = scene.render
+    return scene.cycles.samples if render.engine == "CYCLES" else getattr(scene.eevee, "taa_render_samples", None)
+
+
+def pixels_of(render):
+    """Blender scales both sides by the percentage."""
+    scale = render.resolution_percentage
+    return (render.resolution_x * scale // 100) * (render.resolution_y * scale // 100)
+
+
 def probe_frame(scene, spec):
     """Render one frame with the job's settings and report how long Blender took and where the image is: the
-    submission keeps it as that frame of the job."""
+    submission keeps it as that frame of the job. Not a frame past the farm's limits (`max_samples`, `max_pixels`):
+    the submission refuses that job, and the web host is no place for a huge render."""
     apply_spec(scene, dict(spec, device={"backend": "CPU", "ids": [], "label": "CPU"}))
+    if (samples_of(scene) or 0) > spec.get("max_samples", math.inf) or pixels_of(scene.render) > spec.get(
+        "max_pixels", math.inf
+    ):
+        return
     frame = spec["frame"] if spec.get("frame") is not None else scene.frame_start
     go_to_frame(scene, frame)
     os.chdir(spec["out"])
@@ -111,7 +127,7 @@ def main(path, spec=None, trusted=False):
         return 2
     scene = bpy.context.scene
     render = scene.render
-    samples = scene.cycles.samples if render.engine == "CYCLES" else getattr(scene.eevee, "taa_render_samples", None)
+    samples = samples_of(scene)
     emit(
         event="scene",
         scene=scene.name,
