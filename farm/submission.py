@@ -400,7 +400,8 @@ def read_scene(
         with PROBE_SLOTS.hold(settings.max_probes):
             return probe_scene(settings, blend, render)
     except BlenderFailed as exc:
-        said = str(exc).replace(str(blend), shown_as)
+        said = str(exc).replace(str(blend), shown_as).replace(str(blend.parent), "<upload>")
+        said = said.replace(str(settings.cache_dir), "<cache>").replace(str(settings.instance_dir), "<instance>")
         raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {said}") from None
 
 

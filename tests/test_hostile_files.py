@@ -4,6 +4,8 @@ pipe of the process's own, and the worker takes no path from Blender. Blender al
 environment (no secrets), in a folder of its own, optionally capped, and the file's own writes are confined."""
 
 import dataclasses
+import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -84,9 +86,14 @@ def test_hostile_files_render_like_plain_blender(own_farm, prod_settings, sentin
     assert_untouched(sentinel)
     chunks = requests.get(f"{own_farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
     assert all(c["attempts"] == 1 and c["status"] == "DONE" for c in chunks)
+    logs = [requests.get(c["log_url"], timeout=10).text for c in chunks if c.get("log_url")]
     if kind == "forged_events":
-        logs = [requests.get(c["log_url"], timeout=10).text for c in chunks if c.get("log_url")]
         assert any(f'@@FARM@@ {{"event": "frame", "frame": 1, "path": "{sentinel}"' in log for log in logs)
+    # Users read the logs and the API: neither names the worker's folders nor the source's content hash.
+    source_hash = hashlib.sha256(blend.read_bytes()).hexdigest()
+    assert all(own_farm.env["FARM_INSTANCE_DIR"] not in log and source_hash not in log for log in logs)
+    assert any('Read blend: "<project>/' in log for log in logs)
+    assert source_hash not in json.dumps(job)
     # One-shot or warm, no Blender of the job lingers once it is done (a hang at exit would keep it). The logs'
     # copies of events are for people: the forged `ready` (pid 1) is among them, and is left out here.
     pids = blender_pids(own_farm.url, job_id) - {1}

@@ -37,12 +37,13 @@ class Outcome:
 class BlenderProcess:
     """A Blender child. `on_event` is called in the caller's thread for each event."""
 
-    def __init__(self, settings: Settings, argv: list[str], log_path: Path) -> None:
+    def __init__(self, settings: Settings, argv: list[str], log_path: Path, hide: dict[str, str] | None = None) -> None:
         self.settings, self.argv, self.log_path = settings, argv, log_path
         self.child: Child | None = None
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._log: IO[str] | None = None
         self._log_lock = threading.Lock()
+        self._hide: list[tuple[str, str]] = sorted((hide or {}).items(), key=lambda item: -len(item[0]))
         self._output: threading.Thread | None = None
 
     @property
@@ -53,13 +54,17 @@ class BlenderProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def set_log(self, path: Path) -> None:
-        """Send Blender's output to another file from now on (a warm process moving to its next chunk)."""
+    def set_log(self, path: Path, hide: dict[str, str] | None = None) -> None:
+        """Send Blender's output to another file from now on (a warm process moving to its next chunk). `hide`:
+        this machine's paths and what the log says instead (users read the log; the worker's folders are not theirs
+        to know)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._log_lock:
             if self._log:
                 self._log.close()
             self.log_path, self._log = path, open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            if hide is not None:
+                self._hide = sorted(hide.items(), key=lambda item: -len(item[0]))  # the longest path first
 
     def write_log(self, text: str) -> None:
         with self._log_lock:
@@ -71,6 +76,8 @@ class BlenderProcess:
         """Blender's output, to the log only: nothing in it is read as an event."""
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
+            for path, shown in self._hide:
+                line = line.replace(path, shown)
             self.write_log(line)
 
     def _pump_events(self) -> None:

@@ -316,15 +316,23 @@ class ChunkRun:
         )
         if not settings.warm_blender:
             argv = blender_command(settings, RENDER_SCRIPT, [json.dumps(spec)])
-            return BlenderProcess(settings, argv, self.log_path).run(self.on_event, **watch)
-        process = WARM.for_chunk(settings, self.work.job_id, self.log_path)
+            return BlenderProcess(settings, argv, self.log_path, self.hide(spec)).run(self.on_event, **watch)
+        process = WARM.for_chunk(settings, self.work.job_id, self.log_path, self.hide(spec))
         if not process.send(spec):  # it died since its last chunk: a fresh one
             WARM.close()
-            process = WARM.for_chunk(settings, self.work.job_id, self.log_path)
+            process = WARM.for_chunk(settings, self.work.job_id, self.log_path, self.hide(spec))
             process.send(spec)
         outcome = process.run(self.on_event, keep=True, **watch)
         WARM.after_chunk(settings, clean=outcome.returncode == 0 and outcome.stopped is None)
         return outcome
+
+    def hide(self, spec: dict[str, Any]) -> dict[str, str]:
+        """This worker's folders as the chunk's log shows them: the project by its own name, the rest not at all."""
+        return {
+            str(Path(spec["blend"]).parent): "<project>",
+            str(self.workdir): "<work folder>",
+            str(self.ctx.settings.cache_dir): "<cache>",
+        }
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)

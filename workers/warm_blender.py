@@ -36,25 +36,25 @@ class WarmBlender:
         self.chunks = 0
         self.spare: BlenderProcess | None = None
 
-    def for_chunk(self, settings: Settings, job_id: str, log_path: Path) -> BlenderProcess:
+    def for_chunk(self, settings: Settings, job_id: str, log_path: Path, hide: dict[str, str]) -> BlenderProcess:
         """The job's warm process (started now if there is none, or it serves another job or died), logging to
-        this chunk's log."""
+        this chunk's log with `hide`'s paths replaced."""
         if self.process is not None and (self.job_id != job_id or not self.process.alive):
             self.close()
         if self.process is None:
             spare, self.spare = self.spare, None
             if spare is not None and spare.alive:
-                spare.set_log(log_path)
+                spare.set_log(log_path, hide)
                 self.process = spare
             else:
                 if spare is not None:
                     spare.close()
                 argv = blender_command(settings, RENDER_SCRIPT, ["--serve", job_id])  # the job id names it in ps
-                self.process = BlenderProcess(settings, argv, log_path)
+                self.process = BlenderProcess(settings, argv, log_path, hide)
                 self.process.start(keep_stdin=True)
             self.job_id, self.chunks = job_id, 0
         else:
-            self.process.set_log(log_path)
+            self.process.set_log(log_path, hide)
         return self.process
 
     def after_chunk(self, settings: Settings, *, clean: bool) -> None:

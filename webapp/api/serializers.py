@@ -71,7 +71,6 @@ def job_json(job: Job, running: int) -> dict[str, Any]:
         },
         "source": {
             "kind": job.source_kind,
-            "sha256": job.source_sha256,
             "main": job.main,
             "scene": job.scene.get("scene"),
             "blender": job.scene.get("blender"),
