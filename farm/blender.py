@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 SCRIPTS = Path(__file__).parent / "blender_scripts"
 MAX_EVENT_BYTES = 1 << 20  # our scripts' events are a few KiB; a longer line is cut and dropped
 EXIT_GRACE_SECONDS = 5.0  # how long a Blender that said `end` may take to exit before it is killed
+LOG_EVENT_PREFIX = "farm: event "  # how a worker copies an event into a chunk's log, for people
 ENV_NAMES = frozenset(
     {"PATH", "LANG", "LANGUAGE", "TZ", "OCIO", "LD_LIBRARY_PATH", "DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR"}
 )
@@ -213,7 +214,7 @@ def _sweep_homes(base: Path) -> None:
 
 def blender_error(output: str, limit: int = 12) -> str:
     """The lines of Blender's output that explain a failure, for a job's error or an API message."""
-    lines = [ln for ln in output.splitlines() if ln.strip()]
+    lines = [ln for ln in output.splitlines() if ln.strip() and not ln.startswith(LOG_EVENT_PREFIX)]
     wanted = [ln for ln in lines if any(w in ln for w in ("Error", "error", "ERROR", "Traceback", "Cannot", "failed"))]
     return "\n".join((wanted or lines)[-limit:]).strip() or "Blender exited without saying why"
 

@@ -22,9 +22,8 @@ from typing import Any, TypeVar
 import requests
 from PIL import Image
 
-from farm.blender import run_script
+from farm.blender import LOG_EVENT_PREFIX, run_script
 from farm.config import Settings
-from workers.blender_process import EVENT_PREFIX
 
 BLENDER_FILES = Path(__file__).parent / "blender_files.py"
 PLAIN_RENDER = Path(__file__).parent / "plain_render.py"
@@ -171,7 +170,8 @@ def farm_frames(base_url: str, job_id: str) -> dict[int, Any]:
 
 def farm_events(log: str) -> list[dict[str, Any]]:
     """The events the worker copied into a chunk's Blender log, in order."""
-    return [json.loads(ln.removeprefix(EVENT_PREFIX)) for ln in log.splitlines() if ln.startswith(EVENT_PREFIX)]
+    prefix = LOG_EVENT_PREFIX
+    return [json.loads(ln.removeprefix(prefix)) for ln in log.splitlines() if ln.startswith(prefix)]
 
 
 def blender_pids(base_url: str, job_id: str) -> set[int]:

@@ -21,15 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from farm.blender import Child, launch
+from farm.blender import LOG_EVENT_PREFIX, Child, launch
 from farm.config import Settings
-
-EVENT_PREFIX = "farm: event "
 
 
 @dataclass
 class Outcome:
-    returncode: int | None  # 0 when a warm process finished the chunk and lives on
+    returncode: int | None  # 0 once Blender said the chunk was done, however its process ended after that
     stopped: str | None  # why we stopped it ("canceled", "stalled"), None if it ended by itself
     log_tail: str
 
@@ -83,7 +81,7 @@ class BlenderProcess:
     def _pump_events(self) -> None:
         assert self.child is not None
         for event in self.child.read_events():
-            self.write_log(f"{EVENT_PREFIX}{json.dumps(event)}\n")  # for people reading the log; never parsed
+            self.write_log(f"{LOG_EVENT_PREFIX}{json.dumps(event)}\n")  # for people reading the log; never parsed
             self._events.put(event)
         self._events.put(None)
 
