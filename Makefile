@@ -18,6 +18,7 @@ demo: setup          ## render the demo scene end to end on the embedded default
 	$(BIN)/farm demo
 
 test: setup          ## lint, then the whole suite against the local Postgres, Redis, a moto S3 server, real Blender
+	tools/system-packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
