@@ -29,7 +29,7 @@ new PerformanceObserver((list) => {
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver (.ci/run does)")
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (make test does: tools/system-packages)")
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
