@@ -74,19 +74,27 @@ def apply_spec(scene, spec):
 
 def open_blend(path, trusted=False):
     """Open the file with its scripts off (on only where the farm's admin trusts every file: FARM_TRUSTED_SCRIPTS),
-    and confine what it would write."""
+    and confine what it would write. Returns the fluid domains whose cache folder is absent."""
     bpy.context.preferences.filepaths.use_scripts_auto_execute = trusted
     try:
         bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=trusted)
     except RuntimeError as exc:
         raise ChunkError(str(exc).strip()) from None
-    confine(os.path.join(os.environ.get("HOME") or os.getcwd(), "caches"))
+    return confine(os.path.join(os.environ.get("HOME") or os.getcwd(), "caches"))
+
+
+def _holds_files(folder):
+    """Whether a fluid cache folder holds simulated data: as the file loads, Mantaflow makes one beside it with only
+    its `config` in it."""
+    return any(files for root, _, files in os.walk(folder) if os.path.basename(root) != "config")
 
 
 def confine(scratch):
     """Keep the file's own writes inside the farm's folders: File Output nodes (any path on the machine) are muted,
-    point caches that are not baked stay in memory, and a fluid domain whose cache folder does not exist simulates
-    into `scratch`. What is baked and present is only read, as plain Blender reads it."""
+    point caches that are not baked stay in memory, and a fluid domain whose cache folder is absent or empty
+    simulates into `scratch` (their names are returned). What is baked and present is only read, as plain Blender
+    reads it."""
+    uncached = []
     trees = [s.node_tree for s in bpy.data.scenes if s.node_tree] + list(bpy.data.node_groups)
     for tree in trees:
         for node in tree.nodes:
@@ -100,12 +108,14 @@ def confine(scratch):
                 cache.use_disk_cache = False
             if mod.type == "FLUID" and mod.fluid_type == "DOMAIN":
                 domain = mod.domain_settings
-                if not os.path.isdir(bpy.path.abspath(domain.cache_directory)):
+                if not _holds_files(bpy.path.abspath(domain.cache_directory)):
                     domain.cache_directory = os.path.join(scratch, f"fluid-{obj.name_full}")
+                    uncached.append(obj.name)
         for system in obj.particle_systems:
             cache = system.point_cache
             if cache.use_disk_cache and not cache.is_baked:
                 cache.use_disk_cache = False
+    return uncached
 
 
 def _has_simulation_zone(tree, seen):

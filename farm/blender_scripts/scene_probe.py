@@ -108,20 +108,9 @@ def scripts(trusted):
     }
 
 
-def unbaked_fluids():
-    """Fluid domains whose cache folder is not beside the file: Blender simulates them while it renders."""
-    return [
-        obj.name
-        for obj in bpy.data.objects
-        for mod in obj.modifiers
-        if mod.type == "FLUID" and mod.fluid_type == "DOMAIN" and mod.show_render
-        and not os.path.isdir(bpy.path.abspath(mod.domain_settings.cache_directory))
-    ]  # fmt: skip
-
-
 def main(path, spec=None, trusted=False):
     try:
-        open_blend(path, trusted)
+        uncached = open_blend(path, trusted)
     except ChunkError as exc:
         emit(event="error", message=str(exc))
         return 2
@@ -144,7 +133,7 @@ def main(path, spec=None, trusted=False):
         camera=scene.camera.name if scene.camera else None,
         blender=bpy.app.version_string,
         scripts=scripts(trusted),
-        unbaked_fluids=unbaked_fluids(),
+        unbaked_fluids=uncached,  # domains without a cache folder beside the file
     )
     if spec and scene.camera:  # no camera: the farm refuses the file, nothing to time
         probe_frame(scene, spec)
