@@ -66,8 +66,6 @@ def test_a_spare_blender_waits_for_the_next_job_and_becomes_its_process(farm, ti
     assert {e["pid"] for e in ready} == spares and [e["warm"] for e in ready] == [False, True]
     assert spares.isdisjoint(e["pid"] for e in ready_events(farm, first))  # a job never gets another's process
 
-    return False
-
 
 def test_killing_warm_blender_mid_chunk_loses_only_the_current_frame(farm, slow_blend):
     farm.start_worker("w")
