@@ -5,8 +5,8 @@
     python -m bench.gpu rehearse   # those calls here, one after the other, into a bare local store, on the CPU
 
 A rehearsal runs bench/gpu_proof.sh exactly as the lent machine will, each call seeing only its own piece, with
-this machine's Python 3.12 as the machine's own Python where there is one, and the small scene; its report is
-bench/results/gpu-rehearsal.md.
+the small scene; FARM_GPU_HOST_PYTHON names the Python that stands in for the machine's own (a 3.12, as there, if
+you have one; default python3). Its report is bench/results/gpu-rehearsal.md.
 
 On the lent machine (one NVIDIA H100, 16 cores, Python 3.12 only, no registry; a call carries at most 64 MiB, the
 working tree included; a command runs at most 10 minutes; a session has 15 minutes of device time, start-up and idle
@@ -71,7 +71,6 @@ def plan() -> list[dict[str, object]]:
 
 def rehearse() -> int:
     shutil.rmtree(REHEARSAL_STORE, ignore_errors=True)
-    host_python = shutil.which("python3.12") or "python3"
     manifest = pieces.read_manifest(pack.OUT)
     report = pack.ROOT / "bench" / "results" / "gpu-rehearsal.md"
     report.unlink(missing_ok=True)
@@ -80,7 +79,6 @@ def rehearse() -> int:
             for name in (pieces.MANIFEST, piece["name"]):
                 shutil.copyfile(pack.OUT / name, Path(carried) / name)
             env = dict(os.environ, FARM_GPU_CARRIED=carried, FARM_GPU_STORE=str(REHEARSAL_STORE))
-            env["FARM_GPU_HOST_PYTHON"] = host_python
             print(f"call {number}: carries {piece['name']}", file=sys.stderr, flush=True)
             args = ["bash", "bench/gpu_proof.sh", "--size", "rehearsal", "--report", str(report)]
             if subprocess.run(args, cwd=pack.ROOT, env=env, check=False).returncode:

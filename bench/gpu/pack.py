@@ -119,7 +119,7 @@ def elf_files(root: Path) -> list[Path]:
     return found
 
 
-def carry_system_libraries(stage: Path) -> list[str]:
+def carry_system_libraries(stage: Path) -> None:
     """Copy into `stage/syslibs`, by soname, every library the staged programs load from outside the stage, glibc
     and the C++ runtime aside. Libraries that are not found here (the GPU drivers) belong to the lent machine."""
     env = dict(os.environ, LD_LIBRARY_PATH=str(stage / "python" / "lib"))
@@ -135,7 +135,6 @@ def carry_system_libraries(stage: Path) -> list[str]:
     dest.mkdir()
     for name, target in sorted(wanted.items()):
         shutil.copy2(target, dest / name)  # follows the symlink: the file itself, under its soname
-    return sorted(wanted)
 
 
 def make_scenes(stage: Path) -> None:
@@ -169,21 +168,26 @@ def build(out: Path = OUT, piece_bytes: int = PIECE_BYTES) -> dict:
     print("installing packages into the staged Python", file=sys.stderr)
     install_packages(site)
     trim_bpy(site)
-    libraries = carry_system_libraries(stage)
+    carry_system_libraries(stage)
     make_scenes(stage)
     print("compressing (xz -9; minutes)", file=sys.stderr)
     archive(stage, work / ARCHIVE)
-    manifest = pieces.split(
-        work / ARCHIVE,
+    manifest = cut(stage, work / ARCHIVE, out, piece_bytes)
+    shutil.rmtree(work)
+    return manifest
+
+
+def cut(stage: Path, built: Path, out: Path, piece_bytes: int = PIECE_BYTES) -> dict:
+    """The archive of `stage` in pieces, with what it holds in the manifest."""
+    return pieces.split(
+        built,
         out,
         piece_bytes,
         {
             "built": datetime.now(UTC).isoformat(timespec="seconds"),
             "python": sys.version.split()[0],
             "bpy": metadata.version("bpy"),
-            "syslibs": libraries,
+            "syslibs": sorted(p.name for p in (stage / "syslibs").iterdir()),
             "scenes": {name: scene_file(name) for name, *_ in SCENES},
         },
     )
-    shutil.rmtree(work)
-    return manifest
