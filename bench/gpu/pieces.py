@@ -143,7 +143,11 @@ def link_missing_libraries(runtime: Path) -> None:
     """`runtime/syslibs` holds the system libraries the build machine lent to Blender and Python (X11, libGL, …);
     only those this machine lacks are linked into `runtime/syslibs-used`, the folder put on LD_LIBRARY_PATH, so the
     machine's own copies win wherever it has them."""
-    known = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
+    try:
+        ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"  # root's PATH may lack /sbin
+        known = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        known = ""  # no loader cache to ask: every carried library is used
     names = {line.split()[0] for line in known.splitlines()[1:] if line.strip()}
     used = runtime / "syslibs-used"
     used.mkdir(exist_ok=True)

@@ -136,7 +136,7 @@ def command(argv: list[str], env: dict[str, str] | None = None, timeout: float =
 def driver_facts() -> dict[str, str]:
     """What the machine says of its GPU, and where the libraries Cycles opens for CUDA and OptiX are (the loader's
     cache, or LD_LIBRARY_PATH, which Blender is given)."""
-    cached = command(["ldconfig", "-p"])
+    cached = command([shutil.which("ldconfig") or "/sbin/ldconfig", "-p"])
     folders = [Path(d) for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
 
     def where(lib: str) -> str:
