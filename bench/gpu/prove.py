@@ -303,7 +303,8 @@ def write_report(result: dict[str, Any], path: Path) -> str:
     lines += [
         "",
         f"AUTO chose {auto.device if auto else '-'}. OptiX picked automatically: "
-        f"{('yes' if picked else 'no') if has_gpu else 'no GPU here, so AUTO renders on the CPU'}.",
+        f"{('yes' if picked else 'no') if has_gpu else 'no GPU here, so AUTO renders on the CPU'}."
+        + ("" if has_gpu else " AUTO's ÷ CPU is then the same device twice: this machine's noise."),
         "",
         "## A one-frame job on `farm worker --gpus all` (Postgres and Redis from the carried binaries)",
         "",
