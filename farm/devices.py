@@ -68,12 +68,17 @@ def choose(want: str, engine: str | None, devices: Sequence[Device]) -> Choice:
             raise NoDevice(f"device GPU was asked for, but this worker has no GPU ({NO_GPU})")
         return Choice("OpenGL", (), "OpenGL")
     if want != CPU and best:
-        label = best[0].backend + ": " + ", ".join(d.name for d in best)
-        return Choice(best[0].backend, tuple(d.id for d in best), label)
+        return backend_choice(best)
     if want == "GPU":
         raise NoDevice(f"device GPU was asked for, but this worker has no GPU: {NO_GPU}")
     cpu = next((d for d in devices if d.backend == CPU), None)
     return Choice(CPU, (cpu.id,) if cpu else (), cpu.describe() if cpu else CPU)
+
+
+def backend_choice(found: Sequence[Device]) -> Choice:
+    """Render on every device in `found`, all of one GPU backend (the GPU proof also asks for CUDA by name)."""
+    label = found[0].backend + ": " + ", ".join(d.name for d in found)
+    return Choice(found[0].backend, tuple(d.id for d in found), label)
 
 
 def pin(devices: Sequence[Device], wanted: str) -> list[tuple[int, list[Device]]]:
