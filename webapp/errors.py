@@ -33,7 +33,7 @@ def init_app(app: Flask) -> None:
     def farm_error(exc: FarmError):  # type: ignore[no-untyped-def]
         if not _wants_json() and request.method == "GET":
             return error_page(exc.status, "Not found" if exc.status == 404 else "That did not work", exc.message)
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        return jsonify(exc.to_json()), exc.status
 
     @app.errorhandler(IllegalTransition)
     def illegal_transition(exc: IllegalTransition):  # type: ignore[no-untyped-def]

@@ -33,7 +33,6 @@ from farm.storage import regular_file, sha256_file
 from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
 from workers.null_renderer import NULL_RENDERER, render_nothing
-from workers.source_cache import local_blend
 from workers.warm_blender import RENDER_SCRIPT, WARM
 
 log = logging.getLogger(__name__)
@@ -266,14 +265,8 @@ class ChunkRun:
         (self.workdir / "out").mkdir(parents=True, exist_ok=True)
         try:
             blend = with_retries(
-                lambda: local_blend(
-                    self.ctx.storage,
-                    self.ctx.settings.cache_dir,
-                    key=self.work.source_key,
-                    sha256=self.work.source_sha256,
-                    kind=self.work.source_kind,
-                    main=self.work.main,
-                    max_bytes=self.ctx.settings.cache_max_bytes,
+                lambda: WARM.project_for(
+                    self.ctx.settings, self.ctx.storage, self.work.job_id, self.work.source_sha256
                 ),
                 what="fetching the scene",
             )
@@ -318,7 +311,7 @@ class ChunkRun:
             return BlenderProcess(settings, argv, self.log_path).run(self.on_event, **watch)
         process = WARM.for_chunk(settings, self.work.job_id, self.log_path)
         if not process.send(spec):  # it died since its last chunk: a fresh one
-            WARM.close()
+            WARM.recycle()
             process = WARM.for_chunk(settings, self.work.job_id, self.log_path)
             process.send(spec)
         outcome = process.run(self.on_event, keep=True, **watch)

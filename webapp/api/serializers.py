@@ -84,6 +84,7 @@ def job_json(job: Job, running: int) -> dict[str, Any]:
         }
         if job.asset_key
         else None,
+        "warnings": job.scene.get("warnings", []),
         "version": job.version,
     }
 
