@@ -98,7 +98,7 @@ def test_zip_project_with_main(client, blend_bytes):
     response = post(client, {"main": "project/shots/main.blend", "frame_end": "2"}, data, filename="project.zip")
     assert response.status_code == 201, response.get_data(as_text=True)
     job = response.get_json()["job"]
-    assert job["source"]["kind"] == "zip" and job["source"]["main"] == "project/shots/main.blend"
+    assert job["source"]["kind"] == "project" and job["source"]["main"] == "project/shots/main.blend"
     client.post(f"/api/jobs/{job['id']}/cancel")
 
 

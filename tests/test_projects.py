@@ -5,13 +5,17 @@ missing one is a `missing_file` warning or, with strict=1, a refusal; project fi
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import requests
 
+from farm import packing
 from farm.blender import run_script
 from farm.dependencies import FOUND, MISSING, OUTSIDE, check
 from tests.helpers import farm_frames, plain_blender_frames, wait_for_status
@@ -192,3 +196,48 @@ def test_a_project_renders_as_plain_blender_renders_it_in_place(own_farm, prod_s
     assert requests.post(f"{api}/files/check", json={"files": wanted}, timeout=30).json() == {"missing": []}
     assert not any((cache / "projects").iterdir())  # the job's folder went with its Blender
     assert len(list((cache / "blobs").iterdir())) == len(paths)  # every file once, linked, not copied per job
+
+
+def farm_submit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "farm", "submit", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_packing_lists_each_file_once_and_repoints_what_is_outside(project, tmp_path):
+    """BAT's ZipPacker writes the first frame of an image sequence twice; the packed project names each file once."""
+    root, outside = project
+    packed = packing.pack(root / "shots" / "main.blend", tmp_path)
+    assert packed.root == root and packed.main == "shots/main.blend"
+    assert sorted(f for f in packed.files if f.startswith("seq/")) == [f"seq/frame_{i:04d}.png" for i in (1, 2, 3)]
+    assert {"textures/udim/tile.1001.png", "textures/udim/tile.1002.png", "libs/props/prop.blend"} <= set(packed.files)
+    assert packed.repointed == [f"_outside_project{outside}/outside.png"]
+    assert packed.missing == [str(root / "textures" / "missing.png")]
+    assert (root / "shots" / "main.blend").read_bytes() != packed.files["shots/main.blend"].read_bytes()  # a copy
+
+
+@pytest.mark.slow
+def test_farm_submit_sends_what_the_blend_uses_and_then_only_what_changed(own_farm, prod_settings, project, tmp_path):
+    root, _ = project
+    work = tmp_path / "root"
+    shutil.copytree(root, work)
+    blend = work / "shots" / "main.blend"
+    dry = farm_submit(own_farm.env, str(blend), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "seq/frame_0002.png" in dry.stderr and f"missing: {work}/textures/missing.png" in dry.stderr
+    assert "uploaded" not in dry.stdout
+    strict = farm_submit(own_farm.env, str(blend), "--strict", "--frames", "1-1", "--chunk-size", "1")
+    assert strict.returncode != 0 and "missing_files" in strict.stderr
+    own_farm.start_worker("w")
+    first = farm_submit(own_farm.env, str(blend), "--frames", "1-3", "--chunk-size", "1", "--wait")
+    assert first.returncode == 0, first.stderr
+    assert re.search(r"^uploaded \d+ of 14 files", first.stdout, re.M), first.stdout
+    assert "missing.png" in first.stderr  # the farm's own warning, printed
+    job_id = first.stdout.splitlines()[1].split()[0]
+    plain = plain_blender_frames(prod_settings, blend, tmp_path / "plain", 1, 3)
+    assert farm_frames(own_farm.url, job_id) == plain  # the outside texture too, re-pointed in the copy
+    write_png_like = (work / "textures" / "wall.png").read_bytes()
+    (work / "textures" / "wall.png").write_bytes(write_png_like + b"\0")  # one file changed (a trailing byte)
+    again = farm_submit(own_farm.env, str(blend), "--frames", "1-1", "--chunk-size", "1")
+    assert again.returncode == 0, again.stderr
+    assert f"uploaded 1 of 14 files ({len(write_png_like) + 1} bytes)" in again.stdout
