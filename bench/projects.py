@@ -89,6 +89,7 @@ def main() -> None:
         services(Path(name), FARM_SECRET_KEY=secrets.token_hex(32), FARM_MAX_UPLOAD_MB=str(4 * args.size_mb)) as env,
     ):
         tmp = Path(name)
+        (tmp / "logs").mkdir()
         procs = FarmProcesses(env, tmp / "logs")
         procs.start_web()
         try:

@@ -194,6 +194,10 @@ def test_a_project_renders_as_plain_blender_renders_it_in_place(own_farm, prod_s
     assert len({image for _, _, image in plain.values()}) == 3  # the sequence and the Alembic cube move
     assert farm_frames(own_farm.url, job_id) == plain
     assert requests.post(f"{api}/files/check", json={"files": wanted}, timeout=30).json() == {"missing": []}
+    logs = [requests.get(f"{api}/jobs/{job_id}/chunks/{i}/log", timeout=30).text for i in range(3)]
+    assert "<project>/shots/main.blend" in logs[0]  # the project folder's random name keeps other jobs out
+    assert not any("projects/job-" in text for text in logs)  # so no log shows it
+    assert all('"warm": true' in text for text in logs[1:])  # one path for the whole job: the file stayed loaded
     assert not any((cache / "projects").iterdir())  # the job's folder went with its Blender
     assert len(list((cache / "blobs").iterdir())) == len(paths)  # every file once, linked, not copied per job
 

@@ -43,6 +43,7 @@ class BlenderProcess:
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._log: IO[str] | None = None
         self._log_lock = threading.Lock()
+        self.hidden: dict[str, str] = {}  # text never written to the log as is (the job's project folder), by label
         self._output: threading.Thread | None = None
 
     @property
@@ -62,6 +63,8 @@ class BlenderProcess:
             self.log_path, self._log = path, open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
 
     def write_log(self, text: str) -> None:
+        for secret, label in self.hidden.items():
+            text = text.replace(secret, label)
         with self._log_lock:
             if self._log:
                 self._log.write(text)

@@ -308,7 +308,7 @@ class ChunkRun:
         )
         if not settings.warm_blender:
             argv = blender_command(settings, RENDER_SCRIPT, [json.dumps(spec)])
-            return BlenderProcess(settings, argv, self.log_path).run(self.on_event, **watch)
+            return WARM.hide_project(BlenderProcess(settings, argv, self.log_path)).run(self.on_event, **watch)
         process = WARM.for_chunk(settings, self.work.job_id, self.log_path)
         if not process.send(spec):  # it died since its last chunk: a fresh one
             WARM.recycle()

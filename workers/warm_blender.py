@@ -52,6 +52,13 @@ class WarmBlender:
         self.project = job_project.build(settings, storage, job_id, manifest_sha256)
         return self.project.blend
 
+    def hide_project(self, process: BlenderProcess) -> BlenderProcess:
+        """The chunk's log (shown to users) names the project folder `<project>`: its random name is what keeps
+        other jobs' files from reaching it."""
+        if self.project is not None:
+            process.hidden = {str(self.project.folder): "<project>"}
+        return process
+
     def drop_project(self) -> None:
         if self.project is not None:
             self.project.remove()
@@ -78,7 +85,7 @@ class WarmBlender:
             self.job_id, self.chunks = job_id, 0
         else:
             self.process.set_log(log_path)
-        return self.process
+        return self.hide_project(self.process)
 
     def after_chunk(self, settings: Settings, *, clean: bool) -> None:
         """Recycle after an unclean chunk, after N chunks, or above the memory ceiling."""
