@@ -122,15 +122,15 @@ def submit(
 
 
 def show_project(packed: packing.Project, everything: bool) -> None:
-    """What will be sent (every file with --dry-run) and what is missing, on stderr."""
-    click.echo(f"project {packed.root}: {len(packed.files)} files, {packed.size} bytes", err=True)
+    """What will be sent (every file with --dry-run) and what is missing (stderr is kept for one-line errors)."""
+    click.echo(f"project {packed.root}: {len(packed.files)} files, {packed.size} bytes")
     if everything:
         for rel in sorted(packed.files):
-            click.echo(f"  {rel}", err=True)
+            click.echo(f"  {rel}")
     for rel in packed.repointed:
-        click.echo(f"outside the project, sent as {rel}", err=True)
+        click.echo(f"outside the project, sent as {rel}")
     for path in packed.missing:
-        click.echo(f"missing: {path}", err=True)
+        click.echo(f"missing: {path}")
 
 
 @cli.command()

@@ -4,6 +4,7 @@ progress bar), and name them all in the job's manifest. Re-submitting after chan
 
 from __future__ import annotations
 
+import io
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +39,11 @@ def send(api: FarmClient, project: Project) -> Sent:
     blobs = list({f["sha256"]: f for f in manifest["files"].values()}.values())
     missing = api.missing_files(blobs)
     total_bytes = sum(b["size"] for b in missing)
-    with click.progressbar(
-        length=total_bytes, label=f"uploading {len(missing)} files", file=sys.stderr, show_pos=True
+    with click.progressbar(  # drawn on a terminal only: piped, stderr is kept for one-line errors
+        length=total_bytes,
+        label=f"uploading {len(missing)} files",
+        file=sys.stderr if sys.stderr.isatty() else io.StringIO(),
+        show_pos=True,
     ) as bar:
         for blob in missing:
             api.put_file(blob["sha256"], project.files[where[blob["sha256"]]], bar.update)

@@ -228,7 +228,7 @@ def test_farm_submit_sends_what_the_blend_uses_and_then_only_what_changed(own_fa
     blend = work / "shots" / "main.blend"
     dry = farm_submit(own_farm.env, str(blend), "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "seq/frame_0002.png" in dry.stderr and f"missing: {work}/textures/missing.png" in dry.stderr
+    assert "seq/frame_0002.png" in dry.stdout and f"missing: {work}/textures/missing.png" in dry.stdout
     assert "uploaded" not in dry.stdout
     strict = farm_submit(own_farm.env, str(blend), "--strict", "--frames", "1-1", "--chunk-size", "1")
     assert strict.returncode != 0 and "missing_files" in strict.stderr
@@ -237,7 +237,8 @@ def test_farm_submit_sends_what_the_blend_uses_and_then_only_what_changed(own_fa
     assert first.returncode == 0, first.stderr
     assert re.search(r"^uploaded \d+ of 14 files", first.stdout, re.M), first.stdout
     assert "missing.png" in first.stderr  # the farm's own warning, printed
-    job_id = first.stdout.splitlines()[1].split()[0]
+    lines = first.stdout.splitlines()
+    job_id = lines[next(i for i, line in enumerate(lines) if line.startswith("uploaded ")) + 1].split()[0]
     plain = plain_blender_frames(prod_settings, blend, tmp_path / "plain", 1, 3)
     assert farm_frames(own_farm.url, job_id) == plain  # the outside texture too, re-pointed in the copy
     write_png_like = (work / "textures" / "wall.png").read_bytes()
