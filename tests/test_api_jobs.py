@@ -99,6 +99,8 @@ def test_zip_project_with_main(client, blend_bytes):
     assert response.status_code == 201, response.get_data(as_text=True)
     job = response.get_json()["job"]
     assert job["source"]["kind"] == "project" and job["source"]["main"] == "project/shots/main.blend"
+    member = {"sha256": hashlib.sha256(PNG).hexdigest(), "size": len(PNG)}  # each file of the zip is a blob now
+    assert client.post("/api/files/check", json={"files": [member]}).get_json() == {"missing": []}
     client.post(f"/api/jobs/{job['id']}/cancel")
 
 
