@@ -54,10 +54,6 @@ class Manifest:
     def sha256(self) -> str:
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
-    @property
-    def size(self) -> int:
-        return sum(b.size for b in self.files.values())
-
 
 def project_path(raw: str, field: str = "manifest") -> str:
     """A path inside a project: relative, `/`-separated, no `..`, no drive, no control characters."""
