@@ -3,7 +3,9 @@ missing one is a `missing_file` warning or, with strict=1, a refusal; project fi
 (check, PUT, manifest); the farm renders a project pixel for pixel as plain Blender renders it in place."""
 
 import dataclasses
+import gzip
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import zstandard
 
 from farm import packing
 from farm.blender import run_script
@@ -246,3 +249,22 @@ def test_farm_submit_sends_what_the_blend_uses_and_then_only_what_changed(own_fa
     again = farm_submit(own_farm.env, str(blend), "--frames", "1-1", "--chunk-size", "1")
     assert again.returncode == 0, again.stderr
     assert f"uploaded 1 of 14 files ({len(write_png_like) + 1} bytes)" in again.stdout
+
+
+@pytest.mark.slow
+def test_compressed_blend_files_are_sent_and_render_as_plain_blender(own_farm, prod_settings, tiny_blend, tmp_path):
+    """zstd (Blender ≥ 3.0) and gzip (older Blenders) wrap a .blend; both the artist's tracer and the farm read them."""
+    own_farm.start_worker("w")
+    zstd = tiny_blend.read_bytes()  # the demo scene is saved compressed, as Blender ≥ 3.0 does
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(zstd), read_across_frames=True).read()
+    assert zstd.startswith(b"\x28\xb5\x2f\xfd") and raw.startswith(b"BLENDER")
+    for name, packed in (("zstd", zstd), ("gzip", gzip.compress(raw))):
+        blend = tmp_path / name / "scene.blend"
+        blend.parent.mkdir()
+        blend.write_bytes(packed)
+        sent = farm_submit(own_farm.env, str(blend), "--frames", "1-2", "--chunk-size", "2", "--name", name, "--wait")
+        assert sent.returncode == 0, sent.stderr
+        lines = sent.stdout.splitlines()
+        job_id = lines[next(i for i, line in enumerate(lines) if line.startswith("uploaded ")) + 1].split()[0]
+        plain = plain_blender_frames(prod_settings, blend, tmp_path / name / "plain", 1, 2)
+        assert farm_frames(own_farm.url, job_id) == plain
