@@ -6,6 +6,7 @@ job has used for FARM_BLOB_TTL_DAYS. Blobs are shared across jobs and users: a f
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 from farm.config import Settings
 from farm.errors import Unprocessable, ValidationError
 from farm.models import Job, JobBlob, JobStatus, StoredBlob, utcnow
-from farm.projects import Blob, Manifest, blob_key, hash_stream
+from farm.projects import Blob, BlobCache, Manifest, blob_key, hash_stream
 from farm.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ def missing(session: Session, blobs: Iterable[Blob]) -> list[Blob]:
     return [b for b in wanted if (b.sha256, b.size) not in held]
 
 
-def adopt(session: Session, storage: Storage, path: Path, blob: Blob) -> bool:
-    """Store a file whose hash was computed here; False when the farm held it already (nothing is sent)."""
+def adopt(session: Session, storage: Storage, settings: Settings, path: Path, blob: Blob) -> bool:
+    """Store a file whose hash was computed here; False when the farm held it already (nothing is sent). It also
+    goes into this machine's blob cache, so the submission's probe does not download it back."""
+    BlobCache(settings.cache_dir).adopt(path, blob)
     if session.get(StoredBlob, blob.sha256) is not None:
         return False
     storage.put_file(blob_key(blob.sha256), path)
@@ -52,9 +55,11 @@ def receive(session: Session, storage: Storage, settings: Settings, sha256: str,
     Returns whether it was new."""
     tmp_dir = settings.instance_dir / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(prefix="blob-", dir=tmp_dir) as tmp:
+    fd, name = tempfile.mkstemp(prefix="blob-", dir=tmp_dir)
+    os.close(fd)
+    try:
         try:
-            blob = hash_stream(body, Path(tmp.name), settings.max_upload_bytes)
+            blob = hash_stream(body, Path(name), settings.max_upload_bytes)
         except OverflowError:
             raise ValidationError(
                 "file", "too_large", f"a file is larger than {settings.max_upload_bytes // 2**20} MiB"
@@ -65,7 +70,9 @@ def receive(session: Session, storage: Storage, settings: Settings, sha256: str,
                 "checksum_mismatch",
                 f"the body's sha256 is {blob.sha256} ({blob.size} bytes), not the {sha256} it was sent as",
             )
-        return adopt(session, storage, Path(tmp.name), blob)
+        return adopt(session, storage, settings, Path(name), blob)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def require(session: Session, manifest: Manifest) -> None:

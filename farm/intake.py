@@ -32,7 +32,7 @@ def manifest_from_upload(
         if main:
             raise ValidationError("main", "not_a_zip", "main is only for .zip projects")
         blob = Blob(upload.sha256, upload.size)
-        blob_store.adopt(session, storage, upload.path, blob)
+        blob_store.adopt(session, storage, settings, upload.path, blob)
         return manifest_of_file(upload.filename, blob)
     return manifest_from_zip(session, storage, settings, upload.path, main)
 
@@ -62,7 +62,7 @@ def manifest_from_zip(
         for rel, info in zip_members(archive):
             with zf.open(info) as src:
                 blob = hash_stream(blocks(src), member, settings.max_zip_bytes)
-            blob_store.adopt(session, storage, member, blob)
+            blob_store.adopt(session, storage, settings, member, blob)
             member.unlink()
             files[rel] = blob
     return Manifest(clean, files)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -146,13 +147,17 @@ class BlobCache:
             return False
 
     def adopt(self, source: Path, blob: Blob) -> Path:
-        """Move a file whose hash was checked on arrival into the cache (or drop it: the cache has it already)."""
+        """Take in a file whose hash was checked here (hard-linked, or copied across file systems); the caller
+        keeps `source` and removes it when done."""
         target = self.path(blob.sha256)
-        if self.has(blob):
-            source.unlink(missing_ok=True)
-        else:
-            os.chmod(source, 0o444)
-            os.replace(source, target)
+        if not self.has(blob):
+            incoming = self.folder / f".in-{secrets.token_hex(8)}"
+            try:
+                os.link(source, incoming)
+            except OSError:
+                shutil.copyfile(source, incoming)
+            os.chmod(incoming, 0o444)
+            os.replace(incoming, target)
         return target
 
     def fetch(self, storage: Storage, blob: Blob) -> Path:

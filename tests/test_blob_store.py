@@ -53,6 +53,7 @@ def test_the_blob_cache_trims_only_blobs_no_project_links(tmp_path):
         source.write_bytes(data)
         blob = Blob(hashlib.sha256(data).hexdigest(), len(data))
         cache.adopt(source, blob)
+        source.unlink()  # the caller's copy: the cache holds its own link
         blobs.append(blob)
     os.link(cache.path(blobs[0].sha256), tmp_path / "linked-into-a-project")
     old = time.time() - 7200

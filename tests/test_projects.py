@@ -170,14 +170,25 @@ def test_the_new_job_form_lists_found_and_missing_files(app, client, project, tm
     assert (found["found"], found["missing"], found["outside"]) == (9, 1, 1)
 
 
+@pytest.fixture()
+def without_outside(project):  # type: ignore[no-untyped-def]
+    """The project's absolute path outside it, gone for one test (the worker here shares this machine's disk)."""
+    hidden = project[1] / "outside.png"
+    kept = hidden.read_bytes()
+    hidden.unlink()
+    yield
+    hidden.write_bytes(kept)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("without_outside")
 def test_a_project_renders_as_plain_blender_renders_it_in_place(own_farm, prod_settings, project, tmp_path):
     """Uploaded by content (every file PUT once, a second job uploads nothing) and rendered by a worker from its
-    job's own project folder, removed once the job is done."""
-    root, outside = project
+    job's own project folder, removed once the job is done. The file outside the project is not uploaded, and not
+    on this machine for the test's length, so neither the farm nor plain Blender has it."""
+    root, _ = project
     copy = tmp_path / "root"
     shutil.copytree(root, copy)
-    (outside / "outside.png").unlink(missing_ok=True)  # the farm cannot have it: neither does plain Blender here
     manifest, paths = manifest_of(copy)
     cache = tmp_path / "worker-cache"
     own_farm.start_worker("w", {"FARM_CACHE_DIR": str(cache)})
