@@ -45,6 +45,7 @@ bench: setup         ## measure against same-run baselines; tables in bench/resu
 	$(BIN)/python -m bench.orchestration
 	$(BIN)/python -m bench.packaging $(if $(SIZE_MB),--size-mb $(SIZE_MB))
 	$(BIN)/python -m bench.latency $(if $(SCENE),--scene $(SCENE))
+	$(BIN)/python -m bench.projects $(if $(SIZE_MB),--size-mb $(SIZE_MB))
 
 compose-check:
 	docker-compose -f compose.yaml config --quiet

@@ -155,7 +155,7 @@ def launch(
     process; not a web request's thread, which may end first)."""
     base = settings.cache_dir / "blender"
     base.mkdir(parents=True, exist_ok=True)
-    _sweep_homes(base)
+    sweep_orphans(base)
     home = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base))
     (home / "tmp").mkdir()
     max_bytes, nice = settings.blender_max_memory_mb * 2**20, settings.blender_nice
@@ -196,9 +196,9 @@ def launch(
     return Child(proc, open(read_fd, encoding="utf-8", errors="replace"), home)
 
 
-def _sweep_homes(base: Path) -> None:
-    """Remove the folders of Blenders whose starter is gone (killed before it could): each folder is named after the
-    process that started it, and its Blender never outlives that process."""
+def sweep_orphans(base: Path) -> None:
+    """Remove the folders (`<kind>-<pid>-<random>`) whose process is gone (killed before it could): a Blender's
+    home, a job's project on a worker. Each is named after the process that made it, and is used by no other."""
     for entry in base.iterdir():
         _, _, rest = entry.name.partition("-")
         starter = rest.partition("-")[0]
@@ -343,7 +343,8 @@ SPARE_PROBE = SpareProbe()
 
 
 def probe_scene(settings: Settings, blend: Path, render: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Open the file in Blender (scripts off) and read the active scene's range, resolution and engine. With a
+    """Open the file in Blender (scripts off) and read the active scene's range, resolution and engine, and the
+    files it reads from disk (`dependencies`, as farm/blender_scripts/dependencies.py reports them). With a
     `render` spec (the job's settings, `frame`, `out`), also time one frame: `probe_frame_ms`, or None when it took
     longer than FARM_PROBE_FRAME_SECONDS (then it was stopped), and `probe_frame`: the frame's number (its image is
     `out/probe.<ext>`: the caller knows where, no event names a path)."""
@@ -359,6 +360,7 @@ def probe_scene(settings: Settings, blend: Path, render: dict[str, Any] | None =
         raise BlenderFailed("Blender opened the file but reported no scene")
     scene = scenes[-1]
     scene.pop("event", None)
+    scene["dependencies"] = [e for e in events if e.get("event") == "dependency"]
     if render:
         timed = [e for e in events if e.get("event") == "probe_frame"]
         scene["probe_frame_ms"] = timed[-1]["ms"] if timed else None

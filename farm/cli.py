@@ -10,11 +10,13 @@ import json
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
+from farm import packing, sending
 from farm.blender import BlenderFailed, BlenderNotFound
 from farm.client import ClientError, FarmClient
 from farm.config import ConfigError, Settings, load_settings, require_secret_key
@@ -63,10 +65,29 @@ def cli() -> None:
 @click.option("--format", "output_format", type=click.Choice(["PNG", "JPEG", "OPEN_EXR"], case_sensitive=False))
 @click.option("--device", type=click.Choice(["AUTO", "GPU", "CPU"], case_sensitive=False))
 @click.option("--priority", type=click.IntRange(0, 9), help="0-9, higher renders first.")
+@click.option("--strict", is_flag=True, default=None, help="Refuse the job if a file the scene uses is missing.")
+@click.option(
+    "--project",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The project's root folder (default: the deepest folder holding the .blend and what it names relatively).",
+)
+@click.option("--dry-run", is_flag=True, help="List the files that would be sent, and those missing; send nothing.")
 @click.option("--wait", is_flag=True, help="Show progress and wait until the job ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
-def submit(file: Path, frames: str | None, resolution: str | None, wait: bool, as_json: bool, **fields: Any) -> None:
-    """Upload FILE (.blend or .zip project) and queue it for rendering."""
+def submit(
+    file: Path,
+    frames: str | None,
+    resolution: str | None,
+    project: Path | None,
+    dry_run: bool,
+    wait: bool,
+    as_json: bool,
+    **fields: Any,
+) -> None:
+    """Queue FILE for rendering: a .blend is sent with every file it uses (only those the farm lacks are
+    uploaded); a .zip project is uploaded whole."""
+    if fields["strict"]:
+        fields["strict"] = 1
     if frames:
         fields["frame_start"], fields["frame_end"] = parse_frame_range(frames)
     if resolution:
@@ -75,7 +96,17 @@ def submit(file: Path, frames: str | None, resolution: str | None, wait: bool, a
         except ValueError:
             raise ValueError(f"--resolution must look like 1920x1080, got {resolution!r}") from None
     api = client()
-    job = api.submit(file, fields)
+    if file.suffix.lower() == ".zip":
+        job = api.submit(file, fields)
+    else:
+        with tempfile.TemporaryDirectory(prefix="farm-pack-") as workdir:
+            packed = packing.pack(file, Path(workdir), project)
+            show_project(packed, dry_run)
+            if dry_run:
+                return
+            sent = sending.send(api, packed)
+            click.echo(f"uploaded {sent.uploaded} of {sent.total} files ({sent.uploaded_bytes} bytes)")
+            job = api.submit_manifest(sent.manifest, fields)
     if as_json:
         click.echo(json.dumps(job, indent=2))
     else:
@@ -88,6 +119,18 @@ def submit(file: Path, frames: str | None, resolution: str | None, wait: bool, a
     if wait:
         job = wait_for(api, job["id"])
         click.echo(f"completed: {job['asset']['filename']}  {job['asset']['url']}")
+
+
+def show_project(packed: packing.Project, everything: bool) -> None:
+    """What will be sent (every file with --dry-run) and what is missing (stderr is kept for one-line errors)."""
+    click.echo(f"project {packed.root}: {len(packed.files)} files, {packed.size} bytes")
+    if everything:
+        for rel in sorted(packed.files):
+            click.echo(f"  {rel}")
+    for rel in packed.repointed:
+        click.echo(f"outside the project, sent as {rel}")
+    for path in packed.missing:
+        click.echo(f"missing: {path}")
 
 
 @cli.command()

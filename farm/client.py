@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import requests
 
@@ -44,6 +45,22 @@ class FarmClient:
             return self._call(
                 "POST", "/api/jobs", files={"file": (path.name, fh)}, data=data, timeout=max(self.timeout, 600)
             ).json()["job"]
+
+    def missing_files(self, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Which of these {"sha256", "size"} the farm does not hold yet."""
+        return self._call("POST", "/api/files/check", json={"files": files}, timeout=max(self.timeout, 300)).json()[
+            "missing"
+        ]
+
+    def put_file(self, sha256: str, path: Path, on_bytes: Callable[[int], None]) -> None:
+        """Upload one project file, streamed (with its length, so the farm knows its size up front)."""
+        with open(path, "rb") as fh:
+            self._call("PUT", f"/api/files/{sha256}", data=_Counted(fh, on_bytes), timeout=max(self.timeout, 3600))
+
+    def submit_manifest(self, manifest: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+        data = {k: str(v) for k, v in fields.items() if v is not None}
+        data["manifest"] = json.dumps(manifest)
+        return self._call("POST", "/api/jobs", data=data, timeout=max(self.timeout, 600)).json()["job"]
 
     def jobs(self, **query: Any) -> list[dict[str, Any]]:
         params = {k: v for k, v in query.items() if v is not None}
@@ -101,6 +118,22 @@ class FarmClient:
                 out.write(block)
         os.replace(part, target)
         return target
+
+
+class _Counted:
+    """A file read by requests as a body of known length, reporting each block sent (for a progress bar)."""
+
+    def __init__(self, fh: IO[bytes], on_bytes: Callable[[int], None]) -> None:
+        self.fh, self.on_bytes = fh, on_bytes
+        self.length = os.fstat(fh.fileno()).st_size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        block = self.fh.read(size)
+        self.on_bytes(len(block))
+        return block
 
 
 def _error_line(response: requests.Response) -> str:

@@ -8,12 +8,13 @@ class FarmError(Exception):
 
     status = 400
 
-    def __init__(self, field: str | None, code: str, message: str) -> None:
+    def __init__(self, field: str | None, code: str, message: str, **details: object) -> None:
         super().__init__(message)
         self.field, self.code, self.message = field, code, message
+        self.details = details  # more of the error's object, e.g. the files a 422 `missing_files` lists
 
-    def to_json(self) -> dict[str, dict[str, str | None]]:
-        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+    def to_json(self) -> dict[str, dict[str, object]]:
+        return {"error": {"code": self.code, "message": self.message, "field": self.field, **self.details}}
 
     def headers(self) -> dict[str, str]:
         """Response headers the answer needs besides the JSON (Retry-After, for one)."""
@@ -22,6 +23,12 @@ class FarmError(Exception):
 
 class ValidationError(FarmError):
     """Bad input, naming the form field at fault."""
+
+
+class Unprocessable(FarmError):
+    """Well-formed, but the farm cannot render it as asked (a dependency or an uploaded file is missing)."""
+
+    status = 422
 
 
 class NotFound(FarmError):

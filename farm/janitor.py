@@ -7,7 +7,8 @@ looks for work that fell between the cracks and puts it back on track.
 - QUEUED chunks whose task the broker no longer holds are dispatched again;
 - jobs whose chunks are all done but were never packaged (the chord callback was lost) are packaged, and packaging
   that stalled (its packager died) is resumed;
-- CANCELING jobs with nothing left running become CANCELED.
+- CANCELING jobs with nothing left running become CANCELED;
+- project files (blobs) no job has used for FARM_BLOB_TTL_DAYS, and no active job needs, are deleted.
 
 Every action is a compare-and-set through `farm.states`, and candidate rows are locked with SKIP LOCKED on
 Postgres, so any number of janitors can run at once without doing anything twice.
@@ -15,6 +16,7 @@ Postgres, so any number of janitors can run at once without doing anything twice
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -25,11 +27,12 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from farm import broker, states
+from farm import blob_store, broker, states
 from farm.config import Settings
 from farm.db import Database
 from farm.dispatch import new_task_id, retire_tasks, send_packaging, send_render
 from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
+from farm.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
 ACTIVE = (JobStatus.QUEUED, JobStatus.RENDERING)
@@ -59,6 +62,7 @@ class Sweep:
     jobs_failed: list[str] = field(default_factory=list)
     jobs_packaged: list[str] = field(default_factory=list)
     jobs_settled: list[str] = field(default_factory=list)
+    blobs_expired: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(vars(self).values())
@@ -82,6 +86,7 @@ class Janitor:
             self.package_finished_jobs,
             self.resume_stalled_packaging,
             self.settle_cancels,
+            self.expire_blobs,
         ):
             try:
                 step(now, done)
@@ -90,6 +95,14 @@ class Janitor:
         if done:
             log.info("janitor %s: %s", self.name, {k: v for k, v in vars(done).items() if v})
         return done
+
+    def expire_blobs(self, now: datetime, done: Sweep) -> None:
+        with self.db.session() as session:
+            done.blobs_expired.extend(blob_store.expire(session, self.storage, self.settings.blob_ttl_days))
+
+    @functools.cached_property
+    def storage(self) -> Storage:
+        return open_storage(self.settings)
 
     def mark_silent_workers(self, now: datetime, done: Sweep) -> None:
         with self.db.session() as session:

@@ -130,6 +130,27 @@ class Chunk(Base):
     job: Mapped[Job] = relationship(back_populates="chunks")
 
 
+class StoredBlob(Base):
+    """A project file in storage (`blobs/<sha256>`), whoever uploaded it; `last_used_at` is when a job last
+    named it, for the janitor's FARM_BLOB_TTL_DAYS."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class JobBlob(Base):
+    """Which blobs a job's project is made of: none is deleted while a job that uses it is still active."""
+
+    __tablename__ = "job_blobs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
 class Frame(Base):
     __tablename__ = "frames"
     __table_args__ = (UniqueConstraint("job_id", "frame"), Index("ix_frames_job_status", "job_id", "status"))

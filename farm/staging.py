@@ -22,7 +22,8 @@ from typing import Any
 from farm import uploads
 from farm.config import Settings
 from farm.errors import ValidationError
-from farm.submission import Upload, read_scene
+from farm.intake import inspect_project
+from farm.submission import Upload
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"^[0-9a-f]{32}$")
@@ -118,19 +119,25 @@ def load(settings: Settings, token: str) -> Staged:
 
 
 def scene(settings: Settings, staged: Staged, main: str | None) -> dict[str, Any]:
-    """The scene's own settings (range, resolution, engine, samples), read once by Blender with scripts off."""
+    """The scene's own settings (range, resolution, engine, samples), read once by Blender with scripts off, and
+    the files it uses, found in the upload or missing from it (shown on the form before Render is pressed)."""
     key = main or ""
     if key in staged.scenes:
         return staged.scenes[key]
     upload = staged.upload(settings)
     with tempfile.TemporaryDirectory(prefix="probe-", dir=upload.path.parent) as workdir:
-        blend = upload.path
+        project = Path(workdir) / "project"
+        project.mkdir()
         if staged.kind == "zip":
             if key not in staged.blend_files:
                 raise ValidationError("main", "not_in_zip", f"the zip holds no .blend named {key[:200]!r}")
-            blend = Path(workdir) / "main.blend"
-            uploads.extract_member(upload.path, key, blend)
-        found = read_scene(settings, blend, main or staged.filename)
+            uploads.safe_extract(upload.path, project)
+            blend = key
+        else:
+            blend = Path(staged.filename).name or "scene.blend"
+            shutil.copyfile(upload.path, project / blend)
+        files = [p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()]
+        found, _ = inspect_project(settings, project, blend, files)
     staged.scenes[key] = {k: found.get(k) for k in DEFAULTS}
     _save_note(settings, staged)
     return staged.scenes[key]
@@ -151,4 +158,6 @@ DEFAULTS = (
     "resolution_x",
     "resolution_y",
     "resolution_percentage",
+    "dependencies",
+    "warnings",
 )

@@ -10,21 +10,20 @@ import socket
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from farm import devices, planning, states, uploads
-from farm.blender import BlenderFailed, probe_scene
+from farm import blob_store, dependencies, devices, intake, planning, states, uploads
 from farm.config import Settings
 from farm.dispatch import new_task_id
 from farm.errors import ValidationError
 from farm.inputs import has_control_characters, shown, whole_number
-from farm.models import Chunk, Frame, Job, JobStatus, utcnow
+from farm.models import Chunk, Frame, Job, JobStatus, StoredBlob, utcnow
 from farm.previews import store_thumbnail
-from farm.probe_slots import PROBE_SLOTS
+from farm.projects import Blob, Manifest, blob_key
 from farm.scene_warnings import scene_warnings
 from farm.scheduling import live_workers
 from farm.storage import CHUNK, Storage, regular_file, sha256_file
@@ -41,6 +40,7 @@ OUTPUT_FORMATS = ("PNG", "JPEG", "OPEN_EXR")
 DEVICES = ("AUTO", "GPU", "CPU")
 MAX_RESOLUTION = 16384
 RESOLUTION_FIELDS = ("resolution_x", "resolution_y", "resolution_percentage")
+PROJECT = "project"  # a job's source kind: a manifest of blobs (farm/projects.py)
 PROBE_RENDERER = f"probe@{socket.gethostname()}"  # who rendered a kept probe frame: the submitting host
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class JobForm:
     device: str
     priority: int
     main: str | None
+    strict: bool  # refuse the job when a file the scene uses is missing, instead of warning
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,19 @@ def parse_form(form: Mapping[str, str], settings: Settings) -> JobForm:
         device=_choice(form, "device", DEVICES) or "AUTO",
         priority=_int(form, "priority", 0, 9) or 0,
         main=main,
+        strict=_flag(form, "strict"),
     )
     _check_limits(settings, parsed, parsed.frame_start, parsed.frame_end, parsed.samples, _size(parsed, {}))
     return parsed
+
+
+def _flag(form: Mapping[str, str], field: str) -> bool:
+    raw = (form.get(field) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValidationError(field, "not_a_flag", f"{field} must be 1 or 0, got {raw[:40]!r}")
 
 
 def _size(form: JobForm, scene: Mapping[str, object]) -> tuple[int | None, int | None, int | None]:
@@ -241,48 +252,35 @@ class UploadTooLarge(ValidationError):
         super().__init__("file", "too_large", f"the upload is larger than {limit // 2**20} MiB")
 
 
-def _blend_to_probe(upload: Upload, form: JobForm, settings: Settings, workdir: Path) -> tuple[Path, str | None]:
-    """The .blend to open: the upload itself, or `main` pulled out of a checked zip project."""
-    if upload.kind == "blend":
-        if form.main:
-            raise ValidationError("main", "not_a_zip", "main is only for .zip projects")
-        return upload.path, None
-    project = uploads.inspect_zip(upload.path, max_bytes=settings.max_zip_bytes)
-    if not form.main:
-        hint = f" (it holds: {', '.join(project.blend_files[:10])})" if project.blend_files else " (it holds none)"
-        raise ValidationError("main", "missing", "main must name the .blend inside the zip to render" + hint)
-    main = form.main.replace("\\", "/").removeprefix("./")
-    if main not in project.blend_files:
-        raise ValidationError("main", "not_in_zip", f"the zip holds no .blend named {form.main[:200]!r}")
-    if not uploads.is_blend(uploads.read_zip_member_head(upload.path, main)):
-        raise ValidationError("main", "not_blend", f"{main!r} inside the zip is not a .blend file")
-    target = workdir / "main.blend"
-    uploads.extract_member(upload.path, main, target)
-    return target, main
-
-
 def create_job(
     session: Session,
     storage: Storage,
     settings: Settings,
-    upload: Upload,
+    manifest: Manifest,
     form: JobForm,
     *,
     owner: str | None,
     slots: int = 1,
 ) -> tuple[Job, dict[int, str]]:
-    """Probe, store and plan; adds the job, its chunks and frames to `session` (the caller commits, then sends
-    the tasks). Returns the job and, per chunk id, the id of the task that will render it, recorded with the chunk.
+    """Probe, check the project's files, store and plan; adds the job, its chunks and frames to `session` (the
+    caller commits, then sends the tasks). Returns the job and, per chunk id, the id of the task that will render
+    it, recorded with the chunk. Every blob of `manifest` is in the blob store already.
+    A file the scene uses that the project lacks is a `missing_file` warning, or with `strict` a refusal.
     GPU-only jobs go to the GPU queue; without a chunk size, the probe also times one frame to size the chunks, and
     that frame, rendered with the job's settings, is kept as the job's first frame instead of being rendered twice."""
     queue = devices.gpu_queue(settings.queue) if form.device == "GPU" else settings.queue
     if form.device == "GPU" and not live_workers(session, queue, settings):
         raise NoGpuWorker()
-    with tempfile.TemporaryDirectory(prefix="probe-", dir=upload.path.parent) as workdir:
-        blend, main = _blend_to_probe(upload, form, settings, Path(workdir))
-        scene = read_scene(settings, blend, main or upload.filename, _probe_frame_spec(form, settings, Path(workdir)))
+    tmp = settings.instance_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="probe-", dir=tmp) as workdir:
+        scene, found = intake.build_and_inspect(
+            settings, storage, manifest, Path(workdir), _probe_frame_spec(form, settings, Path(workdir))
+        )
+        if form.strict:
+            dependencies.refuse_missing(found)
         probe_frame = scene.pop("probe_frame", None)
-        scene["warnings"] = scene_warnings(scene)
+        scene["warnings"] = [*scene_warnings(scene), *scene.get("warnings", [])]  # then each file not found
         if not scene.get("camera"):
             raise ValidationError(
                 "file", "no_camera", f"scene {scene.get('scene')!r} has no active camera to render from"
@@ -306,19 +304,21 @@ def create_job(
             )
         chunk_size = max(e - s + 1 for s, e in plan)
 
-        source_key = f"uploads/{upload.sha256}.{upload.kind}"
-        if not storage.exists(source_key):
-            storage.put_file(source_key, upload.path)
+        listing = manifest.to_bytes()
+        manifest_blob = Blob(manifest.sha256, len(listing))
+        if blob_store.missing(session, [manifest_blob]):
+            storage.put_bytes(blob_key(manifest_blob.sha256), listing, "application/json")
+            session.merge(StoredBlob(sha256=manifest_blob.sha256, size=manifest_blob.size))
 
-        default_name = Path(upload.filename).stem or "render"
+        default_name = PurePosixPath(manifest.main).stem or "render"
         job = Job(
             name=form.name or default_name[:200],
             status=JobStatus.QUEUED,
             owner=owner,
-            source_key=source_key,
-            source_sha256=upload.sha256,
-            source_kind=upload.kind,
-            main=main,
+            source_key=blob_key(manifest_blob.sha256),
+            source_sha256=manifest_blob.sha256,
+            source_kind=PROJECT,
+            main=manifest.main,
             scene=scene,
             frame_start=frame_start,
             frame_end=frame_end,
@@ -335,6 +335,7 @@ def create_job(
         )
         session.add(job)
         session.flush()
+        blob_store.use(session, job.id, [manifest_blob.sha256, *(b.sha256 for b in manifest.files.values())])
         states.job_created(session, job, reason=f"submitted: frames {frame_start}-{frame_end}", actor=owner)
         now = utcnow()
         chunks = [
@@ -389,20 +390,6 @@ def keep_probe_frame(session: Session, storage: Storage, job: Job, frame: int, i
         sha256=sha256,
         size=image.stat().st_size,
     )
-
-
-def read_scene(
-    settings: Settings, blend: Path, shown_as: str, render: dict[str, object] | None = None
-) -> dict[str, object]:
-    """Blender's reading of the file (scripts off); one it cannot open is the user's error, named as they know it
-    (`shown_as`), not by the server's temp path."""
-    try:
-        with PROBE_SLOTS.hold(settings.max_probes):
-            return probe_scene(settings, blend, render)
-    except BlenderFailed as exc:
-        said = str(exc).replace(str(blend), shown_as).replace(str(blend.parent), "<upload>")
-        said = said.replace(str(settings.cache_dir), "<cache>").replace(str(settings.instance_dir), "<instance>")
-        raise ValidationError("file", "unreadable_blend", f"Blender could not open the file: {said}") from None
 
 
 def _probe_frame_spec(form: JobForm, settings: Settings, workdir: Path) -> dict[str, object] | None:

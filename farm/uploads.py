@@ -79,11 +79,6 @@ def read_zip_member_head(path: Path, member: str, size: int = 65536) -> bytes:
         return fh.read(size)
 
 
-def extract_member(path: Path, member: str, dest: Path) -> None:
-    with zipfile.ZipFile(path) as archive, archive.open(member) as src, open(dest, "wb") as out:
-        shutil.copyfileobj(src, out, 1024 * 1024)
-
-
 def safe_extract(path: Path, dest: Path) -> None:
     """Unpack a zip that `inspect_zip` accepted; each target is re-checked to stay inside `dest`."""
     dest = dest.resolve()

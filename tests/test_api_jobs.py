@@ -93,7 +93,9 @@ def test_zip_project_with_main(client, blend_bytes):
     response = post(client, {"main": "project/shots/main.blend", "frame_end": "2"}, data, filename="project.zip")
     assert response.status_code == 201, response.get_data(as_text=True)
     job = response.get_json()["job"]
-    assert job["source"]["kind"] == "zip" and job["source"]["main"] == "project/shots/main.blend"
+    assert job["source"]["kind"] == "project" and job["source"]["main"] == "project/shots/main.blend"
+    member = {"sha256": hashlib.sha256(PNG).hexdigest(), "size": len(PNG)}  # each file of the zip is a blob now
+    assert client.post("/api/files/check", json={"files": [member]}).get_json() == {"missing": []}
     client.post(f"/api/jobs/{job['id']}/cancel")
 
 

@@ -1,6 +1,7 @@
 """The `farm` command as a user types it, against the live farm; every failure is one line and a non-zero exit."""
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,10 @@ pytestmark = pytest.mark.slow
 def test_submit_wait_status_jobs_download(farm_cli, tiny_blend, tmp_path):
     done = farm_cli("submit", str(tiny_blend), "--frames", "2-5", "--chunk-size", "2", "--name", "cli shot", "--wait")
     assert done.returncode == 0, done.stderr
-    job_id = done.stdout.split()[0]
+    lines = done.stdout.splitlines()
+    sent = next(i for i, line in enumerate(lines) if line.startswith("uploaded "))
+    assert re.fullmatch(r"uploaded [01] of 1 files \(\d+ bytes\)", lines[sent])  # the .blend uses no other file
+    job_id = lines[sent + 1].split()[0]
     assert "completed: cli shot-0002-0005.zip" in done.stdout
     assert "4/4 frames" in done.stderr  # the progress bar reached the end
 

@@ -65,6 +65,8 @@ class BlenderProcess:
                 self._hide = sorted(hide.items(), key=lambda item: -len(item[0]))  # the longest path first
 
     def write_log(self, text: str) -> None:
+        for path, shown in self._hide:
+            text = text.replace(path, shown)
         with self._log_lock:
             if self._log:
                 self._log.write(text)
@@ -74,8 +76,6 @@ class BlenderProcess:
         """Blender's output, to the log only: nothing in it is read as an event."""
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
-            for path, shown in self._hide:
-                line = line.replace(path, shown)
             self.write_log(line)
 
     def _pump_events(self) -> None:

@@ -33,7 +33,6 @@ from farm.storage import regular_file, sha256_file
 from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
 from workers.null_renderer import NULL_RENDERER, render_nothing
-from workers.source_cache import local_blend
 from workers.warm_blender import RENDER_SCRIPT, WARM
 
 log = logging.getLogger(__name__)
@@ -266,14 +265,8 @@ class ChunkRun:
         (self.workdir / "out").mkdir(parents=True, exist_ok=True)
         try:
             blend = with_retries(
-                lambda: local_blend(
-                    self.ctx.storage,
-                    self.ctx.settings.cache_dir,
-                    key=self.work.source_key,
-                    sha256=self.work.source_sha256,
-                    kind=self.work.source_kind,
-                    main=self.work.main,
-                    max_bytes=self.ctx.settings.cache_max_bytes,
+                lambda: WARM.project_for(
+                    self.ctx.settings, self.ctx.storage, self.work.job_id, self.work.source_sha256
                 ),
                 what="fetching the scene",
             )
@@ -319,7 +312,7 @@ class ChunkRun:
             return BlenderProcess(settings, argv, self.log_path, self.hide(spec)).run(self.on_event, **watch)
         process = WARM.for_chunk(settings, self.work.job_id, self.log_path, self.hide(spec))
         if not process.send(spec):  # it died since its last chunk: a fresh one
-            WARM.close()
+            WARM.recycle()
             process = WARM.for_chunk(settings, self.work.job_id, self.log_path, self.hide(spec))
             process.send(spec)
         outcome = process.run(self.on_event, keep=True, **watch)
@@ -328,8 +321,9 @@ class ChunkRun:
 
     def hide(self, spec: dict[str, Any]) -> dict[str, str]:
         """This worker's folders as the chunk's log shows them: the project by its own name, the rest not at all."""
+        project = WARM.project.folder if WARM.project is not None else Path(spec["blend"]).parent
         return {
-            str(Path(spec["blend"]).parent): "<project>",
+            str(project): "<project>",
             str(self.workdir): "<work folder>",
             str(self.ctx.settings.cache_dir): "<cache>",
         }
@@ -452,7 +446,7 @@ def render_chunk(
         retry_or_fail(ctx, celery, work, work.chunk, reason or "unknown", worker)
     if ending.all_done:
         send_packaging(celery, job_id, queue=work.queue)
-    if ending.none_queued and WARM.job_id == job_id:  # nothing more of this job to come: free Blender's memory now
-        WARM.close()
+    if ending.none_queued and WARM.serves(job_id):  # nothing more of this job to come: free memory and disk now
+        WARM.let_go(job_id)
         WARM.prepare(ctx.settings)  # and have a fresh Blender ready for the next job
     return str(status)

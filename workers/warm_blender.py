@@ -8,6 +8,10 @@ anything but a clean chunk (error, crash, cancel, stall) — so a crash costs on
 Between jobs a spare Blender waits, started but with no file loaded, so the next job's first chunk does not wait
 for Blender's start-up either: it is made when a worker process starts and when a job's process is let go, while
 nothing renders, and becomes the next job's process (it has never seen another user's file).
+
+It also holds the job's project folder (workers/job_project.py), which Blender reads while it renders: the same
+folder for every chunk of the job here, also across a recycled Blender, removed when the job is let go (`close`)
+or another job's project is made.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from celery.signals import worker_process_init
 
 from farm.blender import SCRIPTS, blender_command
 from farm.config import Settings
+from farm.storage import Storage
+from workers import job_project
 from workers.blender_process import BlenderProcess
 from workers.null_renderer import NULL_RENDERER
 
@@ -35,12 +41,29 @@ class WarmBlender:
         self.job_id: str | None = None
         self.chunks = 0
         self.spare: BlenderProcess | None = None
+        self.project: job_project.JobProject | None = None
+
+    def project_for(self, settings: Settings, storage: Storage, job_id: str, manifest_sha256: str) -> Path:
+        """The main .blend of the job's project folder, made now if this process has none for the job (another
+        job's folder is removed first)."""
+        if self.project is not None and self.project.job_id == job_id and self.project.blend.is_file():
+            return self.project.blend
+        self.drop_project()
+        self.project = job_project.build(settings, storage, job_id, manifest_sha256)
+        return self.project.blend
+
+    def drop_project(self) -> None:
+        if self.project is not None:
+            self.project.remove()
+        self.project = None
 
     def for_chunk(self, settings: Settings, job_id: str, log_path: Path, hide: dict[str, str]) -> BlenderProcess:
         """The job's warm process (started now if there is none, or it serves another job or died), logging to
         this chunk's log with `hide`'s paths replaced."""
-        if self.process is not None and (self.job_id != job_id or not self.process.alive):
+        if self.process is not None and self.job_id != job_id:
             self.close()
+        elif self.process is not None and not self.process.alive:
+            self.recycle()
         if self.process is None:
             spare, self.spare = self.spare, None
             if spare is not None and spare.alive:
@@ -65,12 +88,33 @@ class WarmBlender:
         rss = self.process.rss_bytes()
         if not clean or self.chunks >= settings.warm_max_chunks or rss > settings.warm_max_bytes:
             log.info("recycling warm Blender after %d chunks (%d MiB)", self.chunks, rss // 2**20)
-            self.close()
+            self.recycle()
 
-    def close(self) -> None:
+    def recycle(self) -> None:
+        """Stop the job's Blender; the job goes on here (its next chunk starts another in the same project)."""
         if self.process is not None:
             self.process.close()
-        self.process, self.job_id, self.chunks = None, None, 0
+        self.process, self.chunks = None, 0
+
+    def close(self) -> None:
+        """Let the job go: its Blender stops and its project folder is removed (unless it is already the next
+        job's)."""
+        if self.project is not None and self.project.job_id == self.job_id:
+            self.drop_project()
+        self.recycle()
+        self.job_id = None
+
+    def serves(self, job_id: str) -> bool:
+        """Whether this process holds anything of the job: its Blender, or its project folder (a one-shot worker
+        keeps the folder for the job's next chunk too)."""
+        return self.job_id == job_id or (self.project is not None and self.project.job_id == job_id)
+
+    def let_go(self, job_id: str) -> None:
+        """Nothing more of the job is to come: its Blender stops and its project folder is removed."""
+        if self.project is not None and self.project.job_id == job_id:
+            self.drop_project()
+        if self.job_id == job_id:
+            self.close()
 
     def prepare(self, settings: Settings) -> None:
         """Start the spare Blender if there is none (its output before it takes a job is not kept). A convenience:

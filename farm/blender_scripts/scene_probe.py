@@ -6,6 +6,9 @@ Events go through the farm's private pipe (channel.py). The probe frame is writt
 the web host looks for it; the event names only its frame and time.
 
 Standalone on purpose (stdlib + bpy, and the scripts beside it), so it works under a `blender` binary too.
+It also lists every file the .blend reads from disk (dependencies.py), for the submission to check against the
+uploaded project: paths only, nothing is opened.
+
 Usage: <blender> scene_probe.py -- FILE ['{"render": <spec with "frame" and "out">, "trusted_scripts": bool}']
    or: <blender> scene_probe.py -- --wait, then those arguments as one JSON list on stdin (a spare started ahead)
 """
@@ -21,6 +24,7 @@ import bpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from channel import emit, run
+from dependencies import trace
 from render_script import ChunkError, apply_spec, go_to_frame, open_blend
 
 
@@ -135,6 +139,8 @@ def main(path, spec=None, trusted=False):
         scripts=scripts(trusted),
         unbaked_fluids=uncached,  # domains without a cache folder beside the file
     )
+    for entry in trace():  # one event each: a studio file may name thousands
+        emit(event="dependency", **entry)
     if spec and scene.camera:  # no camera: the farm refuses the file, nothing to time
         probe_frame(scene, spec)
     return 0

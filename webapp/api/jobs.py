@@ -8,12 +8,13 @@ from typing import Any
 from flask import Response, jsonify, redirect, request, send_file, url_for
 from sqlalchemy import Select, func, or_, select
 
-from farm import planning, states
+from farm import blob_store, intake, planning, states
 from farm.dispatch import assign_task_ids, send_chord
 from farm.errors import Conflict, NotFound, ValidationError
 from farm.inputs import DB_INT_MAX, whole_number
 from farm.models import Chunk, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
 from farm.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
+from farm.projects import Manifest, parse_manifest
 from farm.storage import FileStorage
 from farm.submission import JobForm, Upload, create_job, discard_upload, parse_form, save_upload
 from webapp import live, services
@@ -59,9 +60,15 @@ def online_slots() -> int:
 
 
 def submit(upload: Upload, form: JobForm) -> Job:
-    """Create the job from a saved upload and dispatch it: what the API and the New job page both do."""
+    """Create the job from a saved upload (its files go to the blob store) and dispatch it: what the API and the
+    New job page both do."""
+    manifest = intake.manifest_from_upload(db.session, services.storage(), services.settings(), upload, form.main)
+    return submit_project(manifest, form)
+
+
+def submit_project(manifest: Manifest, form: JobForm) -> Job:
     job, task_ids = create_job(
-        db.session, services.storage(), services.settings(), upload, form, owner=current_actor(), slots=online_slots()
+        db.session, services.storage(), services.settings(), manifest, form, owner=current_actor(), slots=online_slots()
     )
     dispatch(job, task_ids)
     return job
@@ -69,9 +76,15 @@ def submit(upload: Upload, form: JobForm) -> Job:
 
 @bp.post("/jobs")
 def submit_job() -> tuple[Response, int, dict[str, str]]:
-    """Upload a .blend (or a .zip project with `main`) and the render settings; answers 201 with the job."""
+    """Upload a .blend (or a .zip project with `main`), or name a project of uploaded files (`manifest`), and the
+    render settings; answers 201 with the job."""
     settings = services.settings()
     form = parse_form(request.form, settings)
+    if request.form.get("manifest") and "file" not in request.files:
+        manifest = parse_manifest(request.form["manifest"])
+        blob_store.require(db.session, manifest)
+        job = submit_project(manifest, form)
+        return jsonify(one_job(job)), 201, {"Location": url_for("api.read_job", job_id=job.id)}
     upload_file = request.files.get("file")
     upload = save_upload(
         upload_file.stream if upload_file else None, upload_file.filename if upload_file else None, settings

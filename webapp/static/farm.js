@@ -113,6 +113,23 @@ function newJobPage() {
       }
     }
     state.textContent = `${fileLine} Scene “${scene.scene}”, camera ${scene.camera || "none"}: frames ${scene.frame_start}–${scene.frame_end}, ${scene.resolution_x}×${scene.resolution_y}.`;
+    showFiles(scene.dependencies);
+  }
+
+  // Every file the scene reads, found in the upload or not: a missing one would render wrong (magenta, empty).
+  function showFiles(found) {
+    const box = document.getElementById("files-field");
+    box.hidden = !found;
+    if (!found) return;
+    const lacking = found.missing + found.outside;
+    document.getElementById("files-summary").textContent =
+      `${found.found} found, ${found.missing} missing, ${found.outside} outside the project` +
+      (lacking ? ": those render without their file (or tick the box below to refuse the job)." : ".");
+    document.getElementById("files-list").replaceChildren(
+      ...found.files.map((f) =>
+        el("li", { class: `file ${f.status}`, text: `${f.status}: ${f.kind} ${f.path}${f.project_path && f.project_path !== f.path ? ` (${f.project_path})` : ""}` })
+      )
+    );
   }
 
   async function post(url, data) {
