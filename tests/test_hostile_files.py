@@ -99,6 +99,8 @@ def test_hostile_files_render_like_plain_blender(own_farm, prod_settings, sentin
     pids = blender_pids(own_farm.url, job_id) - {1}
     assert pids
     wait_until(lambda: not any(alive(p) for p in pids), timeout=15, what="the job's Blender to exit")
+    projects = Path(own_farm.env["FARM_INSTANCE_DIR"]) / "cache" / "projects"  # and its project folder goes too
+    wait_until(lambda: not any(projects.iterdir()), timeout=15, what="the job's project folder to be removed")
 
 
 def test_blender_gets_an_allow_listed_environment_a_folder_of_its_own_and_the_caps(prod_settings, monkeypatch):
