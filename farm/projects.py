@@ -129,9 +129,17 @@ def zip_members(archive: Path) -> Iterator[tuple[str, zipfile.ZipInfo]]:
                 yield project_path(info.filename, "file"), info
 
 
+UNTOUCHED = 0  # the modification time every cached blob is given: a write through any hard link to it changes it
+
+
 class BlobCache:
     """A machine's blobs (`<cache>/blobs/<sha256>`, read-only), shared by every project built on it. A project is
-    a folder of hard links to them (a copy where the folder is on another file system)."""
+    a folder of hard links to them (a copy where the folder is on another file system).
+
+    A Blender that writes into a file of its project in place (Mantaflow rewrites its cache's config as a file
+    loads; a worker running as root is not stopped by the read-only mode) would change the cached blob for every
+    later job. So each blob's modification time is set to UNTOUCHED when it is cached, and one that is not any more
+    is fetched again; recency, for trimming, is kept in the access time."""
 
     def __init__(self, cache_dir: Path) -> None:
         self.folder = cache_dir / "blobs"
@@ -142,9 +150,10 @@ class BlobCache:
 
     def has(self, blob: Blob) -> bool:
         try:
-            return self.path(blob.sha256).stat().st_size == blob.size
+            info = self.path(blob.sha256).stat()
         except FileNotFoundError:
             return False
+        return info.st_size == blob.size and info.st_mtime_ns == UNTOUCHED
 
     def adopt(self, source: Path, blob: Blob) -> Path:
         """Take in a file whose hash was checked here (hard-linked, or copied across file systems); the caller
@@ -157,13 +166,14 @@ class BlobCache:
             except OSError:
                 shutil.copyfile(source, incoming)
             os.chmod(incoming, 0o444)
+            os.utime(incoming, ns=(time.time_ns(), UNTOUCHED))
             os.replace(incoming, target)
         return target
 
     def fetch(self, storage: Storage, blob: Blob) -> Path:
         """The blob, downloaded and checked first if this machine lacks it."""
         if self.has(blob):
-            os.utime(self.path(blob.sha256))  # recency, for trimming
+            os.utime(self.path(blob.sha256), ns=(time.time_ns(), UNTOUCHED))  # recency, for trimming
             return self.path(blob.sha256)
         fd, tmp = tempfile.mkstemp(prefix=".fetch-", dir=self.folder)
         os.close(fd)
@@ -195,13 +205,13 @@ class BlobCache:
         for entry in os.scandir(self.folder):
             with contextlib.suppress(FileNotFoundError):
                 info = entry.stat(follow_symlinks=False)
-                entries.append((info.st_mtime, entry.path, info.st_size, info.st_nlink))
+                entries.append((info.st_atime, entry.path, info.st_size, info.st_nlink))
         total = sum(e[2] for e in entries)
         removed = []
-        for mtime, path, size, links in sorted(entries):
+        for used, path, size, links in sorted(entries):
             if total <= max_bytes:
                 break
-            if links > 1 or time.time() - mtime < idle_seconds:
+            if links > 1 or time.time() - used < idle_seconds:
                 continue
             Path(path).unlink(missing_ok=True)
             total -= size

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from farm import blob_store
 from farm.models import Job, JobStatus, StoredBlob, utcnow
-from farm.projects import Blob, BlobCache, blob_key
+from farm.projects import Blob, BlobCache, Manifest, blob_key
 from farm.storage import open_storage
 from tests.rows import add_job
 
@@ -56,10 +56,29 @@ def test_the_blob_cache_trims_only_blobs_no_project_links(tmp_path):
         source.unlink()  # the caller's copy: the cache holds its own link
         blobs.append(blob)
     os.link(cache.path(blobs[0].sha256), tmp_path / "linked-into-a-project")
-    old = time.time() - 7200
+    old = time.time_ns() - 7200 * 10**9
     for blob in blobs:
-        os.utime(cache.path(blob.sha256), (old, old))
+        os.utime(cache.path(blob.sha256), ns=(old, 0))  # last used two hours ago
     removed = cache.trim(max_bytes=1000)
     assert blobs[0].sha256 not in removed  # a project folder still links it
     assert len(removed) == 2 and not cache.has(blobs[1]) and cache.has(blobs[0])
     assert cache.trim(max_bytes=0) == []  # nothing left that nobody links
+
+
+def test_a_blob_written_through_a_project_is_fetched_again(tmp_path, prod_settings):
+    """A Blender that rewrites a project file in place (as root, the read-only mode does not stop it) changes the
+    cache's blob too, through the hard link: the next project must not get the changed bytes."""
+    storage = open_storage(prod_settings)
+    storage.ensure_ready()
+    data = os.urandom(4096)
+    blob = Blob(hashlib.sha256(data).hexdigest(), len(data))
+    storage.put_bytes(blob_key(blob.sha256), data)
+    cache = BlobCache(tmp_path / "cache")
+    manifest = Manifest("scene.blend", {"scene.blend": blob})
+    first = cache.build(storage, manifest, tmp_path / "job-1")
+    first.chmod(0o644)
+    with open(first, "r+b") as fh:  # in place: same inode as the cache's copy
+        fh.write(b"changed!")
+    assert not cache.has(blob)
+    second = cache.build(storage, manifest, tmp_path / "job-2")
+    assert second.read_bytes() == data and cache.path(blob.sha256).read_bytes() == data
