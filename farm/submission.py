@@ -149,17 +149,19 @@ def save_upload(stream: IO[bytes] | None, filename: str | None, settings: Settin
     digest = hashlib.sha256()
     size = 0
     head = b""
-    with open(fd, "wb") as out:
-        while block := stream.read(CHUNK):
-            if len(head) < 65536:
-                head += block[: 65536 - len(head)]
-            digest.update(block)
-            size += len(block)
-            if size > settings.max_upload_bytes:
-                out.close()
-                Path(tmp).unlink(missing_ok=True)
-                raise UploadTooLarge(settings.max_upload_bytes)
-            out.write(block)
+    try:
+        with open(fd, "wb") as out:
+            while block := stream.read(CHUNK):
+                if len(head) < 65536:
+                    head += block[: 65536 - len(head)]
+                digest.update(block)
+                size += len(block)
+                if size > settings.max_upload_bytes:
+                    raise UploadTooLarge(settings.max_upload_bytes)
+                out.write(block)
+    except BaseException:  # too large, or the disk filled (the web app answers 507): leave nothing behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
     path = Path(tmp)
     if size == 0:
         path.unlink(missing_ok=True)

@@ -183,3 +183,40 @@ class CuttableProxy:
 
     def close(self) -> None:
         self.cut()
+
+
+class SmallDisk:
+    """A tmpfs of `size_mb` mounted at `path` (tests run as root, as CI does): a worker's disk that fills for real.
+    `fill()` writes a ballast file until the disk says ENOSPC; `drain()` removes it."""
+
+    def __init__(self, path: Path, size_mb: int) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], check=True)
+
+    @property
+    def ballast(self) -> Path:
+        return self.path / "ballast"
+
+    def fill(self) -> None:
+        block = b"\0" * 2**16
+        with open(self.ballast, "ab") as fh:
+            try:
+                while True:
+                    fh.write(block)
+                    fh.flush()
+            except OSError:
+                pass
+        with contextlib.suppress(OSError), open(self.ballast, "ab") as fh:  # the last partial block, byte by byte
+            while True:
+                fh.write(b"\0")
+                fh.flush()
+
+    def drain(self) -> None:
+        self.ballast.unlink(missing_ok=True)
+
+    def free(self) -> int:
+        return shutil.disk_usage(self.path).free
+
+    def close(self) -> None:
+        subprocess.run(["umount", "--lazy", str(self.path)], check=False)

@@ -115,14 +115,21 @@ def test_claim_admits_before_it_writes(database, job_id):
         seen.append(found)
         raise LookupError("refused")
 
+    kept = dict(worker="ws1@states", render_time_ms=1.0, device="CPU", image_key="k", sha256="a" * 64)
     with database.session() as session:
         chunk = states.claim_chunk(session, first, "ws1@states", None).chunk
+        states.frame_done(session, job_id, 1, size=1000, **kept)
+        states.frame_done(session, job_id, 2, size=3000, **kept)
         states.finish_chunk(session, chunk, ChunkStatus.FAILED, worker="ws1@states", reason="boom")
     with database.session() as session, pytest.raises(LookupError):
         states.claim_chunk(session, second, "ws1@states", None, admit=refuse)
     with database.session() as session:
         states.claim_chunk(session, second, "other@states", None, admit=seen.append)
-    assert seen == [states.Admission(disabled=False, failed=1), states.Admission(disabled=False, failed=0)]
+    # the job's frames so far average 2000 bytes: what the worker's disk needs room for, per frame of the chunk
+    assert seen == [
+        states.Admission(disabled=False, failed=1, frames=2, frame_bytes=2000.0),
+        states.Admission(disabled=False, failed=0, frames=2, frame_bytes=2000.0),
+    ]
     with database.session() as session:
         assert session.get(Chunk, second).worker == "other@states"  # the refusal wrote nothing
 
