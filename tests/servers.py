@@ -140,6 +140,8 @@ class CuttableProxy:
     def cut(self) -> None:
         self.cut_now.set()
         if self.listener:
+            with contextlib.suppress(OSError):  # wakes the accepting thread: a close alone leaves it accepting
+                self.listener.shutdown(socket.SHUT_RDWR)
             self.listener.close()
         with self.lock:
             for conn in self.conns:
@@ -152,6 +154,9 @@ class CuttableProxy:
             try:
                 client, _ = listener.accept()
             except OSError:
+                return
+            if self.cut_now.is_set():  # accepted while being cut: refused like the rest
+                client.close()
                 return
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
