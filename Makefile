@@ -18,6 +18,7 @@ demo: setup          ## render the demo scene end to end on the embedded default
 	$(BIN)/farm demo
 
 test: setup          ## lint, then the whole suite against the local Postgres, Redis, a moto S3 server, real Blender
+	@command -v faketime >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; }
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
