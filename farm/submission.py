@@ -19,10 +19,11 @@ from sqlalchemy.orm import Session
 
 from farm import devices, planning, states, uploads
 from farm.blender import BlenderFailed, probe_scene
+from farm.clock import db_now
 from farm.config import Settings
 from farm.dispatch import new_task_id
 from farm.errors import ValidationError
-from farm.models import Chunk, Frame, Job, JobStatus, utcnow
+from farm.models import Chunk, Frame, Job, JobStatus
 from farm.previews import store_thumbnail
 from farm.scheduling import live_workers
 from farm.storage import CHUNK, Storage, regular_file, sha256_file
@@ -290,7 +291,6 @@ def create_job(
         session.add(job)
         session.flush()
         states.job_created(session, job, reason=f"submitted: frames {frame_start}-{frame_end}", actor=owner)
-        now = utcnow()
         chunks = [
             {
                 "job_id": job.id,
@@ -298,11 +298,11 @@ def create_job(
                 "frame_start": s,
                 "frame_end": e,
                 "task_id": new_task_id(),
-                "dispatched_at": now,
             }
             for i, (s, e) in enumerate(plan)
         ]
-        chunk_ids = session.scalars(insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True), chunks).all()
+        dispatched = insert(Chunk).values(dispatched_at=db_now())  # the database's clock, like every dispatch
+        chunk_ids = session.scalars(dispatched.returning(Chunk.id, sort_by_parameter_order=True), chunks).all()
         session.execute(
             insert(Frame),
             [
