@@ -14,7 +14,7 @@ import pytest
 
 from farm.config import Settings
 from tests.servers import SmallDisk
-from workers.disk import DISK_FULL, blame_disk, failure_reason, make_room, room_for
+from workers.disk import DISK_FULL, blame_disk, failure_reason, make_room, refuse_if_full, room_for
 from workers.frame_cache import FrameCache
 
 MIB = 2**20
@@ -58,10 +58,14 @@ def test_a_full_disk_is_named_as_the_reason(disk: SmallDisk):
     with pytest.raises(OSError) as raised:
         (disk.path / "log").write_text("x" * 2**16)
     assert failure_reason(raised.value).startswith(f"{DISK_FULL}: [Errno 28]")
+    with pytest.raises(OSError) as refused:  # an image Blender reported now may be cut short: never stored
+        refuse_if_full(disk.path, "the image of frame 7")
+    assert failure_reason(refused.value).startswith(f"{DISK_FULL}: [Errno 28] No space left on device; the image")
     assert failure_reason(RecursionError("too deep")) == "RecursionError: too deep"
     # Blender's own words for a write it could not finish, or a missing image, on a disk with no room left
     assert blame_disk("Blender rendered frame 7 but wrote no image", disk.path).startswith(DISK_FULL)
     disk.drain()
+    refuse_if_full(disk.path, "the image of frame 7")  # room again: nothing to refuse
     assert blame_disk("Blender rendered frame 7 but wrote no image", disk.path) == (
         "Blender rendered frame 7 but wrote no image"
     )

@@ -7,6 +7,7 @@ no longer finds), then sources no chunk used for a minute (fetched again from st
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 from pathlib import Path
@@ -41,6 +42,13 @@ def blame_disk(reason: str, cache_dir: Path) -> str:
     if "No space left on device" in reason or free_bytes(cache_dir) < NEARLY_FULL:
         return f"{DISK_FULL}: {reason}"
     return reason
+
+
+def refuse_if_full(path: Path, what: str) -> None:
+    """Raise ENOSPC when the disk under `path` is (nearly) full: Blender may have written `what` cut short (it
+    reports a frame once the file exists), and a truncated image must never be stored as the frame."""
+    if free_bytes(path) < NEARLY_FULL:
+        raise OSError(errno.ENOSPC, f"No space left on device; {what} may be cut short", str(path))
 
 
 def make_room(cache_dir: Path, frames: FrameCache, floor: int) -> int:

@@ -36,7 +36,7 @@ from farm.scheduling import failures, live_workers, place_chunk
 from farm.storage import regular_file, sha256_file
 from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
-from workers.disk import DISK_FULL, blame_disk, failure_reason, room_for
+from workers.disk import DISK_FULL, blame_disk, failure_reason, refuse_if_full, room_for
 from workers.null_renderer import NULL_RENDERER, render_nothing
 from workers.source_cache import local_blend
 from workers.warm_blender import RENDER_SCRIPT, WARM
@@ -199,6 +199,7 @@ class ChunkRun:
             with_retries(self.beat, what="checking the chunk is still ours")
             if self.lost:
                 return
+        refuse_if_full(path.parent, f"the image of frame {frame}")
         sha256, size = sha256_file(path), path.stat().st_size
         key = self.work.frame_key(frame, sha256)
         storage = self.ctx.storage
