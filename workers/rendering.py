@@ -436,13 +436,18 @@ def pass_on_for_room(ctx: WorkerContext, celery: Celery, job_id: str, chunk_id: 
         job = session.get(Job, job_id)
         if chunk is None or job is None or chunk.status != ChunkStatus.QUEUED:
             return None
-        live = live_workers(session, job.queue, ctx.settings)
-        healthy = session.scalars(select(Worker.hostname).where(Worker.hostname.in_(live), Worker.health.is_(None)))
-        others = {w: live[w] for w in healthy if w != worker}
+        others = healthy_others(session, ctx, job.queue, worker)
         if not others:
             return None
         handover = Handover.record(session, job, chunk, min(others, key=lambda w: (others[w], w)))
     return handover.send(celery)
+
+
+def healthy_others(session: Session, ctx: WorkerContext, queue: str, worker: str) -> dict[str, int]:
+    """Live workers of `queue` other than `worker` whose disk is healthy, with how many chunks each renders now."""
+    live = live_workers(session, queue, ctx.settings)
+    healthy = session.scalars(select(Worker.hostname).where(Worker.hostname.in_(live), Worker.health.is_(None)))
+    return {w: live[w] for w in healthy if w != worker}
 
 
 @dataclass(frozen=True)
