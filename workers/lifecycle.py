@@ -50,9 +50,13 @@ def _heartbeat_loop(app: Celery, hostname: str, queues: list[str], consuming: bo
 
 
 def disk_health(ctx: WorkerContext) -> str | None:
-    """Keep the floor; what is wrong if even evicting leaves the disk under it."""
+    """Keep the floor; what is wrong if even evicting leaves the disk under it (or the disk cannot be read: the
+    heartbeat itself must go on)."""
     floor = ctx.settings.min_free_bytes
-    free = make_room(ctx.settings.cache_dir, ctx.frames, floor)
+    try:
+        free = make_room(ctx.settings.cache_dir, ctx.frames, floor)
+    except OSError as exc:
+        return f"cannot check the disk under {ctx.settings.cache_dir}: {exc}"
     if free >= floor:
         return None
     return f"{DISK_FULL}: {free >> 20} MiB free under {ctx.settings.cache_dir}, below FARM_MIN_FREE_GB"
