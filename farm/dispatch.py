@@ -12,11 +12,12 @@ from contextlib import nullcontext
 
 from celery import Celery, chord
 from celery.utils import worker_direct
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from farm.celery_app import FarmCelery
-from farm.models import Chunk, utcnow
+from farm.clock import db_now
+from farm.models import Chunk
 
 RENDER_CHUNK = "farm.render_chunk"
 PACKAGE_JOB = "farm.package_job"
@@ -35,10 +36,16 @@ def broker_priority(priority: int) -> int:
 def assign_task_ids(session: Session, chunk_ids: Sequence[int]) -> dict[int, str]:
     """Give each chunk the id of the task that will render it, recorded before anything is sent."""
     task_ids = {cid: new_task_id() for cid in chunk_ids}
-    now = utcnow()
-    if task_ids:  # one executemany UPDATE by primary key, not a round trip per chunk
-        session.execute(update(Chunk), [{"id": c, "task_id": t, "dispatched_at": now} for c, t in task_ids.items()])
+    if task_ids:  # one executemany UPDATE by primary key (not a round trip per chunk), on the database's clock
+        session.connection().execute(_ASSIGN, [{"cid": c, "tid": t} for c, t in task_ids.items()])
     return task_ids
+
+
+_ASSIGN = (
+    update(Chunk.__table__)
+    .where(Chunk.__table__.c.id == bindparam("cid"))
+    .values(task_id=bindparam("tid"), dispatched_at=db_now())
+)
 
 
 def new_task_id() -> str:

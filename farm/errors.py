@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # what a write says when the disk (or the user's quota) is full
+
 
 class FarmError(Exception):
     """Base of user-facing errors; `status` is the HTTP status the API answers with."""
@@ -45,3 +49,13 @@ class Conflict(FarmError):
 
     def __init__(self, message: str) -> None:
         super().__init__(None, "wrong_state", message)
+
+
+class InsufficientStorage(FarmError):
+    """This host's disk is too full to take the upload (or to let Blender read it): a 507 the client can retry
+    later, not an obscure 500."""
+
+    status = 507
+
+    def __init__(self, message: str) -> None:
+        super().__init__("file", "insufficient_storage", message)

@@ -28,10 +28,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farm import blob_store, broker, states
+from farm.clock import database_now
 from farm.config import Settings
 from farm.db import Database
 from farm.dispatch import new_task_id, retire_tasks, send_packaging, send_render
-from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
+from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus
 from farm.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,12 @@ class Janitor:
 
     def sweep(self) -> Sweep:
         done = Sweep()
-        now = utcnow()
+        try:  # every judgement of staleness by the database's clock, which wrote every heartbeat
+            with self.db.session() as session:
+                now = database_now(session)
+        except Exception:
+            log.exception("janitor %s cannot read the database's clock", self.name)
+            return done
         for step in (
             self.mark_silent_workers,
             self.recover_silent_chunks,

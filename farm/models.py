@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
+    """This machine's clock: for what is only shown (events, task history), never for judging who is alive."""
     return datetime.now(UTC)
 
 
@@ -178,7 +179,10 @@ class Worker(Base):
     queues: Mapped[list[Any]] = mapped_column(default=list)
     pid: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
-    last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)
+    last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)  # the database's clock
+    clock_offset: Mapped[float | None] = mapped_column(Float)  # seconds the database's clock is ahead of the worker's
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)  # the machine's total memory
+    health: Mapped[str | None] = mapped_column(Text)  # why the worker is unwell (its disk is full), None if well
 
 
 class Event(Base):

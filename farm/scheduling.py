@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, ScalarSelect, func, select
 from sqlalchemy.orm import Session
 
+from farm.clock import database_now
 from farm.config import Settings
-from farm.models import Chunk, ChunkStatus, Event, JobStatus, Worker, WorkerStatus, utcnow
+from farm.models import Chunk, ChunkStatus, Event, JobStatus, Worker, WorkerStatus
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def failed_by(job_id: Any, worker: Any) -> ScalarSelect[int]:
 
 def live_workers(session: Session, queue: str, settings: Settings, now: datetime | None = None) -> dict[str, int]:
     """ONLINE workers that consume `queue` and heartbeat in time, with how many chunks each renders now."""
-    fresh = (now or utcnow()) - timedelta(seconds=settings.worker_timeout_seconds)
+    fresh = (now or database_now(session)) - timedelta(seconds=settings.worker_timeout_seconds)
     busy = dict(
         session.execute(
             select(Chunk.worker, func.count()).where(Chunk.status == ChunkStatus.RENDERING).group_by(Chunk.worker)
@@ -86,10 +87,18 @@ class Placement:
 
 
 def place_chunk(
-    session: Session, job_id: str, chunk_index: int, *, queue: str, settings: Settings, asking: str
+    session: Session,
+    job_id: str,
+    chunk_index: int,
+    *,
+    queue: str,
+    settings: Settings,
+    asking: str,
+    more_memory: bool = False,
 ) -> Placement:
     """Pick a worker for a chunk that `asking` failed, or that `asking` (blocklisted for the job) must pass on.
-    Prefer a live worker that has not failed this chunk; else let any allowed worker take it from the shared
+    Prefer a live worker that has not failed this chunk (with `more_memory`, after Blender ran out of memory: the
+    one with the most memory, if it has more than `asking`); else let any allowed worker take it from the shared
     queue; refuse only when every live worker is blocklisted for the job."""
     record = failures(session, job_id, chunk_index)
     threshold = settings.blocklist_failures
@@ -97,6 +106,15 @@ def place_chunk(
     allowed = {w: n for w, n in live.items() if not record.blocklisted(w, threshold)}
     others = {w: n for w, n in allowed.items() if w != asking}
     fresh = {w: n for w, n in others.items() if w not in record.of_chunk}
+    if fresh and more_memory:
+        memory = dict(
+            session.execute(
+                select(Worker.hostname, Worker.memory_bytes).where(Worker.hostname.in_([*fresh, asking]))
+            ).all()
+        )
+        bigger = [w for w in fresh if (memory.get(w) or 0) > (memory.get(asking) or 0)]
+        if bigger:
+            return Placement(worker=max(bigger, key=lambda w: (memory[w], -fresh[w])))
     if fresh:
         return Placement(worker=min(fresh, key=lambda w: (fresh[w], w)))
     if record.blocklisted(asking, threshold):

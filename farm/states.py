@@ -3,6 +3,9 @@
 Every change is a compare-and-set on the row (so two processes racing cannot both win), is checked against the
 allowed transitions, bumps the job's `version` (what live views watch) and writes an `Event` row saying what
 changed, from what, why and by whom.
+
+Every time that says whether someone is alive (heartbeats, claims, dispatches, a job's last change) is the database
+server's clock (`NOW`, SQL's `now()`), never this machine's: staleness is judged by one clock, not by comparing two.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, cast
 
@@ -20,6 +23,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from farm.clock import aware, db_now
 from farm.models import (
     Chunk,
     ChunkStatus,
@@ -59,6 +63,7 @@ FRAME_FLOW: dict[str, set[str]] = {
     F.FAILED: {F.QUEUED},
     F.DONE: set(),
 }
+NOW = db_now()  # as a value given to `_set`: the database's clock at the statement
 ACTIVE_JOB = frozenset({J.QUEUED, J.RENDERING, J.PACKAGING, J.UPLOADING})
 TERMINAL_JOB = frozenset({J.COMPLETED, J.FAILED, J.CANCELED})
 
@@ -82,13 +87,21 @@ def _core(session: Session, statement: Any, params: dict[str, Any] | None = None
 
 
 @cache
-def _update(table: Table, where: tuple[str, ...], values: tuple[str, ...], returning: str | None = None) -> Any:
+def _update(
+    table: Table,
+    where: tuple[str, ...],
+    values: tuple[str, ...],
+    returning: str | None = None,
+    now: tuple[str, ...] = (),
+) -> Any:
     """`UPDATE table SET values WHERE where` (equalities with values that are never None), a bound parameter per
-    name (`w_<name>`, `v_<name>`), built once per shape. A job's update always bumps its `version`, which is what
-    live views watch."""
+    name (`w_<name>`, `v_<name>`), and the database's clock for the names in `now`, built once per shape. A job's
+    update always bumps its `version`, which is what live views watch, and sets `updated_at`."""
     changes: dict[str, Any] = {name: bindparam(f"v_{name}") for name in values}
+    changes |= {name: db_now() for name in now}
     if table is JOBS:
         changes["version"] = JOBS.c.version + 1
+        changes["updated_at"] = db_now()
     statement = update(table).where(*(table.c[name] == bindparam(f"w_{name}") for name in where)).values(changes)
     return statement.returning(table.c[returning]) if returning else statement
 
@@ -97,16 +110,19 @@ def _set(
     session: Session, table: Table, where: dict[str, Any], values: dict[str, Any], returning: str | None = None
 ) -> CursorResult[Any]:
     """Update the rows matching `where` (a compare-and-set when it names the status), and keep an object of the row
-    that the session has loaded in step, as an ORM update would."""
-    params = {f"w_{k}": v for k, v in where.items()} | {f"v_{k}": v for k, v in values.items()}
-    result = _core(session, _update(table, tuple(where), tuple(values), returning), params)
+    that the session has loaded in step, as an ORM update would. A value given as `NOW` is the database's clock."""
+    now = tuple(k for k, v in values.items() if v is NOW)
+    bound = {k: v for k, v in values.items() if v is not NOW}
+    params = {f"w_{k}": v for k, v in where.items()} | {f"v_{k}": v for k, v in bound.items()}
+    result = _core(session, _update(table, tuple(where), tuple(bound), returning, now), params)
     (pk,) = table.primary_key.columns
     loaded = _loaded(session, table, where[pk.name]) if pk.name in where else None
     if loaded is not None and result.rowcount != 0:  # -1: unknown (SQLite with RETURNING), and the row is there
-        for name, value in values.items():
+        for name, value in bound.items():
             set_committed_value(loaded, name, value)
-        if table is JOBS:
-            session.expire(loaded, ["version"])
+        expired = [*now, *(["version", "updated_at"] if table is JOBS else [])]
+        if expired:
+            session.expire(loaded, expired)
     if table is JOBS and "status" in values and result.rowcount != 0:
         _touched(session)[where["id"]] = values["status"]
     return result
@@ -156,7 +172,7 @@ def touch_job(session: Session, job_id: str, **values: Any) -> str | None:
     touched = _touched(session)
     if not values and job_id in touched:
         return touched[job_id]
-    status = _set(session, JOBS, {"id": job_id}, dict(values, updated_at=utcnow()), returning="status").scalar()
+    status = _set(session, JOBS, {"id": job_id}, values, returning="status").scalar()
     if status is not None:
         touched[job_id] = status
     return status
@@ -216,10 +232,9 @@ def move_job(
 ) -> bool:
     """Change a job's status; False (or IllegalTransition when strict) if it is not allowed from where it is."""
     if new in TERMINAL_JOB:
-        values.setdefault("finished_at", utcnow())
+        values.setdefault("finished_at", NOW)
     if new == J.FAILED:
         values.setdefault("error", reason)
-    values["updated_at"] = utcnow()
     old = _move(session, JOBS, job_id, new, flow=JOB_FLOW, strict=strict, only_from=only_from, values=values)
     if old is None:
         return False
@@ -276,13 +291,13 @@ def job_created(session: Session, job: Job, *, reason: str, actor: str | None) -
 
 def _take_over(session: Session, chunk: Chunk, worker: str, stale_before: datetime) -> bool:
     """A RENDERING chunk whose renderer stopped heartbeating changes hands (compare-and-set on its heartbeat)."""
-    if chunk.heartbeat_at is None or chunk.heartbeat_at >= stale_before:
+    if chunk.heartbeat_at is None or aware(chunk.heartbeat_at) >= stale_before:
         return False
     taken = _set(
         session,
         CHUNKS,
         {"id": chunk.id, "status": C.RENDERING, "heartbeat_at": chunk.heartbeat_at},
-        {"heartbeat_at": utcnow()},
+        {"heartbeat_at": NOW},
     ).rowcount
     if taken:
         _record(
@@ -301,10 +316,13 @@ def _take_over(session: Session, chunk: Chunk, worker: str, stale_before: dateti
 @dataclass(frozen=True)
 class Admission:
     """What the claiming read found about the claimer: a DISABLED worker takes nothing, and `failed` is how many of
-    the job's chunks it failed since the job was last queued (for the blocklist)."""
+    the job's chunks it failed since the job was last queued (for the blocklist); and about the chunk: how many
+    frames it holds and the job's mean stored frame size so far (for the worker's disk)."""
 
     disabled: bool
     failed: int
+    frames: int
+    frame_bytes: float
 
 
 @dataclass(frozen=True)
@@ -322,12 +340,12 @@ def claim_chunk(
     worker: str,
     task_id: str | None,
     *,
-    stale_before: datetime | None = None,
+    stale_after: timedelta | None = None,
     log_key: Callable[[Chunk, int], str] | None = None,
     admit: Callable[[Admission], None] | None = None,
 ) -> Claim | None:
-    """Take a chunk for `worker`: a QUEUED one, or a RENDERING one whose renderer went silent before
-    `stale_before`. None if it is not renderable now (done, alive elsewhere, job not active): the database, not
+    """Take a chunk for `worker`: a QUEUED one, or a RENDERING one whose renderer has been silent for `stale_after`
+    by the database's clock. None if it is not renderable now (done, alive elsewhere, job not active): the database, not
     the broker, decides who renders a chunk, so a re-delivered message never renders it twice. `log_key` names
     where this attempt's Blender log will be stored, from the chunk and the attempt's number. `admit` sees what the
     same read found about `worker`, before anything is written, and raises to refuse the chunk.
@@ -336,23 +354,24 @@ def claim_chunk(
     found = session.execute(_CLAIMING, {"chunk_id": chunk_id, "worker": worker}).first()
     if found is None:
         return None
-    chunk, job, disabled, failed = found
+    chunk, job, disabled, failed, frame_bytes, db_time = found
     if admit is not None:
-        admit(Admission(disabled=bool(disabled), failed=failed or 0))
+        frames = chunk.frame_end - chunk.frame_start + 1
+        admit(Admission(disabled=bool(disabled), failed=failed or 0, frames=frames, frame_bytes=frame_bytes or 0.0))
     if job.status not in (J.QUEUED, J.RENDERING):
         return None
-    now = utcnow()
     claim = dict(
         attempts=chunk.attempts + 1,
         worker=worker,
         task_id=task_id,
-        started_at=now,
-        heartbeat_at=now,
+        started_at=NOW,
+        heartbeat_at=NOW,
         finished_at=None,
         error=None,
         log_key=log_key(chunk, chunk.attempts + 1) if log_key else chunk.log_key,
     )
-    if chunk.status == C.RENDERING and stale_before is not None and _take_over(session, chunk, worker, stale_before):
+    stale = chunk.status == C.RENDERING and stale_after is not None
+    if stale and _take_over(session, chunk, worker, aware(db_time) - stale_after):
         _set(session, CHUNKS, {"id": chunk.id}, claim)
         touch_job(session, job.id, worker_host=worker)
     elif not move_chunk(
@@ -379,21 +398,28 @@ _CLAIMING = (
         Job,
         select(Worker.status).where(Worker.hostname == bindparam("worker")).scalar_subquery() == WorkerStatus.DISABLED,
         failed_by(Chunk.job_id, bindparam("worker")),
+        select(func.avg(Frame.size))
+        .where(Frame.job_id == Chunk.job_id, Frame.status == F.DONE)
+        .correlate(Chunk)
+        .scalar_subquery(),
+        db_now(),
     )
     .join(Job, Job.id == Chunk.job_id)
     .where(Chunk.id == bindparam("chunk_id"))
 )
 
 
-def chunk_heartbeat(session: Session, chunk_id: int, worker: str) -> bool:
-    """The renderer is alive; False means the chunk is no longer ours (taken back or taken over)."""
-    where = {"id": chunk_id, "worker": worker, "status": C.RENDERING}
-    return bool(_set(session, CHUNKS, where, {"heartbeat_at": utcnow()}).rowcount)
+def chunk_heartbeat(session: Session, chunk_id: int, worker: str, attempt: int) -> bool:
+    """The renderer is alive; False means the chunk is no longer ours (taken back, or taken over: by another
+    worker, or by this one again in a later attempt)."""
+    where = {"id": chunk_id, "worker": worker, "status": C.RENDERING, "attempts": attempt}
+    return bool(_set(session, CHUNKS, where, {"heartbeat_at": NOW}).rowcount)
 
 
 def requeue_chunk(session: Session, chunk: Chunk, *, task_id: str, reason: str, actor: str | None) -> bool:
     """Put a chunk back in the queue under a new task id (a retry, or its renderer died); the caller dispatches
-    `task_id` after commit. Frames already DONE stay done."""
+    `task_id` after commit. Only the attempt `chunk` was read in: never one claimed since. Frames already DONE
+    stay done."""
     if not move_chunk(
         session,
         chunk,
@@ -401,8 +427,9 @@ def requeue_chunk(session: Session, chunk: Chunk, *, task_id: str, reason: str, 
         reason=reason,
         actor=actor,
         only_from=[C.RENDERING, C.FAILED],
+        guard={"attempts": chunk.attempts},
         task_id=task_id,
-        dispatched_at=utcnow(),
+        dispatched_at=NOW,
         heartbeat_at=None,
         worker=None,
     ):
@@ -417,7 +444,7 @@ def replace_task(session: Session, chunk_id: int, old_task_id: str | None, new_t
         session.execute(
             update(Chunk)
             .where(Chunk.id == chunk_id, Chunk.status == C.QUEUED, Chunk.task_id == old_task_id)
-            .values(task_id=new_task_id, dispatched_at=utcnow())
+            .values(task_id=new_task_id, dispatched_at=db_now())
         ).rowcount
     )
 
@@ -433,15 +460,23 @@ def frame_done(
     image_key: str,
     sha256: str,
     size: int,
+    attempt: int | None = None,
 ) -> bool:
-    """Record a stored frame; False if it was already done (a re-run must not count it twice)."""
+    """Record a stored frame; False if it was already done (a re-run must not count it twice), or, given the
+    `attempt` of the chunk that `worker` rendered it in, if that chunk is no longer rendering there in that attempt
+    (the janitor gave it to another worker while this one could not reach the database)."""
     now = utcnow()
     stored = (render_time_ms, worker, device, image_key, sha256, size)
     params = {f"v_{name}": value for name, value in zip(_FRAME_STORED, stored, strict=True)}
-    if _core(session, _FRAME_DONE, dict(params, w_job_id=job_id, w_frame=frame, v_finished_at=now)).rowcount != 1:
+    params |= dict(w_job_id=job_id, w_frame=frame, v_finished_at=now)
+    if attempt is None:
+        done = _core(session, _FRAME_DONE, params)
+    else:
+        done = _core(session, _FRAME_DONE_IN_CLAIM, dict(params, w_worker=worker, w_attempt=attempt))
+    if done.rowcount != 1:
         return False
     _record(session, "frame", f"{job_id}/{frame}", job_id, F.RENDERING, F.DONE, f"{render_time_ms:.0f} ms", worker)
-    counted = _core(session, _FRAME_COUNTED, dict(job_id=job_id, render_time_ms=render_time_ms, frame=frame, now=now))
+    counted = _core(session, _FRAME_COUNTED, dict(job_id=job_id, render_time_ms=render_time_ms, frame=frame))
     status = counted.scalar()
     if status is not None:
         _touched(session)[job_id] = status
@@ -460,6 +495,14 @@ _FRAME_DONE = (
         | {"status": F.DONE, "finished_at": bindparam("v_finished_at")}
     )
 )
+_FRAME_DONE_IN_CLAIM = _FRAME_DONE.where(
+    exists().where(
+        CHUNKS.c.id == FRAMES.c.chunk_id,
+        CHUNKS.c.status == C.RENDERING,
+        CHUNKS.c.worker == bindparam("w_worker"),
+        CHUNKS.c.attempts == bindparam("w_attempt"),
+    )
+)
 _FRAME_COUNTED = (
     update(JOBS)
     .where(JOBS.c.id == bindparam("job_id"))
@@ -468,7 +511,7 @@ _FRAME_COUNTED = (
         render_ms_total=JOBS.c.render_ms_total + bindparam("render_time_ms"),
         latest_frame=bindparam("frame"),
         version=JOBS.c.version + 1,
-        updated_at=bindparam("now"),
+        updated_at=db_now(),
     )
     .returning(JOBS.c.status)
 )
@@ -482,9 +525,11 @@ def finish_chunk(
     worker: str,
     reason: str | None = None,
     log_key: str | None = None,
+    attempt: int | None = None,
 ) -> str | None:
     """End a rendering chunk as DONE, FAILED or CANCELED (which frees its worker: what a worker renders is read
-    from the chunks); the job's status, or None if the chunk was not rendering. DONE means every frame was
+    from the chunks); the job's status, or None if the chunk was not rendering (by `worker` in `attempt`, when
+    given: a renderer that lost its claim never ends the chunk its successor renders). DONE means every frame was
     recorded DONE, so only the other endings move frames."""
     frame_status = F.FAILED if new == C.FAILED else F.QUEUED
     job_status = move_chunk(
@@ -494,7 +539,8 @@ def finish_chunk(
         actor=worker,
         reason=reason,
         only_from=[C.RENDERING],
-        finished_at=utcnow(),
+        guard=None if attempt is None else {"worker": worker, "attempts": attempt},
+        finished_at=NOW,
         error=reason if new == C.FAILED else None,
         log_key=log_key,
     )
@@ -662,7 +708,9 @@ def packaging_failed(session: Session, job_id: str, reason: str, *, attempts: in
 # --- workers ---------------------------------------------------------------------------------------------------
 
 
-def register_worker(session: Session, hostname: str, *, devices: list[Any], queues: list[str], pid: int) -> None:
+def register_worker(
+    session: Session, hostname: str, *, devices: list[Any], queues: list[str], pid: int, memory_bytes: int | None = None
+) -> None:
     """A worker process came up: ONLINE unless an operator disabled it before."""
     worker = session.get(Worker, hostname, with_for_update=True)
     now = utcnow()
@@ -674,24 +722,28 @@ def register_worker(session: Session, hostname: str, *, devices: list[Any], queu
                 devices=devices,
                 queues=queues,
                 pid=pid,
+                memory_bytes=memory_bytes,
                 started_at=now,
-                last_heartbeat=now,
+                last_heartbeat=db_now(),
             )
         )
         _record(session, "worker", hostname, None, None, WorkerStatus.ONLINE, "registered", hostname)
         return
     old = worker.status
-    worker.devices, worker.queues, worker.pid = devices, queues, pid
-    worker.started_at = worker.last_heartbeat = now
+    worker.devices, worker.queues, worker.pid, worker.memory_bytes = devices, queues, pid, memory_bytes
+    worker.started_at, worker.last_heartbeat, worker.health = now, db_now(), None
     if old == WorkerStatus.OFFLINE:
         worker.status = WorkerStatus.ONLINE
         _record(session, "worker", hostname, None, old, WorkerStatus.ONLINE, "registered", hostname)
 
 
-def heartbeat(session: Session, hostname: str, now: datetime | None = None) -> str | None:
-    """A live worker checks in; one that was marked OFFLINE (say, after a network split) comes back.
-    Returns the worker's status, which the worker obeys (a DISABLED worker stops consuming)."""
-    session.execute(update(Worker).where(Worker.hostname == hostname).values(last_heartbeat=now or utcnow()))
+def heartbeat(session: Session, hostname: str, clock_offset: float | None = None) -> str | None:
+    """A live worker checks in (on the database's clock, with how far its own clock is off); one that was marked
+    OFFLINE (say, after a network split) comes back. Returns the worker's status, which the worker obeys (a
+    DISABLED worker stops consuming)."""
+    session.execute(
+        update(Worker).where(Worker.hostname == hostname).values(last_heartbeat=db_now(), clock_offset=clock_offset)
+    )
     if session.execute(
         update(Worker)
         .where(Worker.hostname == hostname, Worker.status == WorkerStatus.OFFLINE)
@@ -699,6 +751,17 @@ def heartbeat(session: Session, hostname: str, now: datetime | None = None) -> s
     ).rowcount:
         _record(session, "worker", hostname, None, WorkerStatus.OFFLINE, WorkerStatus.ONLINE, "heartbeat", hostname)
     return session.execute(select(Worker.status).where(Worker.hostname == hostname)).scalar_one_or_none()
+
+
+def worker_health(session: Session, hostname: str, health: str | None) -> bool:
+    """Say why a worker is unwell (its disk is full), or that it is well again (None); an event when it changes."""
+    worker = session.get(Worker, hostname, with_for_update=True)
+    if worker is None or worker.health == health:
+        return False
+    reason = f"unwell: {health}" if health else f"well again (was: {worker.health})"
+    worker.health = health
+    _record(session, "worker", hostname, None, worker.status, worker.status, reason, hostname)
+    return True
 
 
 def worker_offline(session: Session, hostname: str, reason: str) -> bool:

@@ -17,11 +17,12 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from farm import blob_store, dependencies, devices, intake, planning, states, uploads
+from farm.clock import db_now
 from farm.config import Settings
 from farm.dispatch import new_task_id
 from farm.errors import ValidationError
 from farm.inputs import has_control_characters, shown, whole_number
-from farm.models import Chunk, Frame, Job, JobStatus, StoredBlob, utcnow
+from farm.models import Chunk, Frame, Job, JobStatus, StoredBlob
 from farm.previews import store_thumbnail
 from farm.projects import Blob, Manifest, blob_key
 from farm.scene_warnings import scene_warnings
@@ -205,17 +206,19 @@ def save_upload(stream: IO[bytes] | None, filename: str | None, settings: Settin
     digest = hashlib.sha256()
     size = 0
     head = b""
-    with open(fd, "wb") as out:
-        while block := stream.read(CHUNK):
-            if len(head) < 65536:
-                head += block[: 65536 - len(head)]
-            digest.update(block)
-            size += len(block)
-            if size > settings.max_upload_bytes:
-                out.close()
-                Path(tmp).unlink(missing_ok=True)
-                raise UploadTooLarge(settings.max_upload_bytes)
-            out.write(block)
+    try:
+        with open(fd, "wb") as out:
+            while block := stream.read(CHUNK):
+                if len(head) < 65536:
+                    head += block[: 65536 - len(head)]
+                digest.update(block)
+                size += len(block)
+                if size > settings.max_upload_bytes:
+                    raise UploadTooLarge(settings.max_upload_bytes)
+                out.write(block)
+    except BaseException:  # too large, or the disk filled (the web app answers 507): leave nothing behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
     path = Path(tmp)
     if size == 0:
         path.unlink(missing_ok=True)
@@ -337,7 +340,6 @@ def create_job(
         session.flush()
         blob_store.use(session, job.id, [manifest_blob.sha256, *(b.sha256 for b in manifest.files.values())])
         states.job_created(session, job, reason=f"submitted: frames {frame_start}-{frame_end}", actor=owner)
-        now = utcnow()
         chunks = [
             {
                 "job_id": job.id,
@@ -345,11 +347,11 @@ def create_job(
                 "frame_start": s,
                 "frame_end": e,
                 "task_id": new_task_id(),
-                "dispatched_at": now,
             }
             for i, (s, e) in enumerate(plan)
         ]
-        chunk_ids = session.scalars(insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True), chunks).all()
+        dispatched = insert(Chunk).values(dispatched_at=db_now())  # the database's clock, like every dispatch
+        chunk_ids = session.scalars(dispatched.returning(Chunk.id, sort_by_parameter_order=True), chunks).all()
         session.execute(
             insert(Frame),
             [

@@ -70,10 +70,12 @@ class FarmProcesses:
     def url(self) -> str:
         return self.env["FARM_API_URL"]
 
-    def _start(self, key: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _start(
+        self, key: str, args: list[str], env: dict[str, str] | None = None, prefix: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with open(self.log_dir / f"{key}.log", "ab") as log:  # the child keeps its own descriptor
             proc = subprocess.Popen(
-                [sys.executable, "-m", "farm", *args],
+                [*(prefix or []), sys.executable, "-m", "farm", *args],
                 env=env or self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -96,13 +98,19 @@ class FarmProcesses:
         wait_until(up, timeout=60, what="farm web to answer")
 
     def start_worker(
-        self, name: str, extra_env: dict[str, str] | None = None, concurrency: int = 1, queues: str | None = None
+        self,
+        name: str,
+        extra_env: dict[str, str] | None = None,
+        concurrency: int = 1,
+        queues: str | None = None,
+        prefix: list[str] | None = None,
     ) -> str:
-        """Start a worker and wait until it has registered ONLINE; returns its hostname."""
+        """Start a worker (under `prefix`, a command such as `faketime -f -90s`) and wait until it has registered
+        ONLINE; returns its hostname."""
         hostname = f"{name}@test"
         env = dict(self.env, **(extra_env or {}))
         args = ["worker", "--name", hostname, "--concurrency", str(concurrency), *(["-Q", queues] if queues else [])]
-        proc = self._start(f"worker-{name}", args, env)
+        proc = self._start(f"worker-{name}", args, env, prefix)
 
         def online() -> bool:
             if proc.poll() is not None:

@@ -140,6 +140,8 @@ class CuttableProxy:
     def cut(self) -> None:
         self.cut_now.set()
         if self.listener:
+            with contextlib.suppress(OSError):  # wakes the accepting thread: a close alone leaves it accepting
+                self.listener.shutdown(socket.SHUT_RDWR)
             self.listener.close()
         with self.lock:
             for conn in self.conns:
@@ -152,6 +154,9 @@ class CuttableProxy:
             try:
                 client, _ = listener.accept()
             except OSError:
+                return
+            if self.cut_now.is_set():  # accepted while being cut: refused like the rest
+                client.close()
                 return
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
@@ -183,3 +188,40 @@ class CuttableProxy:
 
     def close(self) -> None:
         self.cut()
+
+
+class SmallDisk:
+    """A tmpfs of `size_mb` mounted at `path` (tests run as root, as CI does): a worker's disk that fills for real.
+    `fill()` writes a ballast file until the disk says ENOSPC; `drain()` removes it."""
+
+    def __init__(self, path: Path, size_mb: int) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], check=True)
+
+    @property
+    def ballast(self) -> Path:
+        return self.path / "ballast"
+
+    def fill(self) -> None:
+        block = b"\0" * 2**16
+        with open(self.ballast, "ab") as fh:
+            try:
+                while True:
+                    fh.write(block)
+                    fh.flush()
+            except OSError:
+                pass
+        with contextlib.suppress(OSError), open(self.ballast, "ab") as fh:  # the last partial block, byte by byte
+            while True:
+                fh.write(b"\0")
+                fh.flush()
+
+    def drain(self) -> None:
+        self.ballast.unlink(missing_ok=True)
+
+    def free(self) -> int:
+        return shutil.disk_usage(self.path).free
+
+    def close(self) -> None:
+        subprocess.run(["umount", "--lazy", str(self.path)], check=False)

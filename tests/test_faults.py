@@ -15,11 +15,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import boto3
 import pytest
 import requests
 
 from tests.helpers import FarmProcesses, alive, blender_pids, check_zip, get_job, submit, wait_for_status, wait_until
-from tests.servers import CuttableProxy, PrivatePostgres, PrivateRedis
+from tests.servers import CuttableProxy, PrivatePostgres, PrivateRedis, SmallDisk
 
 pytestmark = pytest.mark.slow
 
@@ -172,13 +173,14 @@ def test_s3_unreachable_for_20_seconds(make_farm, private, tiny_blend):
     assert_complete_once(farm, job_id, range(1, 7), (64, 36))
 
 
-def crashing_blender(folder: Path, *, always: bool) -> Path:
-    """A FARM_BLENDER stand-in that dies of SIGSEGV when asked to render (on its first render, or always), else
-    runs the bpy module — so the worker's device detection at start-up still works. It dies when the work reaches
-    it (the chunk's spec, on stdin for a warm Blender), not when it starts: a worker starts a spare before any job."""
+def crashing_blender(folder: Path, *, always: bool, then: str = "os.kill(os.getpid(), 11)") -> Path:
+    """A FARM_BLENDER stand-in that dies of SIGSEGV (or does `then`, Python) when asked to render (on its first
+    render, or always), else runs the bpy module — so the worker's device detection at start-up still works. It
+    dies when the work reaches it (the chunk's spec, on stdin for a warm Blender), not when it starts: a worker
+    starts a spare before any job."""
     marker = folder / "crashed-once"
-    script = folder / ("blender-crash-always" if always else "blender-crash-once")
-    die = f'exec "{sys.executable}" -c "import os, signal, sys; sys.stdin.readline(); os.kill(os.getpid(), 11)"'
+    script = folder / f"blender-{'always' if always else 'once'}-{uuid.uuid4().hex[:6]}"
+    die = f'exec "{sys.executable}" -c "import os, signal, sys, time; sys.stdin.readline(); {then}"'
     crash = die if always else f'if [ ! -e "{marker}" ]; then touch "{marker}"; {die}; fi'
     script.write_text(
         "#!/bin/bash\n"
@@ -255,3 +257,169 @@ def test_chunk_longer_than_the_visibility_timeout_renders_once(make_farm, slow_b
     # ...although Redis delivered its task twice: the second copy found the chunk alive and skipped it
     assert sorted(ln.rsplit(" ", 1)[1] for ln in redelivered) == ["'DONE'", "'skipped'"], redelivered
     assert job["render"]["frames_rendered"] == 10
+
+
+def chunk_failures(farm: FarmProcesses, job_id: str) -> list[dict[str, Any]]:
+    return [e for e in api(farm, f"/jobs/{job_id}/events")["events"] if e["kind"] == "chunk" and e["to"] == "FAILED"]
+
+
+def test_full_disk_fails_the_chunk_at_once_and_a_worker_with_room_renders_it(make_farm, slow_blend, tmp_path):
+    """The worker's cache (its Blender log, its frames, its sources) on a 64 MiB tmpfs that fills mid-chunk: the
+    chunk fails within seconds as "worker disk full", keeps its stored frames, and the retry goes to the worker with
+    room; so does the job's last chunk, which the full worker passes on instead of taking it."""
+    disk = SmallDisk(tmp_path / "small-cache", 64)
+    try:
+        farm = make_farm()
+        small = farm.start_worker("small", {"FARM_CACHE_DIR": str(disk.path), "FARM_MIN_FREE_GB": "0.005"})
+        roomy = farm.start_worker("roomy")
+        job_id = submit(farm.url, slow_blend, name="disk", frame_start=1, frame_end=12, chunk_size=4).json()["job"][
+            "id"
+        ]
+
+        def small_stored_a_frame() -> bool:
+            return any(f["worker"] == small for f in api(farm, f"/jobs/{job_id}/frames")["frames"])
+
+        wait_until(small_stored_a_frame, timeout=120, what="the small worker to store a frame")
+        disk.fill()
+        filled = time.monotonic()
+        failed = wait_until(lambda: chunk_failures(farm, job_id), timeout=60, what="the chunk to fail")
+        assert time.monotonic() - filled < 30, "the full disk was not noticed within seconds"
+        assert [(e["actor"], e["reason"].split(":")[0]) for e in failed] == [(small, "worker disk full")], failed
+        kept = {f["frame"] for f in api(farm, f"/jobs/{job_id}/frames")["frames"] if f["worker"] == small}
+        assert kept, "the frames stored before the disk filled were lost"
+        me = next(w for w in api(farm, "/workers")["workers"] if w["hostname"] == small)
+        assert me["health"].startswith("worker disk full"), me
+        assert any(
+            "unwell: worker disk full" in (e["reason"] or "") for e in api(farm, f"/workers/{small}/events")["events"]
+        )
+        assert_complete_once(farm, job_id, range(1, 13), (320, 180))
+        frames = api(farm, f"/jobs/{job_id}/frames")["frames"]
+        assert {f["frame"] for f in frames if f["worker"] == small} == kept  # nothing more after the disk filled
+        assert {f["worker"] for f in frames} == {small, roomy}
+        assert len(chunk_failures(farm, job_id)) == 1  # the next chunk was passed on, not taken and failed
+    finally:
+        disk.drain()
+        disk.close()
+
+
+def test_a_helper_thread_that_dies_fails_the_chunk_at_once(make_farm, tiny_blend, tmp_path):
+    """Blender sends an event nobody can parse (nested past Python's recursion limit): the thread that reads its
+    events dies. The chunk fails at once with that exception as its reason, not after FARM_FRAME_TIMEOUT_SECONDS
+    (4 h by default)."""
+    farm = make_farm(FARM_CHUNK_ATTEMPTS="1")
+    unreadable = "os.write(int(os.environ['FARM_EVENTS_FD']), b'[' * 200000 + b'\\n'); time.sleep(600)"
+    farm.start_worker("w", {"FARM_BLENDER": str(crashing_blender(tmp_path, always=True, then=unreadable))})
+    job_id = submit(farm.url, tiny_blend, name="unreadable", frame_start=1, frame_end=2, chunk_size=2).json()["job"][
+        "id"
+    ]
+    job = wait_for_status(farm.url, job_id, {"COMPLETED", "FAILED"}, timeout=60)
+    assert job["status"] == "FAILED" and "RecursionError" in job["error"], job
+
+
+def test_blender_killed_by_sigkill_says_so_with_its_peak_memory(make_farm, tiny_blend, tmp_path):
+    """Blender takes ~300 MiB, then dies of a SIGKILL the farm did not send (as the OOM killer's): the reason says
+    signal 9, not the farm, and the peak resident memory sampled from /proc while it ran."""
+    farm = make_farm(FARM_CHUNK_ATTEMPTS="1")
+    oom = "hog = b'x' * (300 * 2**20); time.sleep(3); os.kill(os.getpid(), 9)"
+    farm.start_worker("w", {"FARM_BLENDER": str(crashing_blender(tmp_path, always=True, then=oom))})
+    job_id = submit(farm.url, tiny_blend, name="oom", frame_start=1, frame_end=2, chunk_size=2).json()["job"]["id"]
+    job = wait_for_status(farm.url, job_id, {"COMPLETED", "FAILED"}, timeout=60)
+    assert job["status"] == "FAILED" and "killed by signal 9, not by the farm" in job["error"], job
+    peak = int(job["error"].split("peak resident memory of ")[1].split(" MiB")[0])
+    assert 300 <= peak < 1000, job["error"]
+
+
+SLEEP_SHIM = """import select, time
+
+def _sleep(seconds):
+    select.select([], [], [], seconds)
+
+time.sleep = _sleep
+"""
+
+
+def faked_clock(folder: Path, offset: str) -> list[str]:
+    """Debian's faketime: the worker's process sees its wall clock moved by `offset` (Blender does not: its
+    environment is an allow-list). Its monotonic clock is left alone, as on a real machine whose wall clock is off;
+    libfaketime 0.9.10 then turns Python's absolute monotonic sleeps (clock_nanosleep) into EINVAL, so time.sleep
+    waits in select() instead (a sitecustomize for that process only), and faked monotonic clocks would hang
+    Python's lock timeouts instead."""
+    (folder / "sitecustomize.py").write_text(SLEEP_SHIM)
+    return ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", f"PYTHONPATH={folder}", "faketime", "-f", offset]
+
+
+def test_workers_with_clocks_90_seconds_off_are_judged_by_the_database_clock(make_farm, slow_blend, tmp_path):
+    farm = make_farm()
+    behind = farm.start_worker("behind", prefix=faked_clock(tmp_path, "-90s"))  # shown OFFLINE at once before
+    ahead = farm.start_worker("ahead", prefix=faked_clock(tmp_path, "+90s"))
+    job_id = submit(farm.url, slow_blend, name="clocks", frame_start=1, frame_end=8, chunk_size=2).json()["job"]["id"]
+    not_online: list[dict[str, Any]] = []
+
+    def watch() -> bool:
+        workers = api(farm, "/workers")["workers"]  # (the module's earlier tests left theirs OFFLINE)
+        not_online.extend(w for w in workers if w["hostname"] in (behind, ahead) and w["status"] != "ONLINE")
+        return get_job(farm.url, job_id)["status"] in ("COMPLETED", "FAILED")
+
+    wait_until(watch, timeout=300, what="the job to end", interval=0.5)
+    assert not not_online, not_online
+    assert_complete_once(farm, job_id, range(1, 9), (320, 180))
+    assert [c["attempts"] for c in api(farm, f"/jobs/{job_id}/chunks")["chunks"]] == [1, 1, 1, 1]  # none re-queued
+    frames = api(farm, f"/jobs/{job_id}/frames")["frames"]
+    assert {f["worker"] for f in frames} == {behind, ahead}
+    workers = {w["hostname"]: w for w in api(farm, "/workers")["workers"]}
+    assert 85 < workers[behind]["clock_offset"] < 95 and -95 < workers[ahead]["clock_offset"] < -85, workers
+    assert workers[behind]["clock_warning"] and workers[ahead]["clock_warning"]
+    assert requests.get(f"{farm.url}/workers", timeout=30).text.count('class="num clock warn"') == 2
+    farm.stop("worker-behind", signal.SIGKILL)  # a dead one is still found within the timeout (4 s here)
+    killed = time.monotonic()
+    wait_until(
+        lambda: any(w["hostname"] == behind and w["status"] == "OFFLINE" for w in api(farm, "/workers")["workers"]),
+        timeout=30,
+        what="the killed worker to show OFFLINE",
+    )
+    assert time.monotonic() - killed < 4 + 3
+
+
+def stored_frames(farm: FarmProcesses, job_id: str) -> list[str]:
+    """The frame images in storage under the job (not their thumbnails)."""
+    bucket, _, prefix = farm.env["FARM_STORAGE_URL"].removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=farm.env["FARM_S3_ENDPOINT_URL"])
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/jobs/{job_id}/frames/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def test_worker_cut_off_from_postgres_loses_its_chunk_and_stores_nothing_more(make_farm, private, slow_blend):
+    """One worker's Postgres goes through a proxy that is cut while it renders (Redis and S3 stay reachable): the
+    janitor gives the chunk to another worker, and when the partition heals the first one sees it lost the claim,
+    stops its Blender and stores nothing more for that chunk."""
+    proxy = CuttableProxy(private.postgres.port)
+    try:
+        farm = make_farm()
+        via_proxy = private.postgres.url.replace(f":{private.postgres.port}/", f":{proxy.port}/")
+        cut = farm.start_worker("cut", {"FARM_DATABASE_URL": via_proxy, "FARM_RESULT_BACKEND": f"db+{via_proxy}"})
+        job_id = submit(farm.url, slow_blend, name="split", frame_start=1, frame_end=10, chunk_size=10).json()["job"][
+            "id"
+        ]
+        wait_until(lambda: rendering_chunk(farm, job_id), timeout=120, what="a chunk with a stored frame")
+        cut_blender = blender_pids(farm.url, job_id)
+        other = farm.start_worker("other")
+        proxy.cut()
+
+        def taken_over() -> bool:
+            (chunk,) = api(farm, f"/jobs/{job_id}/chunks")["chunks"]
+            frames = api(farm, f"/jobs/{job_id}/frames")["frames"]
+            return chunk["worker"] == other and any(f["worker"] == other for f in frames)
+
+        wait_until(taken_over, timeout=120, what="the other worker to render the chunk")
+        before_cut = {f["frame"] for f in api(farm, f"/jobs/{job_id}/frames")["frames"] if f["worker"] == cut}
+        assert all(alive(pid) for pid in cut_blender)  # the cut-off worker knows nothing yet
+        proxy.restore()
+        wait_until(lambda: not any(alive(p) for p in cut_blender), timeout=30, what="the cut-off Blender to stop")
+        assert_complete_once(farm, job_id, range(1, 11), (320, 180))
+        frames = api(farm, f"/jobs/{job_id}/frames")["frames"]
+        assert {f["frame"] for f in frames if f["worker"] == cut} == before_cut
+        assert {f["worker"] for f in frames} == {cut, other}
+        assert len(stored_frames(farm, job_id)) == 10  # whatever it uploaded after the cut was taken back
+        assert "taken back" in farm.log("worker-cut")
+    finally:
+        proxy.close()

@@ -235,3 +235,21 @@ def test_placement_prefers_a_worker_that_has_not_failed_the_chunk(database, sett
             states.move_job(session, job_id, status)
     with database.session() as session:
         assert place_chunk(session, job_id, 1, queue=settings.queue, settings=settings, asking=b).worker == a
+
+
+def test_after_an_out_of_memory_kill_the_retry_prefers_a_worker_with_more_memory(database, settings):
+    gib = 2**30
+    sizes = {"small": 8 * gib, "big": 64 * gib, "mid": 32 * gib}
+    names = {k: add_worker(database, f"{k}-{uuid.uuid4().hex[:6]}@t", queues=[settings.queue]) for k in sizes}
+    with database.session() as session:
+        for kind, name in names.items():
+            session.execute(update(Worker).where(Worker.hostname == name).values(memory_bytes=sizes[kind]))
+    job_id, (first, _) = new_job(database, settings.queue)
+    fail_chunk(database, first, names["mid"])
+    with database.session() as session:
+        place = dict(queue=settings.queue, settings=settings, asking=names["mid"])
+        assert place_chunk(session, job_id, 0, more_memory=True, **place).worker == names["big"]
+        least_busy_first = min((names["big"], names["small"]))  # without the hint: the least busy, then by name
+        assert place_chunk(session, job_id, 0, **place).worker == least_busy_first
+        asking_big = dict(place, asking=names["big"])  # nobody has more than the biggest: placed as usual (mid
+        assert place_chunk(session, job_id, 0, more_memory=True, **asking_big).worker == names["small"]  # failed it)

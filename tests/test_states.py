@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from farm import states
+from farm.clock import database_now
 from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
 from farm.states import IllegalTransition
 from tests.conftest import RUN_ID
@@ -115,14 +116,21 @@ def test_claim_admits_before_it_writes(database, job_id):
         seen.append(found)
         raise LookupError("refused")
 
+    kept = dict(worker="ws1@states", render_time_ms=1.0, device="CPU", image_key="k", sha256="a" * 64)
     with database.session() as session:
         chunk = states.claim_chunk(session, first, "ws1@states", None).chunk
+        states.frame_done(session, job_id, 1, size=1000, **kept)
+        states.frame_done(session, job_id, 2, size=3000, **kept)
         states.finish_chunk(session, chunk, ChunkStatus.FAILED, worker="ws1@states", reason="boom")
     with database.session() as session, pytest.raises(LookupError):
         states.claim_chunk(session, second, "ws1@states", None, admit=refuse)
     with database.session() as session:
         states.claim_chunk(session, second, "other@states", None, admit=seen.append)
-    assert seen == [states.Admission(disabled=False, failed=1), states.Admission(disabled=False, failed=0)]
+    # the job's frames so far average 2000 bytes: what the worker's disk needs room for, per frame of the chunk
+    assert seen == [
+        states.Admission(disabled=False, failed=1, frames=2, frame_bytes=2000.0),
+        states.Admission(disabled=False, failed=0, frames=2, frame_bytes=2000.0),
+    ]
     with database.session() as session:
         assert session.get(Chunk, second).worker == "other@states"  # the refusal wrote nothing
 
@@ -257,3 +265,41 @@ def test_worker_lifecycle(database):
             ("ONLINE", "OFFLINE"),
             ("OFFLINE", "ONLINE"),
         ]
+
+
+def test_a_renderer_that_lost_its_claim_records_and_ends_nothing(database, job_id):
+    """A is cut off from the database; the janitor re-queues its chunk and B claims it. When A comes back, neither
+    its frame, nor its chunk's end, nor its retry touches B's attempt."""
+    first = chunk_ids(database, job_id)[0]
+    stored = dict(render_time_ms=1.0, device="CPU", image_key="k", sha256="a" * 64, size=1)
+    with database.session() as session:
+        lost = states.claim_chunk(session, first, "a@states", None).chunk  # attempt 1, as A keeps it
+        states.requeue_chunk(session, lost, task_id="t2", reason="its renderer stopped heartbeating", actor="j")
+    with database.session() as session:
+        assert states.claim_chunk(session, first, "b@states", None).chunk.attempts == 2
+    with database.session() as session:
+        assert not states.frame_done(session, job_id, 1, worker="a@states", attempt=1, **stored)
+        assert not states.chunk_heartbeat(session, first, "a@states", 1)
+        assert states.finish_chunk(session, lost, ChunkStatus.FAILED, worker="a@states", attempt=1) is None
+        assert not states.requeue_chunk(session, lost, task_id="t3", reason="retry", actor="a@states")
+    with database.session() as session:
+        chunk = session.get(Chunk, first)
+        assert (chunk.status, chunk.worker, chunk.attempts) == (ChunkStatus.RENDERING, "b@states", 2)
+        assert states.frame_done(session, job_id, 1, worker="b@states", attempt=2, **stored)
+        assert states.chunk_heartbeat(session, first, "b@states", 2)
+
+
+def test_heartbeats_and_claims_carry_the_database_clock(database, job_id):
+    """Postgres' now() is its transaction's start: what a heartbeat or a claim writes is exactly that, whatever
+    the writing machine's clock says."""
+    name = f"clock-{uuid.uuid4().hex[:6]}@states"
+    first = chunk_ids(database, job_id)[0]
+    with database.session() as session:
+        states.register_worker(session, name, devices=[], queues=[], pid=1, memory_bytes=2**30)
+        states.heartbeat(session, name, clock_offset=-90.0)
+        chunk = states.claim_chunk(session, first, name, None).chunk
+        now = database_now(session)
+    with database.session() as session:
+        worker = session.get(Worker, name)
+        assert worker.last_heartbeat == now and worker.clock_offset == -90.0 and worker.memory_bytes == 2**30
+        assert session.get(Chunk, chunk.id).heartbeat_at == now

@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, config: Mapping[str, Any] | Non
     SPARE_PROBE.refill(settings)  # the first submission's probe need not wait for Blender to start
 
     security.init_app(app, settings, storage)
-    errors.init_app(app)
+    errors.init_app(app, settings)
     guards.init_app(app)
     app.register_blueprint(api_bp)
     pages.init_app(app)

@@ -5,11 +5,13 @@ Never an HTML page, never a stack trace.
 from __future__ import annotations
 
 import logging
+import shutil
 
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from farm.errors import FarmError
+from farm.config import Settings
+from farm.errors import FULL_ERRNOS, FarmError, InsufficientStorage
 from farm.states import IllegalTransition
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,26 @@ def error_page(status: int, title: str, message: str) -> tuple[str, int]:
     return render_template("error.html", status=status, title=title, message=message), status
 
 
-def init_app(app: Flask) -> None:
+STAGING = frozenset({"api.submit_job", "pages.create_job", "pages.stage_upload", "pages.staged_scene"})
+
+
+def room_to_stage(settings: Settings) -> None:
+    """Before an upload is saved or probed: 507 while the web host's disk (its instance folder, where uploads are
+    staged, and its cache, where the probe's Blender runs) is under FARM_MIN_FREE_GB."""
+    if request.method != "POST" or request.endpoint not in STAGING:
+        return
+    for folder in (settings.instance_dir, settings.cache_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        if free < settings.min_free_bytes:
+            raise InsufficientStorage(
+                f"the web host has {free >> 20} MiB free under {folder.name}/, below FARM_MIN_FREE_GB; try again later"
+            )
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.before_request(lambda: room_to_stage(settings))
+
     @app.errorhandler(FarmError)
     def farm_error(exc: FarmError):  # type: ignore[no-untyped-def]
         if not _wants_json() and request.method == "GET":
@@ -57,6 +78,14 @@ def init_app(app: Flask) -> None:
             return error_response(413, "too_large", f"the upload is larger than {limit // 2**20} MiB", "file")
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(status, code, exc.description or exc.name or "error")
+
+    @app.errorhandler(OSError)
+    def os_error(exc: OSError):  # type: ignore[no-untyped-def]
+        """A write that found the disk full, in staging or in the probe's Blender: 507, saying so."""
+        if exc.errno in FULL_ERRNOS:
+            log.error("disk full on %s %s: %s", request.method, request.path, exc)
+            return farm_error(InsufficientStorage(f"the web host's disk is full ({exc.strerror}); try again later"))
+        return unexpected(exc)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):  # type: ignore[no-untyped-def]

@@ -2,6 +2,11 @@
 timeout, every line of its output kept in a log file for people, and its events (from its private pipe, never from
 its output: see farm/blender.py) handed over as they arrive.
 
+Blender's output and events are pumped by helper threads: an exception in either (a full disk under the log, an
+event that cannot be parsed) ends the run at once with that exception as its reason, instead of leaving the chunk
+to wait for the stall timeout. Blender's peak resident memory (VmHWM) is sampled while it runs, so a Blender that the
+kernel's OOM killer took can be told from one that crashed.
+
 A process can serve one run (it exits when the chunk is done) or many (warm: it reads one chunk per stdin line and
 says `done` after each); `run` handles both, and the log file can change between chunks. A chunk is judged by its
 events: once Blender said `done`, how its process ends is only written to the log.
@@ -30,6 +35,8 @@ class Outcome:
     returncode: int | None  # 0 once Blender said the chunk was done, however its process ended after that
     stopped: str | None  # why we stopped it ("canceled", "stalled"), None if it ended by itself
     log_tail: str
+    failure: BaseException | None = None  # what killed a helper thread, which ended the run
+    peak_rss: int = 0  # the most resident memory Blender was seen to hold (bytes), 0 if never sampled
 
 
 class BlenderProcess:
@@ -43,6 +50,8 @@ class BlenderProcess:
         self._log_lock = threading.Lock()
         self._hide: list[tuple[str, str]] = sorted((hide or {}).items(), key=lambda item: -len(item[0]))
         self._output: threading.Thread | None = None
+        self.failure: BaseException | None = None
+        self.peak_rss = 0
 
     @property
     def proc(self) -> subprocess.Popen[str] | None:
@@ -85,6 +94,23 @@ class BlenderProcess:
             self._events.put(event)
         self._events.put(None)
 
+    def _helper(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """A daemon thread whose death is never silent: its exception is kept, and the run loop is woken to end the
+        run with it."""
+
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                if self.failure is None:
+                    self.failure = exc
+                self._events.put({})  # wake the run loop
+                raise
+
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        thread.start()
+        return thread
+
     def start(self, *, keep_stdin: bool = False) -> None:
         """Start Blender in a process group of its own, killed if this worker process dies: never orphaned."""
         self.set_log(self.log_path)
@@ -96,9 +122,9 @@ class BlenderProcess:
             die_with_parent=True,
             new_session=True,
         )
-        self._output = threading.Thread(target=self._pump_output, name="blender-output", daemon=True)
-        self._output.start()
-        threading.Thread(target=self._pump_events, name="blender-events", daemon=True).start()
+        self.failure, self.peak_rss = None, 0
+        self._output = self._helper(self._pump_output, "blender-output")
+        self._helper(self._pump_events, "blender-events")
 
     def send(self, message: dict[str, Any]) -> bool:
         """One JSON line to a warm process; False if it is gone."""
@@ -145,17 +171,24 @@ class BlenderProcess:
             self.write_log(f"farm: Blender exited with {how} after the chunk was done (not a failure)\n")
         self.close()
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the Blender process now (0 if it is gone)."""
+    def _status_kb(self, field: str) -> int:
+        """A memory figure of the Blender process from /proc (0 if it is gone)."""
         if not self.alive:
             return 0
         assert self.proc is not None
         try:
             with open(f"/proc/{self.proc.pid}/status") as fh:
-                kb = next((int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:")), 0)
+                return next((int(ln.split()[1]) for ln in fh if ln.startswith(f"{field}:")), 0)
         except OSError:
             return 0
-        return kb * 1024
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the Blender process now (0 if it is gone)."""
+        return self._status_kb("VmRSS") * 1024
+
+    def sample_peak(self) -> None:
+        """Keep Blender's peak resident memory (VmHWM): once the kernel killed it, /proc has nothing left to say."""
+        self.peak_rss = max(self.peak_rss, self._status_kb("VmHWM") * 1024)
 
     def run(
         self,
@@ -168,20 +201,22 @@ class BlenderProcess:
         keep: bool = False,
     ) -> Outcome:
         """Run until Blender says `done`, or its events end (it exited or died), or `should_stop` names a reason,
-        or no event came for `stall_seconds`. Starts the process if needed. `keep`: a warm process stays alive after
-        `done`; else it is let go, and how it exits does not change the outcome."""
+        or no event came for `stall_seconds`, or a helper thread died (`failure`). Starts the process if needed.
+        `keep`: a warm process stays alive after `done`; else it is let go, and how it exits does not change the
+        outcome."""
         if self.proc is None:
             self.start()
         stopped: str | None = None
         finished = False
         last_event = last_poll = time.monotonic()
+        self.sample_peak()
         try:
             while True:
                 try:
                     event = self._events.get(timeout=0.25)
                 except queue.Empty:
                     event = {}
-                if event is None:
+                if event is None or self.failure is not None:
                     break
                 if event:
                     last_event = time.monotonic()
@@ -192,6 +227,7 @@ class BlenderProcess:
                 now = time.monotonic()
                 if stopped is None and now - last_poll >= poll_seconds:
                     last_poll = now
+                    self.sample_peak()
                     if on_tick:
                         on_tick()
                     stopped = should_stop()
@@ -205,7 +241,13 @@ class BlenderProcess:
             elif not keep:
                 self.finish()
         assert self.proc is not None
-        return Outcome(returncode=0 if finished else self.proc.wait(), stopped=stopped, log_tail=self.tail())
+        return Outcome(
+            returncode=0 if finished else self.proc.wait(),
+            stopped=stopped,
+            log_tail=self.tail(),
+            failure=self.failure,
+            peak_rss=self.peak_rss,
+        )
 
     def tail(self, max_bytes: int = 8192) -> str:
         try:

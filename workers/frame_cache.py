@@ -5,6 +5,7 @@ checked against the sha256 the database recorded before it is used, and a bad on
 
 The cache holds at most `max_bytes` on disk (FARM_FRAME_CACHE_GB; 0 keeps nothing): the oldest copies go first. It
 is trimmed each time an eighth of that has been added, not on every frame, so keeping a frame costs one rename.
+Below the machine's free-space floor (workers/disk.py) it is emptied first, oldest copies first.
 """
 
 from __future__ import annotations
@@ -54,15 +55,29 @@ class FrameCache:
     def trim(self) -> None:
         """Delete the oldest copies until the cache fits in `max_bytes` (other processes may trim at once)."""
         self.added = 0
+        entries = self._entries()
+        self._drop_oldest(entries, sum(size for _, size, _ in entries) - self.max_bytes)
+
+    def evict(self, wanted: int) -> int:
+        """Delete the oldest copies until `wanted` bytes are freed (the disk is under its floor: every copy is in
+        storage anyway); the bytes freed."""
+        return self._drop_oldest(self._entries(), wanted)
+
+    def _entries(self) -> list[tuple[float, int, str]]:
         entries = []
         with contextlib.suppress(FileNotFoundError), os.scandir(self.root) as found:
             for entry in found:
                 with contextlib.suppress(FileNotFoundError):
                     stat = entry.stat()
                     entries.append((stat.st_mtime, _on_disk(stat.st_size), entry.path))
-        total = sum(size for _, size, _ in entries)
+        return entries
+
+    @staticmethod
+    def _drop_oldest(entries: list[tuple[float, int, str]], wanted: int) -> int:
+        freed = 0
         for _, size, path in sorted(entries):
-            if total <= self.max_bytes:
+            if freed >= wanted:
                 break
             Path(path).unlink(missing_ok=True)
-            total -= size
+            freed += size
+        return freed

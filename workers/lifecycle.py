@@ -1,5 +1,9 @@
 """A worker process's life as the database sees it: register with the devices Cycles found
-(farm/devices.py), heartbeat, go OFFLINE on exit.
+(farm/devices.py) and the machine's memory, heartbeat, go OFFLINE on exit.
+
+Each heartbeat is stamped with the database's clock, and carries how far this machine's clock is off from it (for
+the monitor: nothing is judged by it). It also keeps the disk's free-space floor (FARM_MIN_FREE_GB: evicting the
+frame cache, then idle sources) and says whether the worker is healthy: a disk under its floor is shown.
 
 Runs in the worker's main process (Celery signals), not in the pool children that render; the janitor runs here
 too, so the embedded default (where nothing else runs) recovers lost work as well. The database is the
@@ -17,11 +21,12 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from farm import devices, states
+from farm import clock, devices, states
 from farm.dispatch import set_worker_consuming
 from farm.janitor import Janitor
 from farm.models import WorkerStatus
-from workers.context import get_context
+from workers.context import WorkerContext, get_context
+from workers.disk import DISK_FULL, make_room
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -31,8 +36,10 @@ def _heartbeat_loop(app: Celery, hostname: str, queues: list[str], consuming: bo
     ctx = get_context()
     while not _stop.wait(ctx.settings.heartbeat_seconds):
         try:
+            health = disk_health(ctx)
             with ctx.db.session() as session:
-                status = states.heartbeat(session, hostname)
+                status = states.heartbeat(session, hostname, clock.offset(session))
+                states.worker_health(session, hostname, health)
             wanted = status != WorkerStatus.DISABLED
             if wanted != consuming:
                 set_worker_consuming(app, hostname, queues, wanted)
@@ -42,6 +49,28 @@ def _heartbeat_loop(app: Celery, hostname: str, queues: list[str], consuming: bo
             log.exception("heartbeat failed")
 
 
+def disk_health(ctx: WorkerContext) -> str | None:
+    """Keep the floor; what is wrong if even evicting leaves the disk under it (or the disk cannot be read: the
+    heartbeat itself must go on)."""
+    floor = ctx.settings.min_free_bytes
+    try:
+        free = make_room(ctx.settings.cache_dir, ctx.frames, floor)
+    except OSError as exc:
+        return f"cannot check the disk under {ctx.settings.cache_dir}: {exc}"
+    if free >= floor:
+        return None
+    return f"{DISK_FULL}: {free >> 20} MiB free under {ctx.settings.cache_dir}, below FARM_MIN_FREE_GB"
+
+
+def memory_total() -> int | None:
+    """The machine's memory (MemTotal), which a retry after an out-of-memory kill looks for more of."""
+    try:
+        with open("/proc/meminfo") as fh:
+            return next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("MemTotal:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 @worker_ready.connect
 def register(sender: Any, **_: Any) -> None:
     hostname = sender.hostname
@@ -49,8 +78,15 @@ def register(sender: Any, **_: Any) -> None:
     ctx.storage.ensure_ready()
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
     with ctx.db.session() as session:
-        states.register_worker(session, hostname, devices=devices.describe(ctx.devices), queues=queues, pid=os.getpid())
-        status = states.heartbeat(session, hostname)
+        states.register_worker(
+            session,
+            hostname,
+            devices=devices.describe(ctx.devices),
+            queues=queues,
+            pid=os.getpid(),
+            memory_bytes=memory_total(),
+        )
+        status = states.heartbeat(session, hostname, clock.offset(session))
     consuming = True
     if status == WorkerStatus.DISABLED:
         set_worker_consuming(sender.app, hostname, queues, False)

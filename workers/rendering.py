@@ -3,7 +3,10 @@ Blender writes it, and end the chunk as DONE, CANCELED, or FAILED with Blender's
 worker while attempts remain.
 
 Database and storage outages are ridden out with backoff (a frame Blender finished is never dropped because S3 or
-Postgres blinked); the chunk's heartbeat tells the janitor this renderer is alive.
+Postgres blinked); the chunk's heartbeat tells the janitor this renderer is alive. Anything else that goes wrong in
+the worker while a chunk renders (a helper thread's death, a full disk, an upload that cannot be made) fails the
+chunk at once with that exception as its reason, so it is retried elsewhere instead of waiting out the stall
+timeout. A worker without disk room for a chunk's frames passes the chunk on before it takes it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,18 +29,20 @@ from sqlalchemy.orm import Session
 from farm import devices, planning, states
 from farm.blender import blender_command, blender_error
 from farm.dispatch import new_task_id, send_packaging, send_render
-from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, utcnow
+from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, Worker
 from farm.previews import store_thumbnail
 from farm.retrying import is_transient, with_retries
-from farm.scheduling import failures, place_chunk
+from farm.scheduling import failures, live_workers, place_chunk
 from farm.storage import regular_file, sha256_file
 from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
+from workers.disk import DISK_FULL, blame_disk, failure_reason, refuse_if_full, room_for
 from workers.null_renderer import NULL_RENDERER, render_nothing
 from workers.warm_blender import RENDER_SCRIPT, WARM
 
 log = logging.getLogger(__name__)
 LOG_UPLOAD_SECONDS = 5.0
+KILLED = "Blender was killed by signal 9, not by the farm"  # a retry looks for a worker with more memory
 
 
 def log_key(chunk: Chunk, attempt: int) -> str:
@@ -90,19 +96,35 @@ class Blocklisted(Exception):
     """This worker failed too many of the job's chunks: it passes the chunk on if another worker can take it."""
 
 
-def claim(ctx: WorkerContext, chunk_id: int, worker: str, task_id: str | None, *, blocklist: bool) -> ChunkWork | None:
-    stale_before = utcnow() - timedelta(seconds=ctx.settings.worker_timeout_seconds)
+class NoRoom(Exception):
+    """This worker's disk has no room for the chunk's frames above its floor: it passes the chunk on if a worker
+    with a healthy disk can take it."""
+
+
+def claim(ctx: WorkerContext, chunk_id: int, worker: str, task_id: str | None, *, checks: bool) -> ChunkWork | None:
 
     def admit(found: states.Admission) -> None:
-        """A disabled worker puts the message back for an enabled one; a blocklisted one raises Blocklisted."""
+        """A disabled worker puts the message back for an enabled one; with `checks`, a blocklisted one raises
+        Blocklisted, and one without room for the chunk's frames (by the job's frame sizes so far) NoRoom."""
         if found.disabled:
             raise Reject("this worker is disabled", requeue=True)
-        if blocklist and found.failed >= ctx.settings.blocklist_failures:
+        if not checks:
+            return
+        if found.failed >= ctx.settings.blocklist_failures:
             raise Blocklisted
+        needed = int(found.frame_bytes * found.frames)
+        if not room_for(ctx.settings.cache_dir, ctx.frames, ctx.settings.min_free_bytes, needed):
+            raise NoRoom
 
     with ctx.db.session() as session:
         claimed = states.claim_chunk(
-            session, chunk_id, worker, task_id, stale_before=stale_before, log_key=log_key, admit=admit
+            session,
+            chunk_id,
+            worker,
+            task_id,
+            stale_after=timedelta(seconds=ctx.settings.worker_timeout_seconds),
+            log_key=log_key,
+            admit=admit,
         )
         if claimed is None:
             return None
@@ -140,7 +162,7 @@ class ChunkRun:
         self.workdir = ctx.settings.cache_dir / "work" / f"{work.job_id}-{work.index}-{work.attempt}"
         self.log_path = self.workdir / "blender.log"
         self.log_uploaded_at = time.monotonic()
-        self.beat_at = time.monotonic()
+        self.beat_at = self.beat_ok_at = time.monotonic()  # beat_ok_at: when the database last answered
         self.lost = False
         self.ending: Ending | None = None  # set when the last frame's record also ended the chunk
 
@@ -151,7 +173,7 @@ class ChunkRun:
             self.upload_log()  # the live log shows at once that Blender has the chunk
         elif kind == "error":
             self.error = str(event.get("message"))
-        elif kind == "frame":
+        elif kind == "frame" and not self.lost:  # a chunk taken back gets nothing more stored
             frame, ms = event.get("frame"), event.get("ms")
             if type(frame) is not int or frame not in self.work.frames or frame in self.stored:
                 log.warning("chunk %s/%s: ignored a frame event for frame %r", self.work.job_id, self.work.index, frame)
@@ -169,7 +191,14 @@ class ChunkRun:
         return image if regular_file(image) else None
 
     def store_frame(self, frame: int, path: Path, render_ms: float) -> None:
-        """Upload (unless these exact bytes are already stored) and record; outages are waited out."""
+        """Upload (unless these exact bytes are already stored) and record; outages are waited out. After longer
+        than the worker timeout without reaching the database, the claim is checked before anything is uploaded:
+        the janitor may have given the chunk to another worker meanwhile."""
+        if time.monotonic() - self.beat_ok_at > self.ctx.settings.worker_timeout_seconds:
+            with_retries(self.beat, what="checking the chunk is still ours")
+            if self.lost:
+                return
+        refuse_if_full(path.parent, f"the image of frame {frame}")
         sha256, size = sha256_file(path), path.stat().st_size
         key = self.work.frame_key(frame, sha256)
         storage = self.ctx.storage
@@ -181,8 +210,9 @@ class ChunkRun:
 
         last = not set(self.work.frames) - self.stored - {frame}
 
-        def record() -> tuple[str | None, Ending | None]:
-            """The frame's record, and with the chunk's last frame the chunk's end, in one transaction."""
+        def record() -> tuple[str | None, bool, Ending | None]:
+            """The frame's record, and with the chunk's last frame the chunk's end, in one transaction; whether the
+            chunk is still this attempt's."""
             with self.ctx.db.session() as session:
                 recorded: str | None = key
                 if not states.frame_done(
@@ -195,14 +225,21 @@ class ChunkRun:
                     image_key=key,
                     sha256=sha256,
                     size=size,
+                    attempt=self.work.attempt,
                 ):
-                    recorded = session.scalar(
-                        select(Frame.image_key).where(Frame.job_id == self.work.job_id, Frame.frame == frame)
-                    )
-                return recorded, end_chunk(session, self.work, ChunkStatus.DONE, self.worker) if last else None
+                    recorded, status, owner, attempts = session.execute(
+                        select(Frame.image_key, Chunk.status, Chunk.worker, Chunk.attempts)
+                        .join(Chunk, Chunk.id == Frame.chunk_id)
+                        .where(Frame.job_id == self.work.job_id, Frame.frame == frame)
+                    ).one()
+                    if (status, owner, attempts) != (ChunkStatus.RENDERING, self.worker, self.work.attempt):
+                        return recorded, False, None
+                return recorded, True, end_chunk(session, self.work, ChunkStatus.DONE, self.worker) if last else None
 
-        recorded, self.ending = with_retries(record, what=f"recording frame {frame}")
-        if recorded != key:  # another renderer stored this frame first; keep theirs, drop ours
+        recorded, ours, self.ending = with_retries(record, what=f"recording frame {frame}")
+        self.beat_ok_at = time.monotonic()
+        self.lost = not ours
+        if recorded != key:  # another renderer stored this frame first (or took the chunk back): keep theirs
             with_retries(lambda: storage.delete(key), what=f"dropping a duplicate of frame {frame}")
             path.unlink(missing_ok=True)
         else:
@@ -234,14 +271,19 @@ class ChunkRun:
             return "chunk taken back"
         return None
 
+    def beat(self) -> None:
+        """Heartbeat the chunk, on the database's clock; a chunk no longer ours (taken back or over) is lost."""
+        with self.ctx.db.session() as session:
+            self.lost = not states.chunk_heartbeat(session, self.work.chunk_id, self.worker, self.work.attempt)
+        self.beat_ok_at = time.monotonic()
+
     def on_tick(self) -> None:
         """Every second while Blender runs: heartbeat the chunk, and keep the stored log a few seconds behind."""
         now = time.monotonic()
         if now - self.beat_at >= self.ctx.settings.heartbeat_seconds and self.ending is None:
             self.beat_at = now
             try:
-                with self.ctx.db.session() as session:
-                    self.lost = not states.chunk_heartbeat(session, self.work.chunk_id, self.worker)
+                self.beat()
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -261,7 +303,20 @@ class ChunkRun:
             log.warning("could not store the log of chunk %s/%s: %s", self.work.job_id, self.work.index, exc)
 
     def run(self) -> tuple[ChunkStatus, str | None]:
-        """Render every frame of the chunk; the chunk's end status and, if not DONE, why."""
+        """Render every frame of the chunk; the chunk's end status and, if not DONE, why. Whatever this worker
+        raises on the way fails the chunk now, with the exception as its reason."""
+        try:
+            status, reason = self._run()
+        except Exception as exc:
+            if self.ending is not None:  # every frame was stored and recorded: what failed after does not matter
+                return ChunkStatus.DONE, None
+            log.exception("chunk %s/%s failed in this worker", self.work.job_id, self.work.index)
+            status, reason = ChunkStatus.FAILED, failure_reason(exc)
+        if status == ChunkStatus.FAILED:
+            reason = blame_disk(reason or "unknown", self.ctx.settings.cache_dir)
+        return status, reason
+
+    def _run(self) -> tuple[ChunkStatus, str | None]:
         (self.workdir / "out").mkdir(parents=True, exist_ok=True)
         try:
             blend = with_retries(
@@ -292,10 +347,19 @@ class ChunkRun:
         self.upload_log()
         if self.ending is not None:  # every frame is stored, and the chunk was ended DONE with the last one
             return ChunkStatus.DONE, None
+        if self.lost:  # whatever Blender did since, the chunk is another attempt's now
+            return ChunkStatus.CANCELED, "chunk taken back"
         if outcome.stopped in ("canceled", "job failed", "chunk taken back"):
             return ChunkStatus.CANCELED, outcome.stopped
+        if outcome.failure is not None:  # a helper thread died: Blender was stopped for it
+            return ChunkStatus.FAILED, failure_reason(outcome.failure)
         reason = self.error or outcome.stopped or blender_error(outcome.log_tail)
-        if outcome.returncode and outcome.returncode < 0:
+        if outcome.returncode == -signal.SIGKILL and outcome.stopped is None:
+            reason = (
+                f"{KILLED} (the kernel's out-of-memory killer, most likely), "
+                f"at a peak resident memory of {outcome.peak_rss / 2**20:.0f} MiB: {reason}"
+            )
+        elif outcome.returncode and outcome.returncode < 0:
             reason = f"Blender was killed by signal {-outcome.returncode}: {reason}"
         return ChunkStatus.FAILED, reason
 
@@ -341,7 +405,9 @@ class Ending:
 
 
 def end_chunk(session: Session, work: ChunkWork, status: ChunkStatus, worker: str, reason: str | None = None) -> Ending:
-    job_status = states.finish_chunk(session, work.chunk, status, worker=worker, reason=reason, log_key=work.log_key)
+    job_status = states.finish_chunk(
+        session, work.chunk, status, worker=worker, reason=reason, log_key=work.log_key, attempt=work.attempt
+    )
     if job_status in (None, JobStatus.CANCELING):
         states.settle_cancel(session, work.job_id, actor=worker)
     left, queued = states.chunks_pending(session, work.job_id)
@@ -362,11 +428,52 @@ def pass_on_if_blocklisted(ctx: WorkerContext, celery: Celery, job_id: str, chun
         if placement.refused:
             states.fail_job(session, job_id, f"chunk {chunk.index} cannot be placed: {placement.refused}", actor=worker)
             return "refused"
+        handover = Handover.record(session, job, chunk, placement.worker)
+    return handover.send(celery)
+
+
+def pass_on_for_room(ctx: WorkerContext, celery: Celery, job_id: str, chunk_id: int, worker: str) -> str | None:
+    """A worker without disk room for the chunk hands it to a live worker whose disk is healthy, if there is one."""
+    with ctx.db.session() as session:
+        chunk = session.get(Chunk, chunk_id)
+        job = session.get(Job, job_id)
+        if chunk is None or job is None or chunk.status != ChunkStatus.QUEUED:
+            return None
+        others = healthy_others(session, ctx, job.queue, worker)
+        if not others:
+            return None
+        handover = Handover.record(session, job, chunk, min(others, key=lambda w: (others[w], w)))
+    return handover.send(celery)
+
+
+def healthy_others(session: Session, ctx: WorkerContext, queue: str, worker: str) -> dict[str, int]:
+    """Live workers of `queue` other than `worker` whose disk is healthy, with how many chunks each renders now."""
+    live = live_workers(session, queue, ctx.settings)
+    healthy = session.scalars(select(Worker.hostname).where(Worker.hostname.in_(live), Worker.health.is_(None)))
+    return {w: live[w] for w in healthy if w != worker}
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A QUEUED chunk given a new task for another worker (or the shared queue): recorded, then sent after commit."""
+
+    job: Job
+    chunk_id: int
+    task_id: str | None  # None: another process replaced the task first
+    to: str | None
+
+    @classmethod
+    def record(cls, session: Session, job: Job, chunk: Chunk, to: str | None) -> Handover:
         task_id = new_task_id()
-        if not states.replace_task(session, chunk_id, chunk.task_id, task_id):
+        replaced = states.replace_task(session, chunk.id, chunk.task_id, task_id)
+        return cls(job, chunk.id, task_id if replaced else None, to)
+
+    def send(self, celery: Celery) -> str:
+        if self.task_id is None:
             return "raced"
-    send_render(celery, job_id, chunk_id, task_id, queue=job.queue, priority=job.priority, worker=placement.worker)
-    return f"passed to {placement.worker or 'the shared queue'}"
+        job = self.job
+        send_render(celery, job.id, self.chunk_id, self.task_id, queue=job.queue, priority=job.priority, worker=self.to)
+        return f"passed to {self.to or 'the shared queue'}"
 
 
 def retry_or_fail(ctx: WorkerContext, celery: Celery, work: ChunkWork, chunk: Chunk, reason: str, worker: str) -> None:
@@ -382,7 +489,13 @@ def retry_or_fail(ctx: WorkerContext, celery: Celery, work: ChunkWork, chunk: Ch
             )
             return
         placement = place_chunk(
-            session, work.job_id, work.index, queue=work.queue, settings=ctx.settings, asking=worker
+            session,
+            work.job_id,
+            work.index,
+            queue=work.queue,
+            settings=ctx.settings,
+            asking=worker,
+            more_memory=reason.startswith(KILLED),
         )
         if placement.refused:
             states.fail_job(
@@ -414,16 +527,17 @@ def render_chunk(
 ) -> str:
     """The whole life of one chunk on this worker; returns what happened (for the task's result)."""
 
-    def take(blocklist: bool) -> ChunkWork | None:
-        return with_retries(lambda: claim(ctx, chunk_id, worker, task_id, blocklist=blocklist), what="claiming a chunk")
+    def take(checks: bool) -> ChunkWork | None:
+        return with_retries(lambda: claim(ctx, chunk_id, worker, task_id, checks=checks), what="claiming a chunk")
 
     try:
-        work = take(blocklist=True)
-    except Blocklisted:
-        passed = pass_on_if_blocklisted(ctx, celery, job_id, chunk_id, worker)
+        work = take(checks=True)
+    except (Blocklisted, NoRoom) as refused:
+        pass_on = pass_on_if_blocklisted if isinstance(refused, Blocklisted) else pass_on_for_room
+        passed = pass_on(ctx, celery, job_id, chunk_id, worker)
         if passed:
             return passed
-        work = take(blocklist=False)  # nobody else can take it
+        work = take(checks=False)  # nobody else can take it
     if work is None:
         with ctx.db.session() as session:
             states.settle_cancel(session, job_id, actor=worker)
@@ -439,6 +553,8 @@ def render_chunk(
 
     def finish() -> Ending:
         with ctx.db.session() as session:
+            if reason and reason.startswith(DISK_FULL):  # shown in the monitor until the disk is back above its floor
+                states.worker_health(session, worker, reason)
             return end_chunk(session, work, status, worker, reason)
 
     ending = run.ending or with_retries(finish, what="recording the chunk's end")

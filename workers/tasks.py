@@ -7,16 +7,19 @@ renders a chunk and whether a job is packaged), and record failures through `far
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from farm import retrying, states
 from farm.dispatch import CHORD_FAILED, PACKAGE_JOB, RENDER_CHUNK
+from farm.models import Job
 from workers import packaging, rendering
-from workers.context import get_context
+from workers.context import WorkerContext, get_context
+from workers.disk import DISK_FULL, make_room
 
 log = logging.getLogger(__name__)
 TRANSIENT = (*retrying.TRANSIENT, BotoCoreError)  # BotoCoreError: a storage stream cut mid-read
@@ -44,6 +47,9 @@ def package_job(self: Task, job_id: str, resume: bool = False) -> str:
     can never be zipped fails the job at once."""
     ctx = get_context()
     actor = self.request.hostname
+    if _leave_to_another(ctx, job_id, actor):
+        time.sleep(1)  # not at once: the message comes back to the queue, where a worker with room takes it
+        raise Reject(f"{DISK_FULL}: packaging left to another worker", requeue=True)
     try:
         return packaging.package_job(ctx, job_id, actor=actor, resume=resume, retried=self.request.retries > 0)
     except Exception as exc:
@@ -57,6 +63,17 @@ def package_job(self: Task, job_id: str, resume: bool = False) -> str:
                 session, job_id, _why(self, exc), attempts=ctx.settings.packaging_attempts, actor=actor
             )
         raise
+
+
+def _leave_to_another(ctx: WorkerContext, job_id: str, worker: str) -> bool:
+    """Packaging downloads the frames other machines rendered: a worker whose disk stays under its floor leaves it
+    to a live worker with a healthy disk, when there is one (else it tries, and a full disk fails the attempt)."""
+    floor = ctx.settings.min_free_bytes
+    if make_room(ctx.settings.cache_dir, ctx.frames, floor) >= floor:
+        return False
+    with ctx.db.session() as session:
+        job = session.get(Job, job_id)
+        return job is not None and bool(rendering.healthy_others(session, ctx, job.queue, worker))
 
 
 def _why(task: Task, exc: Exception) -> str:

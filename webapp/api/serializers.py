@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from farm import planning
+from farm.clock import OFFSET_WARNING_SECONDS, aware, database_now
 from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job, Worker, WorkerStatus
 from webapp import services
 
@@ -133,8 +134,7 @@ def event_json(event: Event) -> dict[str, Any]:
 
 def worker_status(worker: Worker, now: datetime, timeout_s: float) -> str:
     """A worker whose heartbeat is older than the timeout shows as OFFLINE even before the janitor says so."""
-    beat = worker.last_heartbeat if worker.last_heartbeat.tzinfo else worker.last_heartbeat.replace(tzinfo=UTC)
-    if worker.status == WorkerStatus.ONLINE and now - beat > timedelta(seconds=timeout_s):
+    if worker.status == WorkerStatus.ONLINE and now - aware(worker.last_heartbeat) > timedelta(seconds=timeout_s):
         return WorkerStatus.OFFLINE
     return worker.status
 
@@ -153,7 +153,7 @@ def workers_json(session: Session, hostname: str | None = None) -> list[dict[str
     for chunk in session.scalars(select(Chunk).where(Chunk.status == ChunkStatus.RENDERING).order_by(Chunk.started_at)):
         if chunk.worker:
             current[chunk.worker] = chunk
-    now = datetime.now(UTC)
+    now = database_now(session)  # the clock that wrote the heartbeats
     timeout = services.settings().worker_timeout_seconds
     out = []
     query = select(Worker).order_by(Worker.hostname)
@@ -170,6 +170,10 @@ def workers_json(session: Session, hostname: str | None = None) -> list[dict[str
                 "devices": worker.devices,
                 "queues": worker.queues,
                 "last_heartbeat": iso(worker.last_heartbeat),
+                "clock_offset": None if worker.clock_offset is None else round(worker.clock_offset, 3),
+                "clock_warning": worker.clock_offset is not None and abs(worker.clock_offset) > OFFSET_WARNING_SECONDS,
+                "health": worker.health,
+                "memory_bytes": worker.memory_bytes,
                 "started_at": iso(worker.started_at),
                 "current": {
                     "job_id": chunk.job_id,
