@@ -34,7 +34,9 @@ def private(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str):  # type
         stack.callback(postgres.stop)
         s3 = CuttableProxy(int(s3_endpoint.rsplit(":", 1)[1]))
         stack.callback(s3.close)
-        yield SimpleNamespace(redis=redis_server, postgres=postgres, s3=s3)
+        # One bucket for the one database: the database records which project files storage holds.
+        bucket = f"fault-{uuid.uuid4().hex[:8]}"
+        yield SimpleNamespace(redis=redis_server, postgres=postgres, s3=s3, bucket=bucket)
 
 
 @pytest.fixture()
@@ -49,7 +51,7 @@ def make_farm(private, tmp_path: Path):  # type: ignore[no-untyped-def]
             "FARM_DATABASE_URL": private.postgres.url,
             "FARM_BROKER_URL": private.redis.url,
             "FARM_RESULT_BACKEND": f"db+{private.postgres.url}",
-            "FARM_STORAGE_URL": f"s3://fault-{run}/renders",
+            "FARM_STORAGE_URL": f"s3://{private.bucket}/renders",
             "FARM_S3_ENDPOINT_URL": f"http://127.0.0.1:{private.s3.port}",
             "FARM_QUEUE": f"fault-{run}",
             "FARM_HEARTBEAT_SECONDS": "1",
