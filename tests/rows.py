@@ -3,6 +3,8 @@ app shows (pages, the live stream) without running Blender."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import uuid
 from typing import Any
 
@@ -10,7 +12,9 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from farm import planning, states
+from farm.db import Database
 from farm.models import Chunk, Frame, Job
+from farm.storage import Storage
 
 
 def add_job(session: Session, frames: int, chunk_size: int, *, name: str = "live", queue: str = "farm") -> str:
@@ -74,3 +78,21 @@ def claim_first_chunk(database: Any, job_id: str, worker: str = "w@test") -> Non
     with database.session() as session:
         chunk = session.query(Chunk).filter_by(job_id=job_id, index=0).one()
         assert states.claim_chunk(session, chunk.id, worker, "task-1") is not None
+
+
+def store_frames(storage: Storage, database: Database, job_id: str, frames: int) -> dict[int, tuple[bytes, str]]:
+    """Each of the job's frames 1..`frames` stored (random bytes) and recorded DONE as a worker records it: per frame,
+    its bytes and storage key."""
+    stored = {}
+    for frame in range(1, frames + 1):
+        data = os.urandom(3000 + frame)
+        sha256 = hashlib.sha256(data).hexdigest()
+        key = f"jobs/{job_id}/frames/{frame:04d}-{sha256[:16]}.png"
+        storage.put_bytes(key, data, "image/png")
+        with database.session() as session:
+            assert states.frame_done(
+                session, job_id, frame, worker="w@test", render_time_ms=5.0, device="CPU", image_key=key,
+                sha256=sha256, size=len(data),
+            )  # fmt: skip
+        stored[frame] = (data, key)
+    return stored

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from farm import states
 from farm.config import Settings
 from farm.db import Database
 from farm.models import Job, JobStatus
 from farm.storage import open_storage
-from tests.rows import make_job
+from tests.rows import make_job, store_frames
 from workers.context import WorkerContext
 from workers.frame_cache import BLOCK, FrameCache
 from workers.packaging import Unpackable, package_job
@@ -70,18 +69,8 @@ def packager(prod_settings: Settings, database: Database, tmp_path: Path) -> Wor
 def rendered_job(ctx: WorkerContext, frames: int) -> tuple[str, dict[int, bytes], dict[int, str]]:
     """A job whose frames are all stored and recorded; returns its id, each frame's bytes and its storage key."""
     job_id = make_job(ctx.db, frames, chunk_size=frames, name="kept")
-    images, keys = {}, {}
-    for frame in range(1, frames + 1):
-        images[frame] = data = os.urandom(5000 + frame)
-        sha256 = hashlib.sha256(data).hexdigest()
-        keys[frame] = key = f"jobs/{job_id}/frames/{frame:04d}-{sha256[:16]}.png"
-        ctx.storage.put_bytes(key, data, "image/png")
-        with ctx.db.session() as session:
-            assert states.frame_done(
-                session, job_id, frame, worker="w@test", render_time_ms=5.0, device="CPU", image_key=key,
-                sha256=sha256, size=len(data),
-            )  # fmt: skip
-    return job_id, images, keys
+    stored = store_frames(ctx.storage, ctx.db, job_id, frames)
+    return job_id, {f: data for f, (data, _) in stored.items()}, {f: key for f, (_, key) in stored.items()}
 
 
 def zipped(ctx: WorkerContext, job_id: str) -> dict[str, bytes]:

@@ -4,8 +4,6 @@ Postgres, the machine's Redis and the moto S3 server behind a proxy that can han
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from farm.dispatch import PACKAGE_JOB, RENDER_CHUNK, send_packaging
 from farm.models import Event, Job, JobStatus, Worker
 from farm.storage import open_storage
 from tests.helpers import FarmProcesses, wait_until
-from tests.rows import add_job, make_job, render_frame
+from tests.rows import add_job, make_job, render_frame, store_frames
 from tests.servers import CuttableProxy, PrivatePostgres
 from workers import tasks  # noqa: F401  (registers the farm's tasks with every app made here)
 from workers.context import WorkerContext
@@ -175,18 +173,8 @@ def stored_job(farm: SimpleNamespace, frames: int) -> tuple[str, dict[int, str]]
     and each frame's storage key."""
     with farm.database.session() as session:
         job_id = add_job(session, frames, frames, name="zip-me", queue=farm.queue)
-    keys = {}
-    for frame in range(1, frames + 1):
-        data = os.urandom(3000 + frame)
-        sha256 = hashlib.sha256(data).hexdigest()
-        keys[frame] = key = f"jobs/{job_id}/frames/{frame:04d}-{sha256[:16]}.png"
-        farm.storage.put_bytes(key, data, "image/png")
-        with farm.database.session() as session:
-            assert states.frame_done(
-                session, job_id, frame, worker="w@test", render_time_ms=5.0, device="CPU", image_key=key,
-                sha256=sha256, size=len(data),
-            )  # fmt: skip
-    return job_id, keys
+    stored = store_frames(farm.storage, farm.database, job_id, frames)
+    return job_id, {frame: key for frame, (_, key) in stored.items()}
 
 
 def attempts_of(farm: SimpleNamespace, job_id: str) -> list[str | None]:
