@@ -74,7 +74,7 @@ def apply_spec(scene, spec):
 
 def open_blend(path, trusted=False):
     """Open the file with its scripts off (on only where the farm's admin trusts every file: FARM_TRUSTED_SCRIPTS),
-    and confine what it would write. Returns the fluid domains whose cache folder is absent."""
+    and confine what it would write. Returns the fluid domains whose cache folder holds no simulation."""
     bpy.context.preferences.filepaths.use_scripts_auto_execute = trusted
     try:
         bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=trusted)
@@ -83,7 +83,7 @@ def open_blend(path, trusted=False):
     return confine(os.path.join(os.environ.get("HOME") or os.getcwd(), "caches"))
 
 
-def _holds_files(folder):
+def _holds_simulation(folder):
     """Whether a fluid cache folder holds simulated data: as the file loads, Mantaflow makes one beside it with only
     its `config` in it."""
     return any(files for root, _, files in os.walk(folder) if os.path.basename(root) != "config")
@@ -108,7 +108,7 @@ def confine(scratch):
                 cache.use_disk_cache = False
             if mod.type == "FLUID" and mod.fluid_type == "DOMAIN":
                 domain = mod.domain_settings
-                if not _holds_files(bpy.path.abspath(domain.cache_directory)):
+                if not _holds_simulation(bpy.path.abspath(domain.cache_directory)):
                     domain.cache_directory = os.path.join(scratch, f"fluid-{obj.name_full}")
                     uncached.append(obj.name)
         for system in obj.particle_systems:
