@@ -44,7 +44,7 @@ def test_a_frame_too_large_for_a_thumbnail_is_stored_and_recorded_without_one(
     job_id = make_job(database, 1, 1, name="huge")
     with database.session() as session:
         chunk_id = session.scalars(select(Chunk.id).where(Chunk.job_id == job_id)).one()
-    work = rendering.claim(ctx, chunk_id, "w@test", "task-1", blocklist=False)
+    work = rendering.claim(ctx, chunk_id, "w@test", "task-1", checks=False)
     assert work is not None
     image = one_colour_png(tmp_path / "0001.png", 20000, 20000)  # 400 Mpixels: over twice Image.MAX_IMAGE_PIXELS
 
