@@ -47,8 +47,12 @@ bench: setup         ## measure against same-run baselines; tables in bench/resu
 	$(BIN)/python -m bench.latency $(if $(SCENE),--scene $(SCENE))
 	$(BIN)/python -m bench.projects $(if $(SIZE_MB),--size-mb $(SIZE_MB))
 
-compose-check:
-	docker-compose -f compose.yaml config --quiet
+compose-check:       ## validate compose.yaml: with your .env, or (none yet) with placeholders for .env.example's
+	@if [ -f .env ]; then docker-compose -f compose.yaml config --quiet; else \
+	  placeholders=$$(mktemp) && sed -E 's/^([A-Z0-9_]+)=$$/\1=placeholder-for-checking-only/' .env.example > $$placeholders && \
+	  docker-compose --env-file $$placeholders -f compose.yaml config --quiet; status=$$?; rm -f $$placeholders; \
+	  [ $$status -eq 0 ] && echo "compose.yaml is valid (checked with placeholders: write .env before docker compose up)"; \
+	  exit $$status; fi
 
 clean:
 	rm -rf $(VENV) instance demo-output .pytest_cache .ruff_cache
