@@ -219,8 +219,9 @@ def blender_error(output: str, limit: int = 12) -> str:
     return "\n".join((wanted or lines)[-limit:]).strip() or "Blender exited without saying why"
 
 
-def _tail(path: Path, max_bytes: int = 16384) -> str:
-    with contextlib.suppress(OSError), open(path, "rb") as fh:
+def file_tail(path: Path, max_bytes: int = 16384) -> str:
+    """The last `max_bytes` of a Blender log (empty if there is none yet), for a failure's reason."""
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
         fh.seek(max(0, fh.tell() - max_bytes))
         return fh.read().decode("utf-8", "replace")
@@ -271,7 +272,7 @@ def run_script(
             child.kill()
             reader.join(10)
         returncode = child.wait_exit()
-        output = _tail(child.home / "output.log")
+        output = file_tail(child.home / "output.log")
     finally:
         child.close()
     errors = [str(e.get("message")) for e in events if e.get("event") == "error"]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from farm.blender import LOG_EVENT_PREFIX, Child, launch
+from farm.blender import LOG_EVENT_PREFIX, Child, file_tail, launch
 from farm.config import Settings
 
 
@@ -250,10 +250,4 @@ class BlenderProcess:
         )
 
     def tail(self, max_bytes: int = 8192) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - max_bytes))
-                return fh.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return file_tail(self.log_path, max_bytes)

@@ -58,10 +58,7 @@ class ChunkWork:
     last_frame: int
     priority: int
     queue: str
-    source_key: str
-    source_sha256: str
-    source_kind: str
-    main: str | None
+    source_sha256: str  # the project's manifest, by which the worker builds the job's project folder
     spec: dict[str, Any]
 
     @property
@@ -135,10 +132,7 @@ def claim(ctx: WorkerContext, chunk_id: int, worker: str, task_id: str | None, *
             last_frame=job.frame_end,
             priority=job.priority,
             queue=job.queue,
-            source_key=job.source_key,
             source_sha256=job.source_sha256,
-            source_kind=job.source_kind,
-            main=job.main,
             spec={
                 "engine": job.engine,
                 "samples": job.samples,
