@@ -25,8 +25,8 @@ from typing import Any
 import psycopg
 import redis
 
-from farm import devices
-from farm.blender import SCRIPTS, probe_scene, run_script
+from farm.blender import devices
+from farm.blender.launcher import SCRIPTS, probe_scene, run_script
 from farm.config import load_settings
 from tests.helpers import FarmProcesses, free_port, submit, wait_for_status
 

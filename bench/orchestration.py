@@ -23,7 +23,7 @@ from celery import chord
 from sqlalchemy import func, select
 
 from bench.common import REDIS, make_scene, median, report, services
-from farm.blender import probe_scene
+from farm.blender.launcher import probe_scene
 from farm.config import load_settings
 from farm.db import Database
 from farm.models import Chunk, Event, Frame

@@ -26,9 +26,9 @@ from pathlib import Path
 import boto3
 
 from bench.common import report, services
-from farm import states
 from farm.config import load_settings
 from farm.db import Database, init_db
+from farm.jobs import states
 from farm.storage import open_storage
 from tests.rows import add_job
 from workers.frame_cache import FrameCache

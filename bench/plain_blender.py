@@ -15,7 +15,9 @@ import time
 
 import bpy
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "farm", "blender_scripts"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "farm", "blender", "scripts")
+)
 from channel import emit, run  # found through the path above: Blender runs this file alone
 from render_script import apply_spec
 

@@ -22,10 +22,10 @@ import zipfile
 from pathlib import Path
 
 from bench.common import report, services
-from farm import packing, sending
-from farm.blender import probe_scene, run_script
-from farm.client import FarmClient
+from farm.blender.launcher import probe_scene, run_script
+from farm.cli.client import FarmClient
 from farm.config import load_settings
+from farm.projects import packing, sending
 from tests.helpers import FarmProcesses
 
 HERE = Path(__file__).parent

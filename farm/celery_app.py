@@ -71,7 +71,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings) -> Celery:
-    from farm.dispatch import PACKAGE_JOB  # here, not above: farm.dispatch imports this module
+    from farm.messaging.dispatch import PACKAGE_JOB  # here, not above: farm.dispatch imports this module
 
     if settings.result_backend.startswith("db+sqlite:///"):
         settings.instance_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The farm's tables: the database is the single source of truth for jobs, chunks, frames and workers.
 
-Statuses are written only through `farm.states`; everything else here is plain data.
+Statuses are written only through `farm.jobs.states`; everything else here is plain data.
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ import sys
 
 import bpy
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "farm", "blender_scripts"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "farm", "blender", "scripts")
+)
 from channel import emit, run  # found through the path above
 
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import redis
 
-from farm.blender import SCRIPTS, run_script
+from farm.blender.launcher import SCRIPTS, run_script
 from farm.config import Settings, load_settings
 from farm.db import Database, init_db
 from tests.helpers import FarmProcesses, free_port

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import requests
 from PIL import Image
 
-from farm.blender import LOG_EVENT_PREFIX, run_script
+from farm.blender.launcher import LOG_EVENT_PREFIX, run_script
 from farm.config import Settings
 
 BLENDER_FILES = Path(__file__).parent / "blender_files.py"

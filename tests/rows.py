@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from farm import planning, states
 from farm.db import Database
+from farm.jobs import planning, states
 from farm.models import Chunk, Frame, Job
 from farm.storage import Storage
 

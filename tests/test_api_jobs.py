@@ -9,7 +9,7 @@ import pytest
 import requests
 from werkzeug.test import EnvironBuilder
 
-from farm import states
+from farm.jobs import states
 from farm.models import Job, JobStatus
 from tests.helpers import build_blend
 

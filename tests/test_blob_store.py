@@ -6,9 +6,8 @@ import os
 import time
 from datetime import timedelta
 
-from farm import blob_store
 from farm.models import Job, JobStatus, StoredBlob, utcnow
-from farm.projects import Blob, BlobCache, Manifest, blob_key
+from farm.projects import Blob, BlobCache, Manifest, blob_key, blob_store
 from farm.storage import open_storage
 from tests.rows import add_job
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 import requests
 
-from farm import devices
-from farm.devices import Device, NoDevice
+from farm.blender import devices
+from farm.blender.devices import Device, NoDevice
 from tests.helpers import FarmProcesses, wait_until
 
 CPU = Device("CPU", "CPU", "AMD EPYC (2 threads)")

@@ -9,10 +9,10 @@ import uuid
 
 import redis
 
-from farm import broker
 from farm.celery_app import make_celery
 from farm.config import Settings
-from farm.dispatch import RENDER_CHUNK, broker_priority, send_chord
+from farm.messaging import broker
+from farm.messaging.dispatch import RENDER_CHUNK, broker_priority, send_chord
 from tests.conftest import RUN_ID
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from bench.gpu.prove import choice_for, psnr
-from farm.devices import Device, NoDevice
+from farm.blender.devices import Device, NoDevice
 
 CPU = Device("CPU", "CPU", "AMD EPYC (16 threads)")
 OPTIX = Device("OPTIX", "OPTIX_0000:01:00", "NVIDIA H100 80GB HBM3")

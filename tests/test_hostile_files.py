@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from farm.blender import PROBE_SCRIPT, blender_command, launch, probe_scene
+from farm.blender.launcher import PROBE_SCRIPT, blender_command, launch, probe_scene
 from tests.helpers import (
     alive,
     blender_pids,

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from farm.probe_slots import PROBE_SLOTS, RETRY_AFTER_SECONDS
+from farm.jobs.probe_slots import PROBE_SLOTS, RETRY_AFTER_SECONDS
 from tests.helpers import FarmProcesses, build_blend, submit
 from tests.rows import make_job
 from tests.test_api_jobs import assert_error, post

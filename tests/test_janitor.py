@@ -13,13 +13,13 @@ import pytest
 import redis
 from sqlalchemy import select, update
 
-from farm import states
-from farm.broker import pending_task_ids, queue_names
 from farm.celery_app import make_celery
-from farm.dispatch import assign_task_ids, send_render
-from farm.janitor import Janitor
+from farm.jobs import states
+from farm.jobs.scheduling import place_chunk
+from farm.messaging.broker import pending_task_ids, queue_names
+from farm.messaging.dispatch import assign_task_ids, send_render
+from farm.messaging.janitor import Janitor
 from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
-from farm.scheduling import place_chunk
 from tests.conftest import RUN_ID
 from tests.rows import add_job
 

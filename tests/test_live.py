@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from farm import states
+from farm.jobs import states
 from farm.models import Chunk, ChunkStatus, JobStatus
 from tests.helpers import wait_until
 from tests.rows import claim_first_chunk, make_job, render_frame

@@ -10,9 +10,9 @@ import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
-from farm import broker
 from farm.celery_app import make_celery
 from farm.config import Settings, load_settings
+from farm.messaging import broker
 from tests.conftest import RUN_ID
 from tests.helpers import wait_until
 from webapp import create_app

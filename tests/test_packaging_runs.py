@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
-from farm import states
 from farm.celery_app import make_celery
 from farm.config import ConfigError, load_settings
 from farm.db import Database, init_db
-from farm.dispatch import PACKAGE_JOB, RENDER_CHUNK, send_packaging
+from farm.jobs import states
+from farm.messaging.dispatch import PACKAGE_JOB, RENDER_CHUNK, send_packaging
 from farm.models import Event, Job, JobStatus, Worker
 from farm.storage import open_storage
 from tests.helpers import FarmProcesses, wait_until

@@ -1,6 +1,6 @@
 import pytest
 
-from farm.planning import (
+from farm.jobs.planning import (
     adaptive_chunks,
     eta_seconds,
     frame_filename,

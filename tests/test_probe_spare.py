@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from farm.blender import SPARE_PROBE, probe_scene
+from farm.blender.launcher import SPARE_PROBE, probe_scene
 from tests.helpers import alive, wait_until
 
 
@@ -54,7 +54,7 @@ def test_farm_probe_spare_0_keeps_none(prod_settings, tiny_blend):
 
 def test_a_spare_goes_away_with_the_process_that_started_it(tmp_path):
     code = (
-        "from farm.config import load_settings; from farm.blender import SPARE_PROBE; "
+        "from farm.config import load_settings; from farm.blender.launcher import SPARE_PROBE; "
         "SPARE_PROBE.refill(load_settings(dotenv_path=None)); print(SPARE_PROBE.child.proc.pid)"
     )
     env = dict(os.environ, FARM_INSTANCE_DIR=str(tmp_path))

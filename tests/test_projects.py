@@ -18,9 +18,9 @@ import pytest
 import requests
 import zstandard
 
-from farm import packing
-from farm.blender import run_script
-from farm.dependencies import FOUND, MISSING, OUTSIDE, check
+from farm.blender.launcher import run_script
+from farm.projects import packing
+from farm.projects.dependencies import FOUND, MISSING, OUTSIDE, check
 from tests.helpers import farm_frames, plain_blender_frames, wait_for_status
 
 PROJECT_FILES = Path(__file__).parent / "project_files.py"

@@ -18,8 +18,8 @@ import pytest
 import requests
 from flask import Flask
 
-from farm import states
 from farm.config import Settings, load_settings, secret_key_problem
+from farm.jobs import states
 from farm.models import JobStatus
 from farm.storage import open_storage
 from tests.rows import add_job

@@ -6,10 +6,10 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from farm import states
 from farm.clock import database_now
+from farm.jobs import states
+from farm.jobs.states import IllegalTransition
 from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
-from farm.states import IllegalTransition
 from tests.conftest import RUN_ID
 from tests.rows import add_job
 

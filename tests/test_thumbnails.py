@@ -13,8 +13,8 @@ from sqlalchemy import select
 from farm.config import Settings
 from farm.db import Database
 from farm.models import Chunk, Frame, FrameStatus
-from farm.previews import thumbnail_key
 from farm.storage import open_storage
+from farm.storage.previews import thumbnail_key
 from tests.rows import make_job
 from workers import rendering
 from workers.context import WorkerContext
@@ -48,7 +48,7 @@ def test_a_frame_too_large_for_a_thumbnail_is_stored_and_recorded_without_one(
     assert work is not None
     image = one_colour_png(tmp_path / "0001.png", 20000, 20000)  # 400 Mpixels: over twice Image.MAX_IMAGE_PIXELS
 
-    with caplog.at_level(logging.WARNING, logger="farm.previews"):
+    with caplog.at_level(logging.WARNING, logger="farm.storage.previews"):
         rendering.ChunkRun(ctx, work, "w@test").store_frame(1, image, 1234.0)
 
     with database.session() as session:

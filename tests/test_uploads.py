@@ -5,7 +5,7 @@ import pytest
 import zstandard
 
 from farm.errors import ValidationError
-from farm.uploads import inspect_zip, is_blend, is_zip, safe_extract
+from farm.jobs.uploads import inspect_zip, is_blend, is_zip, safe_extract
 
 PLAIN = b"BLENDER-v405REND" + bytes(200)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from farm.blender import SPARE_PROBE
+from farm.blender.launcher import SPARE_PROBE
 from farm.celery_app import make_celery
 from farm.config import Settings, load_settings, require_secret_key
 from farm.db import engine_options, init_db

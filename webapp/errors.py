@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from farm.config import Settings
 from farm.errors import FULL_ERRNOS, FarmError, InsufficientStorage
-from farm.states import IllegalTransition
+from farm.jobs.states import IllegalTransition
 
 log = logging.getLogger(__name__)
 

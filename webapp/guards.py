@@ -13,7 +13,7 @@ from werkzeug.routing import IntegerConverter
 from werkzeug.routing import ValidationError as RoutingValidationError
 
 from farm.errors import FarmError, ValidationError
-from farm.inputs import DB_INT_MAX, has_control_characters
+from farm.jobs.inputs import DB_INT_MAX, has_control_characters
 
 # The path (decoded) and the query string (as sent). The farm's own longest URL, a search for a 200-character name
 # in a script of three UTF-8 bytes a character, is 1,800 bytes percent-encoded; 4 KiB is gunicorn's default limit

@@ -27,9 +27,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farm.errors import FarmError
+from farm.jobs.states import TERMINAL_JOB
 from farm.models import Chunk, Frame, FrameStatus, Job
-from farm.previews import PREVIEWABLE
-from farm.states import TERMINAL_JOB
+from farm.storage.previews import PREVIEWABLE
 from webapp.api.serializers import chunk_json, job_json, running_chunks
 from webapp.extensions import db
 

@@ -26,11 +26,11 @@ from flask import (
 )
 from sqlalchemy import false, func, select
 
-from farm import staging, submission
 from farm.errors import FarmError, ValidationError
+from farm.jobs import staging, submission
+from farm.jobs.states import IllegalTransition
+from farm.jobs.submission import DEVICES, OUTPUT_FORMATS, parse_form, save_upload
 from farm.models import Chunk, Job, JobStatus, WorkerStatus
-from farm.states import IllegalTransition
-from farm.submission import DEVICES, OUTPUT_FORMATS, parse_form, save_upload
 from webapp import csrf, services
 from webapp.api import jobs as api_jobs
 from webapp.api import workers as api_workers

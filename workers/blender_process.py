@@ -1,6 +1,6 @@
 """Run Blender as a child process we can always stop: its own process group, killed with its parent, a stall
 timeout, every line of its output kept in a log file for people, and its events (from its private pipe, never from
-its output: see farm/blender.py) handed over as they arrive.
+its output: see farm/blender/launcher.py) handed over as they arrive.
 
 Blender's output and events are pumped by helper threads: an exception in either (a full disk under the log, an
 event that cannot be parsed) ends the run at once with that exception as its reason, instead of leaving the chunk
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from farm.blender import LOG_EVENT_PREFIX, Child, file_tail, launch
+from farm.blender.launcher import LOG_EVENT_PREFIX, Child, file_tail, launch
 from farm.config import Settings
 
 

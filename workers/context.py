@@ -12,7 +12,7 @@ from celery import current_app
 from celery.signals import worker_process_init
 from sqlalchemy import text
 
-from farm import devices
+from farm.blender import devices
 from farm.config import Settings
 from farm.db import Database
 from farm.storage import Storage, open_storage

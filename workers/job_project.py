@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from farm.blender import sweep_orphans
+from farm.blender.launcher import sweep_orphans
 from farm.config import Settings
 from farm.projects import BlobCache, read_manifest
 from farm.storage import Storage

@@ -1,5 +1,5 @@
 """A worker process's life as the database sees it: register with the devices Cycles found
-(farm/devices.py) and the machine's memory, heartbeat, go OFFLINE on exit.
+(farm/blender/devices.py) and the machine's memory, heartbeat, go OFFLINE on exit.
 
 Each heartbeat is stamped with the database's clock, and carries how far this machine's clock is off from it (for
 the monitor: nothing is judged by it). It also keeps the disk's free-space floor (FARM_MIN_FREE_GB: evicting the
@@ -21,9 +21,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from farm import clock, devices, states
-from farm.dispatch import set_worker_consuming
-from farm.janitor import Janitor
+from farm import clock
+from farm.blender import devices
+from farm.jobs import states
+from farm.messaging.dispatch import set_worker_consuming
+from farm.messaging.janitor import Janitor
 from farm.models import WorkerStatus
 from workers.context import WorkerContext, get_context
 from workers.disk import DISK_FULL, make_room

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from sqlalchemy import Row, func, select
 
-from farm import planning, states
+from farm.jobs import planning, states
 from farm.models import Frame, FrameStatus, Job, JobStatus
 from workers.context import WorkerContext
 

@@ -26,14 +26,15 @@ from celery.exceptions import Reject
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from farm import devices, planning, states
-from farm.blender import blender_command, blender_error
-from farm.dispatch import new_task_id, send_packaging, send_render
+from farm.blender import devices
+from farm.blender.launcher import blender_command, blender_error
+from farm.jobs import planning, states
+from farm.jobs.scheduling import failures, live_workers, place_chunk
+from farm.messaging.dispatch import new_task_id, send_packaging, send_render
 from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, Worker
-from farm.previews import store_thumbnail
 from farm.retrying import is_transient, with_retries
-from farm.scheduling import failures, live_workers, place_chunk
 from farm.storage import regular_file, sha256_file
+from farm.storage.previews import store_thumbnail
 from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
 from workers.disk import DISK_FULL, blame_disk, failure_reason, refuse_if_full, room_for

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from farm.db import Database
-from farm.dispatch import RENDER_CHUNK
+from farm.messaging.dispatch import RENDER_CHUNK
 from farm.models import TaskRecord, utcnow
 from workers.context import get_context
 

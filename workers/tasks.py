@@ -1,7 +1,7 @@
 """The Celery tasks: thin wrappers that pass ids to the code that does the work, like views in a web app.
 
 Tasks re-load every row they need (ids in, never objects), are safe to run twice (the database decides who
-renders a chunk and whether a job is packaged), and record failures through `farm.states`.
+renders a chunk and whether a job is packaged), and record failures through `farm.jobs.states`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from botocore.exceptions import BotoCoreError
 from celery import Task, shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
-from farm import retrying, states
-from farm.dispatch import CHORD_FAILED, PACKAGE_JOB, RENDER_CHUNK
+from farm import retrying
+from farm.jobs import states
+from farm.messaging.dispatch import CHORD_FAILED, PACKAGE_JOB, RENDER_CHUNK
 from farm.models import Job
 from workers import packaging, rendering
 from workers.context import WorkerContext, get_context

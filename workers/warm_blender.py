@@ -24,7 +24,7 @@ from typing import Any
 from celery import current_app
 from celery.signals import worker_process_init
 
-from farm.blender import SCRIPTS, blender_command
+from farm.blender.launcher import SCRIPTS, blender_command
 from farm.config import Settings
 from farm.storage import Storage
 from workers import job_project

@@ -8,7 +8,7 @@ The archive holds one folder tree:
   the `--gpus all` worker's job);
 - `syslibs/`: the system libraries Blender, Python's modules and the servers load from this machine (X11, libGL,
   OpenSSL, …) that are not part of glibc; the lent machine uses only those it lacks;
-- `scenes/`: the demo scene (farm/blender_scripts/demo_scene.py) at the proof's size and at the rehearsal's.
+- `scenes/`: the demo scene (farm/blender/scripts/demo_scene.py) at the proof's size and at the rehearsal's.
 The farm's own code is not in it: each call carries the working tree.
 
 Left out of bpy, to save calls: Cycles' AMD (HIP) kernels and Open Image Denoise's HIP module, and the NVIDIA
@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.gpu import pieces
-from farm.blender import SCRIPTS, run_script
+from farm.blender.launcher import SCRIPTS, run_script
 from farm.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -40,8 +40,8 @@ from PIL import Image
 
 from bench.common import machine
 from bench.gpu.pack import scene_file
-from farm import devices
-from farm.blender import SCRIPTS, blender_command, blender_error, launch
+from farm.blender import devices
+from farm.blender.launcher import SCRIPTS, blender_command, blender_error, launch
 from farm.config import Settings, load_settings
 from tests.helpers import FarmProcesses, free_port, submit, wait_for_status, wait_until
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from flask import Response, jsonify, request
 
-from farm import blob_store
 from farm.errors import ValidationError
-from farm.projects import SHA256, blocks, parse_blob
+from farm.projects import SHA256, blob_store, blocks, parse_blob
 from webapp import services
 from webapp.api import bp
 from webapp.extensions import db

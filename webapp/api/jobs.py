@@ -8,15 +8,15 @@ from typing import Any
 from flask import Response, jsonify, redirect, request, send_file, url_for
 from sqlalchemy import Select, func, or_, select
 
-from farm import blob_store, intake, planning, states
-from farm.dispatch import assign_task_ids, send_chord
 from farm.errors import Conflict, NotFound, ValidationError
-from farm.inputs import DB_INT_MAX, whole_number
+from farm.jobs import planning, states
+from farm.jobs.inputs import DB_INT_MAX, whole_number
+from farm.jobs.submission import JobForm, Upload, create_job, discard_upload, parse_form, save_upload
+from farm.messaging.dispatch import assign_task_ids, send_chord
 from farm.models import Chunk, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
-from farm.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
-from farm.projects import Manifest, parse_manifest
+from farm.projects import Manifest, blob_store, intake, parse_manifest
 from farm.storage import FileStorage
-from farm.submission import JobForm, Upload, create_job, discard_upload, parse_form, save_upload
+from farm.storage.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
 from webapp import live, services
 from webapp.api import bp
 from webapp.api.serializers import chunk_json, event_json, frame_json, job_json, running_chunks

@@ -9,8 +9,8 @@ from flask import Response, jsonify, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from farm import broker
 from farm.errors import ValidationError
+from farm.messaging import broker
 from farm.models import Job, TaskRecord, Worker
 from webapp import services
 from webapp.api import bp

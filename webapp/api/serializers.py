@@ -10,8 +10,8 @@ from flask import url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from farm import planning
 from farm.clock import OFFSET_WARNING_SECONDS, aware, database_now
+from farm.jobs import planning
 from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job, Worker, WorkerStatus
 from webapp import services
 

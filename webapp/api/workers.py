@@ -8,9 +8,9 @@ import logging
 from flask import Response, jsonify
 from sqlalchemy import select
 
-from farm import states
-from farm.dispatch import set_worker_consuming
 from farm.errors import NotFound
+from farm.jobs import states
+from farm.messaging.dispatch import set_worker_consuming
 from farm.models import Event, Worker
 from webapp import services
 from webapp.api import bp

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from farm.client import FarmClient
-from farm.packing import Project
+from farm.cli.client import FarmClient
+from farm.projects.packing import Project
 from farm.storage import sha256_file
 
 

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from farm import uploads
 from farm.config import Settings
 from farm.errors import ValidationError
-from farm.intake import inspect_project
-from farm.submission import Upload
+from farm.jobs import uploads
+from farm.jobs.submission import Upload
+from farm.projects.intake import inspect_project
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"^[0-9a-f]{32}$")

@@ -16,18 +16,19 @@ from typing import IO
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from farm import blob_store, dependencies, devices, intake, planning, states, uploads
+from farm.blender import devices
 from farm.clock import db_now
 from farm.config import Settings
-from farm.dispatch import new_task_id
 from farm.errors import ValidationError
-from farm.inputs import has_control_characters, shown, whole_number
+from farm.jobs import planning, states, uploads
+from farm.jobs.inputs import has_control_characters, shown, whole_number
+from farm.jobs.scene_warnings import scene_warnings
+from farm.jobs.scheduling import live_workers
+from farm.messaging.dispatch import new_task_id
 from farm.models import Chunk, Frame, Job, JobStatus, StoredBlob
-from farm.previews import store_thumbnail
-from farm.projects import Blob, Manifest, blob_key
-from farm.scene_warnings import scene_warnings
-from farm.scheduling import live_workers
+from farm.projects import Blob, Manifest, blob_key, blob_store, dependencies, intake
 from farm.storage import CHUNK, Storage, regular_file, sha256_file
+from farm.storage.previews import store_thumbnail
 
 ENGINES = {
     "CYCLES": "CYCLES",
@@ -41,7 +42,7 @@ OUTPUT_FORMATS = ("PNG", "JPEG", "OPEN_EXR")
 DEVICES = ("AUTO", "GPU", "CPU")
 MAX_RESOLUTION = 16384
 RESOLUTION_FIELDS = ("resolution_x", "resolution_y", "resolution_percentage")
-PROJECT = "project"  # a job's source kind: a manifest of blobs (farm/projects.py)
+PROJECT = "project"  # a job's source kind: a manifest of blobs (farm/projects/__init__.py)
 PROBE_RENDERER = f"probe@{socket.gethostname()}"  # who rendered a kept probe frame: the submitting host
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ worker knows where the image must be (`<out>/<frame:07d>.<ext>`) and looks nowhe
 before it renders: compositor File Output nodes are muted and unbaked disk caches kept in memory or in this
 process's own folder (HOME, which the farm makes for each Blender), so it writes nothing outside the farm's folders.
 
-The worker chose the device (farm/devices.py); this script only applies it. Standalone on purpose (stdlib + bpy
+The worker chose the device (farm/blender/devices.py); this script only applies it. Standalone on purpose (stdlib + bpy
 only): the same file runs under the `bpy` module or a `blender` binary.
 Usage: <blender> script.py -- '<json spec>'   or   <blender> script.py -- --serve JOB_ID
 """

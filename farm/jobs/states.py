@@ -24,6 +24,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from farm.clock import aware, db_now
+from farm.jobs.scheduling import failed_by, since_requeued
 from farm.models import (
     Chunk,
     ChunkStatus,
@@ -36,7 +37,6 @@ from farm.models import (
     WorkerStatus,
     utcnow,
 )
-from farm.scheduling import failed_by, since_requeued
 
 J, C, F = JobStatus, ChunkStatus, FrameStatus
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from kombu import Connection
 from sqlalchemy import text
 
-from farm.blender import SCRIPTS, blender_command, run_script
+from farm.blender.launcher import SCRIPTS, blender_command, run_script
 from farm.celery_app import broker_options
 from farm.config import Settings
 from farm.db import make_engine

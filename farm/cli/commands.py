@@ -16,12 +16,12 @@ from typing import Any
 
 import click
 
-from farm import packing, sending
-from farm.blender import BlenderFailed, BlenderNotFound
-from farm.client import ClientError, FarmClient
+from farm.blender.launcher import BlenderFailed, BlenderNotFound
+from farm.cli.client import ClientError, FarmClient
+from farm.cli.progress import ProgressPrinter
 from farm.config import ConfigError, Settings, load_settings, require_secret_key
-from farm.planning import parse_frame_range
-from farm.progress import ProgressPrinter
+from farm.jobs.planning import parse_frame_range
+from farm.projects import packing, sending
 
 USER_ERRORS = (ClientError, ConfigError, BlenderNotFound, BlenderFailed, FileNotFoundError, ValueError)
 
@@ -213,7 +213,7 @@ def web(host: str, port: int, workers: int, threads: int | None) -> None:
     """Serve the web app and the API (gunicorn)."""
     from gunicorn.app.wsgiapp import WSGIApplication
 
-    from farm import gunicorn_json
+    from farm.cli import gunicorn_json
 
     if threads is not None:
         os.environ["FARM_WEB_THREADS"] = str(threads)  # the app caps its live streams by it
@@ -265,7 +265,7 @@ def web(host: str, port: int, workers: int, threads: int | None) -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(name: str, concurrency: int, queues: str | None, gpus: str | None, cpu_workers: int, loglevel: str) -> None:
     """Start a render worker (a Celery worker process) on this machine, or one per GPU with --gpus."""
-    from farm import devices
+    from farm.blender import devices
     from farm.celery_app import make_celery
     from farm.db import Database, init_db
 
@@ -273,7 +273,7 @@ def worker(name: str, concurrency: int, queues: str | None, gpus: str | None, cp
     init_db(Database(conf.database_url).engine)
     found = devices.from_env() or devices.detect(conf)
     if gpus or cpu_workers:
-        from farm.supervisor import supervise
+        from farm.cli.supervisor import supervise
 
         plans = devices.worker_plans(found, gpus=gpus, cpu_workers=cpu_workers, name=name, queue=conf.queue)
         raise SystemExit(supervise(plans, concurrency=concurrency, loglevel=loglevel))
@@ -296,7 +296,7 @@ def worker(name: str, concurrency: int, queues: str | None, gpus: str | None, cp
 @cli.command("devices")
 def list_devices() -> None:
     """List the compute devices Cycles finds here, numbered as --gpus takes them."""
-    from farm import devices
+    from farm.blender import devices
 
     found = devices.detect(settings())
     for i, device in enumerate(devices.gpus(found)):
@@ -314,7 +314,7 @@ def janitor() -> None:
 
     from farm.celery_app import make_celery
     from farm.db import Database, init_db
-    from farm.janitor import Janitor
+    from farm.messaging.janitor import Janitor
 
     conf = settings()
     db = Database(conf.database_url)
@@ -326,7 +326,7 @@ def janitor() -> None:
 @cli.command()
 def check() -> None:
     """Print the effective settings and whether the database, broker, storage and Blender answer."""
-    from farm.health import run_checks
+    from farm.cli.health import run_checks
 
     conf = settings()
     for key, value in conf.describe().items():
@@ -353,7 +353,7 @@ def check() -> None:
 )
 def demo(frames: int, chunk_size: int, port: int, out_dir: Path) -> None:
     """Render the demo scene end to end: web app + worker on this machine, submit, watch, download."""
-    from farm.demo import run_demo
+    from farm.cli.demo import run_demo
 
     run_demo(settings(), frames=frames, chunk_size=chunk_size, port=port_or_free(port), out_dir=out_dir)
 

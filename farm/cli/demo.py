@@ -14,10 +14,10 @@ from pathlib import Path
 
 import click
 
-from farm.blender import SCRIPTS, run_script
-from farm.client import ClientError, FarmClient
+from farm.blender.launcher import SCRIPTS, run_script
+from farm.cli.client import ClientError, FarmClient
+from farm.cli.progress import ProgressPrinter
 from farm.config import Settings
-from farm.progress import ProgressPrinter
 
 
 def make_demo_scene(settings: Settings, path: Path, frames: int) -> Path:

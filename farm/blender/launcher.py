@@ -35,7 +35,7 @@ from typing import IO, Any
 from farm.config import Settings
 
 log = logging.getLogger(__name__)
-SCRIPTS = Path(__file__).parent / "blender_scripts"
+SCRIPTS = Path(__file__).parent / "scripts"
 MAX_EVENT_BYTES = 1 << 20  # our scripts' events are a few KiB; a longer line is cut and dropped
 EXIT_GRACE_SECONDS = 5.0  # how long a Blender that said `end` may take to exit before it is killed
 LOG_EVENT_PREFIX = "farm: event "  # how a worker copies an event into a chunk's log, for people
@@ -345,7 +345,7 @@ SPARE_PROBE = SpareProbe()
 
 def probe_scene(settings: Settings, blend: Path, render: dict[str, Any] | None = None) -> dict[str, Any]:
     """Open the file in Blender (scripts off) and read the active scene's range, resolution and engine, and the
-    files it reads from disk (`dependencies`, as farm/blender_scripts/dependencies.py reports them). With a
+    files it reads from disk (`dependencies`, as farm/blender/scripts/dependencies.py reports them). With a
     `render` spec (the job's settings, `frame`, `out`), also time one frame: `probe_frame_ms`, or None when it took
     longer than FARM_PROBE_FRAME_SECONDS (then it was stopped), and `probe_frame`: the frame's number (its image is
     `out/probe.<ext>`: the caller knows where, no event names a path)."""

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from farm.blender import SCRIPTS, BlenderFailed, run_script
+from farm.blender.launcher import SCRIPTS, BlenderFailed, run_script
 from farm.config import Settings
 
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")  # best first

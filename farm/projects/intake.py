@@ -13,16 +13,26 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
-from farm import blob_store, dependencies, uploads
-from farm.blender import BlenderFailed, probe_scene
+from farm.blender.launcher import BlenderFailed, probe_scene
 from farm.config import Settings
 from farm.errors import ValidationError
-from farm.probe_slots import PROBE_SLOTS
-from farm.projects import Blob, BlobCache, Manifest, blocks, hash_stream, manifest_of_file, zip_members
+from farm.jobs import uploads
+from farm.jobs.probe_slots import PROBE_SLOTS
+from farm.projects import (
+    Blob,
+    BlobCache,
+    Manifest,
+    blob_store,
+    blocks,
+    dependencies,
+    hash_stream,
+    manifest_of_file,
+    zip_members,
+)
 from farm.storage import Storage
 
 if TYPE_CHECKING:
-    from farm.submission import Upload
+    from farm.jobs.submission import Upload
 
 
 def manifest_from_upload(

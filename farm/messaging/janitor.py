@@ -10,7 +10,7 @@ looks for work that fell between the cracks and puts it back on track.
 - CANCELING jobs with nothing left running become CANCELED;
 - project files (blobs) no job has used for FARM_BLOB_TTL_DAYS, and no active job needs, are deleted.
 
-Every action is a compare-and-set through `farm.states`, and candidate rows are locked with SKIP LOCKED on
+Every action is a compare-and-set through `farm.jobs.states`, and candidate rows are locked with SKIP LOCKED on
 Postgres, so any number of janitors can run at once without doing anything twice.
 """
 
@@ -27,12 +27,14 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from farm import blob_store, broker, states
 from farm.clock import database_now
 from farm.config import Settings
 from farm.db import Database
-from farm.dispatch import new_task_id, retire_tasks, send_packaging, send_render
+from farm.jobs import states
+from farm.messaging import broker
+from farm.messaging.dispatch import new_task_id, retire_tasks, send_packaging, send_render
 from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus
+from farm.projects import blob_store
 from farm.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """What a .blend needs from disk, checked against the project that was uploaded: each dependency Blender reported
-(farm/blender_scripts/dependencies.py) is found, missing, or outside the project (an absolute path, or one that
+(farm/blender/scripts/dependencies.py) is found, missing, or outside the project (an absolute path, or one that
 climbs out of it). Nothing renders silently wrong: every one not found becomes a `missing_file` warning on the
 job, and `strict=1` refuses the job instead (422 `missing_files`).
 

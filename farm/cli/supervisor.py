@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import click
 
-from farm import devices
-from farm.devices import WorkerPlan
+from farm.blender import devices
+from farm.blender.devices import WorkerPlan
 
 
 def child_command(plan: WorkerPlan, *, concurrency: int, loglevel: str) -> list[str]:

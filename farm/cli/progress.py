@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from farm.client import TERMINAL
+from farm.cli.client import TERMINAL
 
 
 def progress_line(job: dict[str, Any], width: int = 30) -> str:

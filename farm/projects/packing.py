@@ -9,7 +9,7 @@ placing files outside the root under `_outside_project/` and rewriting the paths
 (the artist's own files are never changed). BAT's ZipPacker is not used: it writes the first frame of an image
 sequence twice; a manifest lists each file once by construction.
 
-The farm checks the result again with its own Blender (farm/dependencies.py): this side decides what to send.
+The farm checks the result again with its own Blender (farm/projects/dependencies.py): this side decides what to send.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""End-to-end tests: real farm processes and real Blender."""

@@ -1,0 +1,1 @@
+"""Tests against the real Postgres, Redis and a moto S3 server."""
