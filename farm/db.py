@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from farm.models import Base
+from farm import schema
 
 
 @event.listens_for(Engine, "connect")
@@ -53,15 +53,9 @@ def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    """Create missing tables, and indexes added to tables that already exist; on Postgres under an advisory lock,
-    since web and workers may start at once."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(72177001)"))
-        Base.metadata.create_all(conn)
-        for table in Base.metadata.sorted_tables:
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
+    """Bring the schema to this code's revision with Alembic (`farm.schema`), under the migration lock, since web
+    and workers may start at once."""
+    schema.upgrade(engine)
 
 
 class Database:

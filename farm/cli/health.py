@@ -12,6 +12,7 @@ from farm.blender.launcher import SCRIPTS, blender_command, run_script
 from farm.celery_app import broker_options
 from farm.config import Settings
 from farm.db import make_engine
+from farm.schema import SchemaNotReady, revision
 from farm.storage import open_storage
 
 
@@ -23,6 +24,18 @@ def _database(settings: Settings) -> str:
         return f"{engine.dialect.name} answers"
     finally:
         engine.dispose()
+
+
+def _schema(settings: Settings) -> str:
+    """Fails while the database is not at this code's revision: workers would wait, and the web app upgrade."""
+    engine = make_engine(settings.database_url)
+    try:
+        state = revision(engine)
+    finally:
+        engine.dispose()
+    if not state.ready:
+        raise SchemaNotReady(f"the database is {state.describe()}")
+    return f"the database is {state.describe()}"
 
 
 def _broker(settings: Settings) -> str:
@@ -52,6 +65,7 @@ def _blender(settings: Settings) -> str:
 
 CHECKS: list[tuple[str, Callable[[Settings], str]]] = [
     ("database", _database),
+    ("schema", _schema),
     ("broker", _broker),
     ("storage", _storage),
     ("blender", _blender),
