@@ -96,6 +96,12 @@ class Job(Base):
     asset_key: Mapped[str | None] = mapped_column(String(500))
     asset_filename: Mapped[str | None] = mapped_column(String(300))
     asset_size: Mapped[int | None] = mapped_column(BigInteger)
+    # Set by a delete (a user's, or retention's): the job is gone for users at once, and its files and rows go
+    # once nothing of it runs any more (`farm.jobs.deletion`).
+    deleted_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Bytes under the job's storage prefix (frames, thumbnails, logs, zip, movie), as the janitor last measured.
+    storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    storage_measured_at: Mapped[datetime | None]
 
     chunks: Mapped[list[Chunk]] = relationship(back_populates="job", order_by="Chunk.index", cascade="all")
 

@@ -29,6 +29,7 @@ from sqlalchemy import false, func, select
 from farm.errors import FarmError, ValidationError
 from farm.jobs import staging, submission
 from farm.jobs.states import IllegalTransition
+from farm.jobs.storage_usage import farm_usage
 from farm.jobs.submission import DEVICES, OUTPUT_FORMATS, parse_form, save_upload
 from farm.models import Chunk, Job, JobStatus, WorkerStatus
 from webapp import csrf, services
@@ -194,9 +195,16 @@ def retry_job(job_id: str) -> Response | ErrorAnswer:
     return _act(lambda: api_jobs.retry_job(job_id), "Retrying the frames that did not finish.", back)
 
 
+@bp.post("/jobs/<job_id>/delete")
+def delete_job(job_id: str) -> Response | ErrorAnswer:
+    name = api_jobs.get_job(job_id).name
+    return _act(lambda: api_jobs.delete_job(job_id), f"Job {name} deleted.", url_for("pages.jobs"))
+
+
 @bp.get("/workers")
 def workers() -> str:
-    """The monitor: workers, broker queues and recent tasks (filter by state), refreshed by the page's script."""
+    """The monitor: workers, storage used, broker queues and recent tasks (filter by state), refreshed by the
+    page's script."""
     try:
         filters, error = task_filters(), None
     except ValidationError as exc:
@@ -206,6 +214,7 @@ def workers() -> str:
         "workers": workers_json(db.session),
         "queues": queues_json(db.session),
         "tasks": tasks_json(db.session, **filters),
+        "storage": farm_usage(db.session),
         "task_states": TASK_STATES,
         "state": ",".join(filters["states"]),
         "online": WorkerStatus.ONLINE,

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 import requests
 
@@ -71,6 +72,9 @@ class FarmClient:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/api/jobs/{job_id}/cancel").json()["job"]
+
+    def delete(self, job_id: str) -> None:
+        self._call("DELETE", f"/api/jobs/{quote(job_id, safe='')}")
 
     def retry(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/api/jobs/{job_id}/retry").json()["job"]

@@ -12,7 +12,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,9 @@ from farm.cli.progress import ProgressPrinter
 from farm.config import ConfigError, Settings, load_settings, require_secret_key
 from farm.jobs.planning import parse_frame_range
 from farm.projects import packing, sending
+
+if TYPE_CHECKING:
+    from farm.db import Database
 
 USER_ERRORS = (ClientError, ConfigError, BlenderNotFound, BlenderFailed, FileNotFoundError, ValueError)
 
@@ -174,6 +177,14 @@ def cancel(job_id: str) -> None:
 
 @cli.command()
 @click.argument("job_id")
+def delete(job_id: str) -> None:
+    """Delete a job (canceling it first if it is active): its frames, zip, logs and rows are removed for good."""
+    client().delete(job_id)
+    click.echo(f"{job_id}  deleted")
+
+
+@cli.command()
+@click.argument("job_id")
 @click.option("--wait", is_flag=True)
 def retry(job_id: str, wait: bool) -> None:
     """Re-render only the frames of a FAILED or CANCELED job that did not finish."""
@@ -267,10 +278,9 @@ def worker(name: str, concurrency: int, queues: str | None, gpus: str | None, cp
     """Start a render worker (a Celery worker process) on this machine, or one per GPU with --gpus."""
     from farm.blender import devices
     from farm.celery_app import make_celery
-    from farm.db import Database, init_db
 
     conf = settings()
-    init_db(Database(conf.database_url).engine)
+    wait_for_schema(conf, f"worker {name.replace('%h', socket.gethostname())}")
     found = devices.from_env() or devices.detect(conf)
     if gpus or cpu_workers:
         from farm.cli.supervisor import supervise
@@ -313,14 +323,63 @@ def janitor() -> None:
     import threading
 
     from farm.celery_app import make_celery
-    from farm.db import Database, init_db
     from farm.messaging.janitor import Janitor
 
     conf = settings()
-    db = Database(conf.database_url)
-    init_db(db.engine)
+    db = wait_for_schema(conf, "the janitor")
     click.echo(f"janitor sweeping every {conf.janitor_seconds:g} s (Ctrl-C stops)", err=True)
     Janitor(db, make_celery(conf), conf, name=f"janitor@{socket.gethostname()}").run(threading.Event())
+
+
+def wait_for_schema(conf: Settings, who: str) -> Database:
+    """Workers never change the schema: they wait (FARM_SCHEMA_WAIT_SECONDS at most) for the web app to bring the
+    database to the revision their code needs, saying so in the log."""
+    import logging
+
+    from farm.db import Database
+    from farm.schema import SchemaNotReady, wait_until_ready
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    db = Database(conf.database_url)
+    try:
+        wait_until_ready(db.engine, conf.schema_wait_seconds, who=who)
+    except SchemaNotReady as exc:
+        raise click.ClickException(str(exc)) from None
+    return db
+
+
+@cli.group()
+def db() -> None:
+    """The database's schema: see its revision, upgrade it (the web app also upgrades it at start)."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database's schema to this code's revision (under a lock: safe while other processes start)."""
+    from farm.db import make_engine
+    from farm.schema import upgrade
+
+    engine = make_engine(settings().database_url)
+    before, after = upgrade(engine)
+    engine.dispose()
+    if before == after:
+        click.echo(f"database already at revision {after} (current)")
+    else:
+        click.echo(f"database upgraded from revision {before or 'none (empty)'} to {after}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the database's schema revision, and whether it is the one this code needs (exit 1 if not)."""
+    from farm.db import make_engine
+    from farm.schema import revision
+
+    engine = make_engine(settings().database_url)
+    state = revision(engine)
+    engine.dispose()
+    click.echo(f"database {state.describe()}")
+    if not state.ready:
+        raise SystemExit(1)
 
 
 @cli.command()

@@ -286,6 +286,18 @@ def job_created(session: Session, job: Job, *, reason: str, actor: str | None) -
     _record(session, "job", job.id, job.id, None, job.status, reason, actor)
 
 
+DELETED = "DELETED"  # not a status a job can have: the `new` of the one event that outlives a deleted job
+
+
+def job_deleted(session: Session, job_id: str, *, reason: str, actor: str | None) -> str | None:
+    """Mark a job deleted (users no longer see it) and record who did it; its status, or None if there is no such
+    job. Cancel an active job first: this moves no status."""
+    status = touch_job(session, job_id, deleted_at=NOW)
+    if status is not None:
+        _record(session, "job", job_id, job_id, status, DELETED, reason, actor)
+    return status
+
+
 # --- chunks and frames, as workers see them --------------------------------------------------------------------
 
 

@@ -8,7 +8,11 @@ looks for work that fell between the cracks and puts it back on track.
 - jobs whose chunks are all done but were never packaged (the chord callback was lost) are packaged, and packaging
   that stalled (its packager died) is resumed;
 - CANCELING jobs with nothing left running become CANCELED;
-- project files (blobs) no job has used for FARM_BLOB_TTL_DAYS, and no active job needs, are deleted.
+- project files (blobs) no job has used for FARM_BLOB_TTL_DAYS, and no active job needs, are deleted;
+- deleted jobs whose cancel has settled lose their files and rows, and jobs that finished FARM_RETENTION_DAYS ago
+  are deleted (`farm.jobs.deletion`);
+- each job's storage used is measured again after it changed (`farm.jobs.storage_usage`);
+- S3 multipart uploads abandoned for FARM_MULTIPART_ABORT_HOURS (a packager killed mid-zip) are aborted.
 
 Every action is a compare-and-set through `farm.jobs.states`, and candidate rows are locked with SKIP LOCKED on
 Postgres, so any number of janitors can run at once without doing anything twice.
@@ -30,7 +34,7 @@ from sqlalchemy.orm import Session
 from farm.clock import database_now
 from farm.config import Settings
 from farm.db import Database
-from farm.jobs import states
+from farm.jobs import deletion, states, storage_usage
 from farm.messaging import broker
 from farm.messaging.dispatch import new_task_id, retire_tasks, send_packaging, send_render
 from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus
@@ -40,6 +44,7 @@ from farm.storage import Storage, open_storage
 log = logging.getLogger(__name__)
 ACTIVE = (JobStatus.QUEUED, JobStatus.RENDERING)
 STOPPING = (JobStatus.CANCELING, JobStatus.CANCELED, JobStatus.FAILED)
+UPLOADS_EVERY = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,10 @@ class Sweep:
     jobs_packaged: list[str] = field(default_factory=list)
     jobs_settled: list[str] = field(default_factory=list)
     blobs_expired: list[str] = field(default_factory=list)
+    jobs_purged: list[str] = field(default_factory=list)
+    jobs_retired: list[str] = field(default_factory=list)
+    jobs_measured: list[str] = field(default_factory=list)
+    uploads_aborted: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(vars(self).values())
@@ -75,6 +84,7 @@ class Janitor:
     def __init__(self, db: Database, celery: Celery, settings: Settings, name: str) -> None:
         self.db, self.celery, self.settings, self.name = db, celery, settings, name
         self.timeout = timedelta(seconds=settings.worker_timeout_seconds)
+        self.uploads_checked: datetime | None = None
 
     def _locked(self, session: Session, query):  # type: ignore[no-untyped-def]
         return session.scalars(query.with_for_update(skip_locked=True)).all()
@@ -95,6 +105,10 @@ class Janitor:
             self.resume_stalled_packaging,
             self.settle_cancels,
             self.expire_blobs,
+            self.retire_old_jobs,
+            self.purge_deleted_jobs,
+            self.measure_storage,
+            self.abort_stale_uploads,
         ):
             try:
                 step(now, done)
@@ -107,6 +121,46 @@ class Janitor:
     def expire_blobs(self, now: datetime, done: Sweep) -> None:
         with self.db.session() as session:
             done.blobs_expired.extend(blob_store.expire(session, self.storage, self.settings.blob_ttl_days))
+
+    def retire_old_jobs(self, now: datetime, done: Sweep) -> None:
+        days = self.settings.retention_days
+        if days is None:
+            return
+        with self.db.session() as session:
+            old = deletion.expired(session, now - timedelta(days=days))
+        for job_id in old:
+            with self.db.session() as session:  # one job a transaction: a failure costs only its own retry
+                deletion.delete_job(
+                    session, self.storage, job_id, actor=self.name, reason=f"finished over {days:g} days ago"
+                )
+            done.jobs_retired.append(job_id)
+
+    def purge_deleted_jobs(self, now: datetime, done: Sweep) -> None:
+        """Deleted jobs that were active: purged once canceled, and quiet for a worker timeout (a renderer that was
+        stopping has stored its last frame by then)."""
+        with self.db.session() as session:
+            ready = deletion.ready_to_purge(session, now - self.timeout)
+        for job_id in ready:
+            with self.db.session() as session:
+                if session.get(Job, job_id, with_for_update=True) is not None:  # another janitor may have done it
+                    deletion.purge(session, self.storage, job_id)
+                    done.jobs_purged.append(job_id)
+
+    def measure_storage(self, now: datetime, done: Sweep) -> None:
+        with self.db.session() as session:
+            due = storage_usage.due(session, now)
+        for job_id in due:
+            with self.db.session() as session:  # the job's row is not held while storage lists its files
+                storage_usage.measure(session, self.storage, job_id, now)
+            done.jobs_measured.append(job_id)
+
+    def abort_stale_uploads(self, now: datetime, done: Sweep) -> None:
+        """At most once every ten minutes per janitor: listing uploads is a request, and they age in hours."""
+        if self.uploads_checked is not None and now - self.uploads_checked < UPLOADS_EVERY:
+            return
+        self.uploads_checked = now
+        age = timedelta(hours=self.settings.multipart_abort_hours)
+        done.uploads_aborted.extend(self.storage.abort_uploads(older_than=age))
 
     @functools.cached_property
     def storage(self) -> Storage:

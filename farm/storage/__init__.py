@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import unquote, urlparse
@@ -137,6 +138,16 @@ class Storage(ABC):
     def delete_prefix(self, prefix: str) -> None: ...
 
     @abstractmethod
+    def usage(self, prefix: str) -> int:
+        """Bytes stored under `prefix` (a job's `jobs/<id>`): what the farm shows as a job's storage used."""
+
+    def abort_uploads(self, prefix: str = "", older_than: timedelta = timedelta(0)) -> list[str]:
+        """Abort uploads under `prefix` begun longer ago than `older_than` and never finished, which S3 keeps (and
+        bills) until told; returns their keys. Nothing to do for a folder, where a write in progress is one
+        temporary file."""
+        return []
+
+    @abstractmethod
     def ensure_ready(self) -> None:
         """Create what must exist before first use (the bucket, the folder)."""
 
@@ -218,6 +229,15 @@ class FileStorage(Storage):
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
+
+    def usage(self, prefix: str) -> int:
+        """Bytes of the files under `prefix`; a hard-linked frame counts in full, as it would in S3."""
+        total = 0
+        for folder, _dirs, files in os.walk(self._path(prefix.rstrip("/"))):
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):  # a temporary file renamed as it is counted
+                    total += os.lstat(os.path.join(folder, name)).st_size
+        return total
 
     @contextmanager
     def writer(self, key: str, content_type: str | None = None, size_hint: int = 0) -> Iterator[Sink]:
@@ -454,13 +474,36 @@ class S3Storage(Storage):
             upload.abort()
             raise
 
-    @_unavailable_on_outage
-    def delete_prefix(self, prefix: str) -> None:
+    def _listing(self, prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix.rstrip("/")) + "/"):
-            objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if objects:
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})
+            yield from page.get("Contents", [])
+
+    @_unavailable_on_outage
+    def delete_prefix(self, prefix: str) -> None:
+        objects = [{"Key": o["Key"]} for o in self._listing(prefix)]
+        for i in range(0, len(objects), 1000):  # the most one request may delete
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects[i : i + 1000]})
+
+    @_unavailable_on_outage
+    def usage(self, prefix: str) -> int:
+        return sum(int(o["Size"]) for o in self._listing(prefix))
+
+    @_unavailable_on_outage
+    def abort_uploads(self, prefix: str = "", older_than: timedelta = timedelta(0)) -> list[str]:
+        """A packager killed mid-zip leaves a multipart upload whose parts stay stored (and billed) until aborted;
+        listing objects does not show them, so deleting a job's prefix does not remove them either."""
+        cutoff = datetime.now(UTC) - older_than
+        scope = self._key(prefix.rstrip("/")) + "/" if prefix else (f"{self.prefix}/" if self.prefix else "")
+        aborted = []
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=scope):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] <= cutoff:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted.append(upload["Key"].removeprefix(f"{self.prefix}/") if self.prefix else upload["Key"])
+        return aborted
 
 
 def open_storage(settings: Settings) -> Storage:

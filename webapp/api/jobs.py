@@ -1,4 +1,4 @@
-"""Jobs: submit, list and search, read, cancel, retry; their frames, chunks, logs, events and the zip."""
+"""Jobs: submit, list and search, read, cancel, retry, delete; their frames, chunks, logs, events and the zip."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flask import Response, jsonify, redirect, request, send_file, url_for
 from sqlalchemy import Select, func, or_, select
 
 from farm.errors import Conflict, NotFound, ValidationError
-from farm.jobs import planning, states
+from farm.jobs import deletion, planning, states
 from farm.jobs.inputs import DB_INT_MAX, whole_number
 from farm.jobs.submission import JobForm, Upload, create_job, discard_upload, parse_form, save_upload
 from farm.messaging.dispatch import assign_task_ids, send_chord
@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def get_job(job_id: str) -> Job:
+    """The job, or 404: a deleted job is gone for users at once, though its rows wait for its cancel to settle."""
     job = db.session.get(Job, job_id) if len(job_id) <= 36 else None
-    if job is None:
+    if job is None or job.deleted_at is not None:
         raise NotFound(f"job {job_id}")
     return job
 
@@ -113,7 +114,7 @@ def list_jobs() -> Response:
 
 def job_search() -> Select[tuple[Job]]:
     """Jobs newest first, narrowed by the request's `status` (comma-separated) and `q` (name contains, or an id)."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id)
+    query = select(Job).where(Job.deleted_at.is_(None)).order_by(Job.created_at.desc(), Job.id)
     status = request.args.get("status", "").strip().upper()
     if status:
         wanted = [s.strip() for s in status.split(",")]
@@ -142,12 +143,29 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
     task_ids = [t for t in db.session.scalars(select(Chunk.task_id).where(Chunk.job_id == job.id)) if t]
     states.cancel_job(db.session, job.id, actor=current_actor())
     db.session.commit()
-    try:
-        services.celery().control.revoke(task_ids)
-    except Exception:  # queued tasks are skipped by the database check anyway
-        log.warning("could not broadcast revoke for job %s", job.id, exc_info=True)
+    revoke(task_ids, job.id)
     db.session.refresh(job)
     return jsonify(one_job(job)), 202
+
+
+@bp.delete("/jobs/<job_id>")
+def delete_job(job_id: str) -> tuple[str, int]:
+    """204; an active job is canceled first. The job and its URLs are gone at once (404); its files, the project
+    files no other job uses and its rows go now, or once its cancel has settled. One event records who deleted it."""
+    job = get_job(job_id)
+    task_ids = [t for t in db.session.scalars(select(Chunk.task_id).where(Chunk.job_id == job.id)) if t]
+    deletion.delete_job(db.session, services.storage(), job.id, actor=current_actor(), reason="deleted by user")
+    db.session.commit()
+    revoke(task_ids, job.id)
+    return "", 204
+
+
+def revoke(task_ids: list[str], job_id: str) -> None:
+    """Tell workers to drop the job's queued tasks; a task that arrives anyway is skipped by the database check."""
+    try:
+        services.celery().control.revoke(task_ids)
+    except Exception:
+        log.warning("could not broadcast revoke for job %s", job_id, exc_info=True)
 
 
 @bp.post("/jobs/<job_id>/retry")

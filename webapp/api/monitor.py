@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from farm.errors import ValidationError
+from farm.jobs.storage_usage import farm_usage
 from farm.messaging import broker
 from farm.models import Job, TaskRecord, Worker
 from webapp import services
@@ -99,3 +100,10 @@ def list_tasks() -> Response:
     (RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REJECTED, REVOKED; comma-separated), `worker`, `job`, `limit`
     (1-500), `offset`."""
     return jsonify(tasks_json(db.session, **task_filters()))
+
+
+@bp.get("/storage")
+def storage_used() -> Response:
+    """The farm's storage used: `{"total_bytes", "jobs_bytes", "jobs", "project_files_bytes", "project_files"}`; jobs'
+    files as the janitor last measured them (each JOB's `storage`), project files stored once for every job."""
+    return jsonify(farm_usage(db.session))

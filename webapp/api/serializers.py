@@ -85,6 +85,7 @@ def job_json(job: Job, running: int) -> dict[str, Any]:
         }
         if job.asset_key
         else None,
+        "storage": {"bytes": job.storage_bytes, "measured_at": iso(job.storage_measured_at)},
         "version": job.version,
     }
 

@@ -39,6 +39,20 @@ function badge(status) {
   return el("span", { class: `badge s-${status.toLowerCase()}`, text: status.toLowerCase() });
 }
 
+// A form with data-confirm asks first (capturing, so before any handler below sends it).
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset.confirm;
+  if (question && !window.confirm(question)) { event.preventDefault(); event.stopImmediatePropagation(); }
+}, true);
+
+function formatBytes(value) {
+  if (value === null || value === undefined) return "—";
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (value >= 1024 && i < units.length - 1) { value /= 1024; i += 1; }
+  return i === 0 ? `${value} bytes` : `${value.toFixed(1)} ${units[i]}`;
+}
+
 // Buttons are plain CSRF-protected forms; with JS they post in the background and the page updates itself.
 document.addEventListener("submit", async (event) => {
   const form = event.target;
@@ -212,6 +226,7 @@ function jobPage() {
     document.getElementById("avg").textContent = formatMs(r.average_render_time);
     document.getElementById("running").textContent = r.chunks_rendering;
     document.getElementById("worker").textContent = j.worker_host || "—";
+    document.getElementById("storage").textContent = formatBytes(j.storage.bytes);
     const error = document.getElementById("job-error");
     error.textContent = j.error || "";
     error.hidden = !j.error;
