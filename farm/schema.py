@@ -10,6 +10,7 @@ the database at the revision it was.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, inspect, text
 
 from farm.models import Base
 
@@ -124,6 +125,24 @@ def wait_until_ready(engine: Engine, timeout: float, *, poll: float = 1.0, who: 
             log.warning("%s waits for the database schema: %s (the web app upgrades it at start)", who, problem)
             next_log = time.monotonic() + 30
         time.sleep(poll)
+
+
+def new_revision(message: str) -> Path:
+    """Write the next migration for what `farm/models.py` declares beyond the latest revision (Alembic's
+    autogenerate against a scratch SQLite database brought to head), numbered after it; read it before committing."""
+    head = scripts().get_current_head() or "0000"
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = create_engine(f"sqlite:///{scratch}/schema.sqlite")
+        try:
+            upgrade(engine)
+            with engine.begin() as conn:
+                script = command.revision(
+                    alembic_config(conn), message=message, autogenerate=True, rev_id=f"{int(head) + 1:04d}"
+                )
+        finally:
+            engine.dispose()
+    assert script is not None and not isinstance(script, list)
+    return Path(script.path)
 
 
 def differences(engine: Engine) -> list[object]:

@@ -77,5 +77,11 @@ def test_bad_setting_is_one_line(farm, tmp_path):
 def test_check_reports_every_service(farm_cli):
     result = farm_cli("check", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    for line in ("ok    database  postgresql answers", "ok    broker", "ok    storage   s3://", "ok    blender"):
+    for line in (
+        "ok    database  postgresql answers",
+        "ok    schema    the database is at revision",
+        "ok    broker",
+        "ok    storage   s3://",
+        "ok    blender",
+    ):
         assert line in result.stdout, result.stdout
