@@ -17,7 +17,8 @@ from farm.jobs import states
 from farm.messaging.janitor import Janitor
 from farm.models import Chunk, ChunkStatus, Event, Frame, Job, JobBlob, JobStatus, StoredBlob, TaskRecord, utcnow
 from farm.projects import blob_key
-from farm.storage import S3Storage, open_storage
+from farm.storage import open_storage
+from farm.storage.s3 import S3Storage
 from tests.rows import add_job, claim_first_chunk
 
 
