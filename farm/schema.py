@@ -30,6 +30,15 @@ LOCK_KEY = 72177001  # the advisory lock every upgrade takes on Postgres
 BASELINE = "0001"  # the schema `create_all` made before migrations existed
 
 
+def _not_chatter(record: logging.LogRecord) -> bool:
+    """Alembic says which dialect it drives every time it reads the revision: a waiting worker would log it each
+    second. What it migrates is still logged."""
+    return not str(record.msg).startswith(("Context impl", "Will assume"))
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_not_chatter)
+
+
 class SchemaNotReady(RuntimeError):
     """The database is not at the revision this code needs (and did not get there in time)."""
 
