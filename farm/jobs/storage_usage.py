@@ -20,7 +20,7 @@ from farm.storage import Storage
 REMEASURE = timedelta(seconds=60)
 
 
-def due(session: Session, now: datetime, limit: int = 20) -> list[str]:
+def due(session: Session, now: datetime, limit: int = 5) -> list[str]:
     """Jobs never measured, or changed since they were measured more than REMEASURE ago; newest changes first."""
     return list(
         session.scalars(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -43,7 +44,7 @@ from farm.storage import Storage, open_storage
 log = logging.getLogger(__name__)
 ACTIVE = (JobStatus.QUEUED, JobStatus.RENDERING)
 STOPPING = (JobStatus.CANCELING, JobStatus.CANCELED, JobStatus.FAILED)
-UPLOADS_EVERY = timedelta(minutes=10)
+UPLOADS_EVERY = 600.0  # seconds between a janitor's looks for abandoned multipart uploads
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Janitor:
     def __init__(self, db: Database, celery: Celery, settings: Settings, name: str) -> None:
         self.db, self.celery, self.settings, self.name = db, celery, settings, name
         self.timeout = timedelta(seconds=settings.worker_timeout_seconds)
-        self.uploads_checked: datetime | None = None
+        self.uploads_due = time.monotonic() + UPLOADS_EVERY  # abandoned uploads age in hours: no hurry at start
 
     def _locked(self, session: Session, query):  # type: ignore[no-untyped-def]
         return session.scalars(query.with_for_update(skip_locked=True)).all()
@@ -84,7 +85,7 @@ class Janitor:
         except Exception:
             log.exception("janitor %s cannot read the database's clock", self.name)
             return done
-        for step in (
+        steps = [
             self.mark_silent_workers,
             self.recover_silent_chunks,
             self.redispatch_lost_tasks,
@@ -95,8 +96,11 @@ class Janitor:
             self.retire_old_jobs,
             self.purge_deleted_jobs,
             self.measure_storage,
-            self.abort_stale_uploads,
-        ):
+        ]
+        if time.monotonic() >= self.uploads_due:
+            self.uploads_due = time.monotonic() + UPLOADS_EVERY
+            steps.append(self.abort_stale_uploads)
+        for step in steps:
             try:
                 step(now, done)
             except Exception:  # one failing step (say, the broker is down) must not stop the others
@@ -142,10 +146,7 @@ class Janitor:
             done.jobs_measured.append(job_id)
 
     def abort_stale_uploads(self, now: datetime, done: Sweep) -> None:
-        """At most once every ten minutes per janitor: listing uploads is a request, and they age in hours."""
-        if self.uploads_checked is not None and now - self.uploads_checked < UPLOADS_EVERY:
-            return
-        self.uploads_checked = now
+        """Run every UPLOADS_EVERY, not every sweep: listing uploads is a request, and they age in hours."""
         age = timedelta(hours=self.settings.multipart_abort_hours)
         done.uploads_aborted.extend(self.storage.abort_uploads(older_than=age))
 

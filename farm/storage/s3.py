@@ -247,8 +247,9 @@ class S3Storage(Storage):
 
     def _listing(self, prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix.rstrip("/")) + "/"):
-            yield from page.get("Contents", [])
+        with contextlib.suppress(self.client.exceptions.NoSuchBucket):  # nothing stored yet
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix.rstrip("/")) + "/"):
+                yield from page.get("Contents", [])
 
     @_unavailable_on_outage
     def delete_prefix(self, prefix: str) -> None:
@@ -266,9 +267,10 @@ class S3Storage(Storage):
         listing objects does not show them, so deleting a job's prefix does not remove them either."""
         cutoff = datetime.now(UTC) - older_than
         scope = self._key(prefix.rstrip("/")) + "/" if prefix else (f"{self.prefix}/" if self.prefix else "")
-        aborted = []
-        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=scope):
-            for upload in page.get("Uploads", []):
+        aborted: list[str] = []
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=scope)
+        with contextlib.suppress(self.client.exceptions.NoSuchBucket):  # nothing stored yet
+            for upload in (u for page in pages for u in page.get("Uploads", [])):
                 if upload["Initiated"] <= cutoff:
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
