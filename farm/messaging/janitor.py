@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from farm.clock import database_now
 from farm.config import Settings
 from farm.db import Database
+from farm.errors import NotFound
 from farm.jobs import deletion, states, storage_usage
 from farm.messaging import broker
 from farm.messaging.dispatch import after_commit, new_task_id, retire_tasks, send_packaging, send_render
@@ -120,10 +121,13 @@ class Janitor:
         with self.db.session() as session:
             old = deletion.expired(session, now - timedelta(days=days))
         for job_id in old:
-            with self.db.session() as session:  # one job a transaction: a failure costs only its own retry
-                deletion.delete_job(
-                    session, self.storage, job_id, actor=self.name, reason=f"finished over {days:g} days ago"
-                )
+            try:
+                with self.db.session() as session:  # one job a transaction: a failure costs only its own retry
+                    deletion.delete_job(
+                        session, self.storage, job_id, actor=self.name, reason=f"finished over {days:g} days ago"
+                    )
+            except NotFound:  # another janitor (or a user) deleted it meanwhile
+                continue
             done.jobs_retired.append(job_id)
 
     def purge_deleted_jobs(self, now: datetime, done: Sweep) -> None:
