@@ -35,10 +35,10 @@ from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, Worker
 from farm.retrying import is_transient, with_retries
 from farm.storage import regular_file, sha256_file
 from farm.storage.previews import store_thumbnail
+from workers.benchmark_renderers import is_benchmark_renderer, render_nothing
 from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
 from workers.disk import DISK_FULL, blame_disk, failure_reason, refuse_if_full, room_for
-from workers.null_renderer import NULL_RENDERER, render_nothing
 from workers.warm_blender import RENDER_SCRIPT, WARM
 
 log = logging.getLogger(__name__)
@@ -362,8 +362,10 @@ class ChunkRun:
     def render(self, spec: dict[str, Any]) -> Outcome:
         """In the job's warm Blender (FARM_WARM_BLENDER=1, the default), or in a fresh one that exits after."""
         settings = self.ctx.settings
-        if settings.renderer == NULL_RENDERER:
-            return render_nothing(spec, self.on_event)
+        if is_benchmark_renderer(settings.renderer):
+            return render_nothing(
+                spec, self.on_event, settings.renderer, should_stop=self.should_stop, on_tick=self.on_tick
+            )
         watch: dict[str, Any] = dict(
             should_stop=self.should_stop, on_tick=self.on_tick, stall_seconds=settings.frame_timeout_seconds
         )
