@@ -96,6 +96,7 @@ def page_view(spec: Schema) -> dict[str, Any]:
             by_tag[methods[method]["tags"][0]]["operations"].append(operation_view(path, method, methods[method]))
     return {
         "info": spec["info"],
+        "auth_required": bool(spec["security"]),
         "tags": [tag for tag in by_tag.values() if tag["operations"]],
         "schemas": [{"name": name, "fields": fields(s)} for name, s in spec["components"]["schemas"].items()],
     }
