@@ -69,7 +69,7 @@ def test_the_limits_described_are_this_farms(app, client):
     settings = app.extensions["farm"]
     assert fields["samples"]["maximum"] == settings.max_samples
     assert fields["chunk_size"]["maximum"] == settings.max_frames
-    assert f"{settings.max_upload_bytes // 2**20} MiB" in fields["file"]["description"]
+    assert f"{settings.max_upload_bytes // 2**20:,} MiB" in fields["file"]["description"]
 
 
 def test_the_docs_page_shows_every_operation_and_the_header_links_to_it(client):

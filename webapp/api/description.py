@@ -311,18 +311,18 @@ def job_form(settings: Settings) -> Schema:
             "type": "string",
             "format": "binary",
             "description": "A .blend file, or a .zip project archive (then `main` names the .blend inside it). "
-            f"At most {settings.max_upload_bytes // 2**20} MiB. Required unless `manifest` is sent.",
+            f"At most {settings.max_upload_bytes // 2**20:,} MiB. Required unless `manifest` is sent.",
         },
         "manifest": {
             **TEXT,
             "contentMediaType": "application/json",
             "description": 'Instead of `file`: `{"main": path, "files": {path: {"sha256", "size"}}}` naming files '
-            f"already uploaded with `PUT /api/files/{{sha256}}` (at most {MAX_FILES}).",
+            f"already uploaded with `PUT /api/files/{{sha256}}` (at most {MAX_FILES:,}).",
         },
         "main": {**TEXT, "maxLength": 500, "description": "The .blend inside a .zip project."},
         "name": {**TEXT, "maxLength": 200, "description": "Default: the file's stem."},
         "frame_start": whole(0, 10**9, "First frame (inclusive); default: the scene's own."),
-        "frame_end": whole(0, 10**9, f"Last frame (inclusive); at most {settings.max_frames} frames a job."),
+        "frame_end": whole(0, 10**9, f"Last frame (inclusive); at most {settings.max_frames:,} frames a job."),
         "chunk_size": whole(1, settings.max_frames, "Frames per task; default: chosen by the farm."),
         "engine": choice(list(dict.fromkeys(ENGINES.values())), "Default: the scene's own."),
         "samples": whole(1, settings.max_samples, "Default: the scene's own."),

@@ -5,15 +5,18 @@ script, so no Swagger UI from a CDN). The description itself lives in `webapp.ap
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import Response, current_app, render_template
+from markupsafe import Markup, escape
 
 from webapp import services
 from webapp.api import bp
 from webapp.api.description import Schema, describe
 
 METHOD_ORDER = ("get", "post", "put", "patch", "delete")
+CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
 def description() -> Schema:
@@ -33,13 +36,23 @@ def type_text(schema: Schema) -> str:
     if isinstance(kind, list):
         return " or ".join(type_text({**schema, "type": k}) for k in kind)
     if kind == "array":
-        return f"array of {type_text(schema.get('items', {}))}"
+        items = schema.get("items", {})
+        if "enum" in items:
+            return "one or more of " + ", ".join(map(str, items["enum"]))
+        return f"array of {type_text(items)}"
     if schema.get("format") == "binary":
         return "file" if kind == "string" else kind
     if "enum" in schema:
         return "one of " + ", ".join(map(str, schema["enum"]))
     limits = [f"{word} {schema[key]:,}" for key, word in (("minimum", "from"), ("maximum", "to")) if key in schema]
     return ", ".join([kind, " ".join(limits)]) if limits else kind
+
+
+def shape(schema: Schema) -> str:
+    """A response body in a line: `{job: Job}`, `{jobs: array of Job, total: integer, …}`."""
+    if "properties" not in schema:
+        return type_text(schema)
+    return "{" + ", ".join(f"{name}: {type_text(field)}" for name, field in schema["properties"].items()) + "}"
 
 
 def fields(schema: Schema) -> list[dict[str, Any]]:
@@ -79,7 +92,7 @@ def operation_view(path: str, method: str, described: Schema) -> dict[str, Any]:
                 "status": status,
                 "text": answer["description"],
                 "types": [
-                    f"{media} ({type_text(c['schema'])})" if "schema" in c else media
+                    f"{media} {shape(c['schema'])}" if "schema" in c else media
                     for media, c in answer.get("content", {}).items()
                 ],
             }
@@ -100,6 +113,12 @@ def page_view(spec: Schema) -> dict[str, Any]:
         "tags": [tag for tag in by_tag.values() if tag["operations"]],
         "schemas": [{"name": name, "fields": fields(s)} for name, s in spec["components"]["schemas"].items()],
     }
+
+
+@bp.app_template_filter("code_spans")
+def code_spans(text: str) -> Markup:
+    """The description's `backticks` as <code>, everything else as escaped text."""
+    return Markup(CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", str(escape(text))))
 
 
 @bp.get("/openapi.json")
