@@ -35,7 +35,7 @@ def test_the_api_page_is_reached_from_the_header_and_shows_every_operation(own_f
         assert page.text_content("h1") == "farm API"
         assert page.get_attribute("header nav a[aria-current=page]", "href") == "/api/docs"
         assert page.locator("article.api-op[id]").count() == len(operations) + len(spec["components"]["schemas"])
-        page.screenshot(path=str(ARTIFACTS / "api-docs.png"), full_page=False)
+        page.screenshot(path=str(ARTIFACTS / "api-docs.png"), full_page=True)
         page.click(".api-toc a[href='#submit_job']")
         page.wait_for_url("**/api/docs#submit_job")
         submit = page.locator("#submit_job")

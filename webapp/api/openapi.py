@@ -16,6 +16,7 @@ from webapp.api import bp
 from webapp.api.description import Schema, describe
 
 METHOD_ORDER = ("get", "post", "put", "patch", "delete")
+ERROR_SCHEMA = "#/components/schemas/Error"
 CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
@@ -40,8 +41,8 @@ def type_text(schema: Schema) -> str:
         if "enum" in items:
             return "one or more of " + ", ".join(map(str, items["enum"]))
         return f"array of {type_text(items)}"
-    if schema.get("format") == "binary":
-        return "file" if kind == "string" else kind
+    if "format" in schema:
+        return "file" if schema["format"] == "binary" else schema["format"]
     if "enum" in schema:
         return "one of " + ", ".join(map(str, schema["enum"]))
     limits = [f"{word} {schema[key]:,}" for key, word in (("minimum", "from"), ("maximum", "to")) if key in schema]
@@ -97,8 +98,15 @@ def operation_view(path: str, method: str, described: Schema) -> dict[str, Any]:
                 ],
             }
             for status, answer in described["responses"].items()
+            if not is_error(answer)
         ],
+        "errors": [status for status, answer in described["responses"].items() if is_error(answer)],
     }
+
+
+def is_error(answer: Schema) -> bool:
+    """An answer in the contract's error shape: the page lists their statuses once per operation, meanings once."""
+    return answer.get("content", {}).get("application/json", {}).get("schema") == {"$ref": ERROR_SCHEMA}
 
 
 def page_view(spec: Schema) -> dict[str, Any]:
@@ -107,7 +115,15 @@ def page_view(spec: Schema) -> dict[str, Any]:
     for path, methods in spec["paths"].items():
         for method in (m for m in METHOD_ORDER if m in methods):
             by_tag[methods[method]["tags"][0]]["operations"].append(operation_view(path, method, methods[method]))
+    errors = {
+        status: answer["description"]
+        for methods in spec["paths"].values()
+        for described in methods.values()
+        for status, answer in described["responses"].items()
+        if is_error(answer)
+    }
     return {
+        "errors": sorted(errors.items()),
         "info": spec["info"],
         "auth_required": bool(spec["security"]),
         "tags": [tag for tag in by_tag.values() if tag["operations"]],
