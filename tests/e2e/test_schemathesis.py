@@ -2,13 +2,14 @@
 description at /api/openapi.json, valid and invalid, for every operation. Every answer must match what the
 description says (status, content type, headers, body schema) and none may be a 5xx.
 
-The farm has one queued job and one worker to act on (rows, no Blender: the job's queue has no worker, and no file
-the generator sends is a .blend), and path parameters name them half the time, so reads, cancel, retry and the
-worker switches answer their 2xx and 409s too, not only 404. Examples are derandomized and bounded.
+The farm has jobs and a worker to act on (rows, no Blender: the jobs' queue has no worker, and no file the generator
+sends is a .blend), and valid cases name them as often as made-up ones, so reads, frames, logs, cancel, retry and the
+worker switches answer their 2xx, 302 and 409s too, not only 404. Examples are derandomized and bounded.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Iterator
@@ -20,12 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
+from sqlalchemy import update
 
 from farm.config import load_settings
-from farm.models import Worker
+from farm.models import Chunk, Worker
 from tests.conftest import RUN_ID
 from tests.helpers import FarmProcesses
-from tests.rows import add_job
+from tests.rows import add_job, claim_first_chunk, render_frame
 from webapp.api.description import describe
 
 pytestmark = pytest.mark.slow
@@ -52,13 +54,19 @@ def api_farm(prod_env, database, tmp_path_factory) -> Iterator[FarmProcesses]:  
 
 
 @pytest.fixture(scope="module")
-def known(database) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """The objects generated cases may name besides made-up ones."""
+def known(database) -> dict[str, list[object]]:  # type: ignore[no-untyped-def]
+    """The objects generated cases may name besides made-up ones: a queued job, a job rendering on a worker with
+    frame 1 done and chunk 0's log named, and that worker."""
+    queue = f"api-{RUN_ID}"
     with database.session() as session:
-        job_id = add_job(session, 4, 2, name="schemathesis", queue=f"api-{RUN_ID}")
-        session.add(Worker(hostname=WORKER, devices=["CPU"], queues=[f"api-{RUN_ID}"]))
-        session.commit()
-    return {"job_id": job_id, "hostname": WORKER}
+        queued = add_job(session, 4, 2, name="schemathesis", queue=queue)
+        rendering = add_job(session, 2, 2, name="schemathesis-rendering", queue=queue)
+        session.add(Worker(hostname=WORKER, devices=["CPU"], queues=[queue]))
+    claim_first_chunk(database, rendering, WORKER)
+    render_frame(database, rendering, 1, WORKER)
+    with database.session() as session:  # the log a worker names as it starts, not uploaded yet
+        session.execute(update(Chunk).where(Chunk.job_id == rendering).values(log_key=f"logs/{rendering}/0.log"))
+    return {"job_id": [queued, rendering], "hostname": [WORKER], "frame": [1], "index": [0]}
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +77,14 @@ def api_schema(api_farm: FarmProcesses):  # type: ignore[no-untyped-def]
     return schema
 
 
-def cases(operation, path: str, known: dict[str, str]) -> st.SearchStrategy:  # type: ignore[no-untyped-def]
-    """Valid and invalid cases; valid ones name the farm's own job or worker as often as made-up ones."""
-    own = {name: value for name, value in known.items() if f"{{{name}}}" in path}
+def cases(operation, path: str, known: dict[str, list[object]]) -> st.SearchStrategy:  # type: ignore[no-untyped-def]
+    """Valid and invalid cases, and valid ones naming the farm's own objects (each combination of them)."""
+    names = [name for name in known if f"{{{name}}}" in path]
     modes = [operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)]
-    if own:
-        modes.append(operation.as_strategy(GenerationMode.POSITIVE, path_parameters=own))
+    for values in itertools.product(*(known[name] for name in names)) if names else []:
+        modes.append(
+            operation.as_strategy(GenerationMode.POSITIVE, path_parameters=dict(zip(names, values, strict=True)))
+        )
     return st.one_of(modes)
 
 
