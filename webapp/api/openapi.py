@@ -28,7 +28,7 @@ def description() -> Schema:
 
 
 def type_text(schema: Schema) -> str:
-    """A schema in a few words for the page: `integer, 1 to 500`, `array of Job`, `string or null`."""
+    """A schema in a few words for the page: `integer, from 1 to 500`, `array of Job`, `string or null`."""
     if "$ref" in schema:
         return schema["$ref"].rsplit("/", 1)[1]
     if "oneOf" in schema:
