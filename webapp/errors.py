@@ -72,7 +72,9 @@ def init_app(app: Flask, settings: Settings) -> None:
             limit = app.config.get("MAX_CONTENT_LENGTH") or 0
             return error_response(413, "too_large", f"the upload is larger than {limit // 2**20} MiB", "file")
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(status, code, exc.description or exc.name or "error")
+        # the exception's own headers, such as a 405's Allow (which HTTP requires), on the JSON answer too
+        headers = {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}
+        return (*error_response(status, code, exc.description or exc.name or "error"), headers)
 
     @app.errorhandler(OSError)
     def os_error(exc: OSError):  # type: ignore[no-untyped-def]

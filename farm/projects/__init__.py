@@ -79,6 +79,8 @@ def parse_blob(raw: object, field: str) -> Blob:
     sha256, size = raw.get("sha256"), raw.get("size")
     if not isinstance(sha256, str) or not SHA256.match(sha256):
         raise ValidationError(field, "bad_sha256", f"sha256 must be 64 lowercase hex digits, got {str(sha256)[:80]!r}")
+    if isinstance(size, float) and size.is_integer():  # JSON has one kind of number: 7.0 is the integer 7
+        size = int(size)
     if type(size) is not int or size < 0:
         raise ValidationError(field, "bad_size", f"size must be a whole number of bytes, got {str(size)[:40]!r}")
     return Blob(sha256, size)
