@@ -107,6 +107,10 @@ SCHEMAS: dict[str, Schema] = {
                 "oneOf": [obj({"filename": STRING, "url": STRING, "size": nullable(INTEGER)}), {"type": "null"}],
                 "description": "The zip, null until it is stored; `url` is the API's, which redirects to the file.",
             },
+            "storage": {
+                **obj({"bytes": nullable(INTEGER), "measured_at": TIME}),
+                "description": "The job's files in storage, as the janitor last measured them (null: not yet).",
+            },
             "split": {"type": "integer", "minimum": 1},
             "movie": {"oneOf": [obj({"filename": STRING, "url": STRING, "size": nullable(INTEGER)}), {"type": "null"}]},
             "version": INTEGER,
@@ -387,6 +391,15 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
         },
         "/api/jobs/{job_id}": {
             "get": operation("read_job", "jobs", "One job", {"200": one_job}, parameters=job),
+            "delete": operation(
+                "delete_job",
+                "jobs",
+                "Delete a job",
+                {"204": {"description": "Gone: the job, its files and its URLs answer 404 from now on."}},
+                description="An active job is canceled first; its files and rows go once the cancel has settled. "
+                "One event records who deleted it.",
+                parameters=job,
+            ),
         },
         "/api/jobs/{job_id}/cancel": {
             "post": operation(
@@ -484,6 +497,28 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
                     query("limit", {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 1000}, "Most."),
                 ],
                 errors=(503,),
+            ),
+        },
+        "/api/storage": {
+            "get": operation(
+                "storage_used",
+                "monitor",
+                "The farm's storage used",
+                {
+                    "200": json_response(
+                        "Jobs' files as last measured, and the project files stored once for all jobs.",
+                        obj(
+                            {
+                                "total_bytes": INTEGER,
+                                "jobs_bytes": INTEGER,
+                                "jobs": INTEGER,
+                                "project_files_bytes": INTEGER,
+                                "project_files": INTEGER,
+                            },
+                            ("total_bytes", "jobs_bytes", "jobs", "project_files_bytes", "project_files"),
+                        ),
+                    )
+                },
             ),
         },
         "/api/workers": {
