@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import os
 import shutil
@@ -39,17 +38,10 @@ from botocore.exceptions import (
 )
 
 from farm.config import Settings
+from farm.hashing import CHUNK
+from farm.hashing import sha256_file as sha256_file  # re-exported: the farm's own modules import it from here
 
-CHUNK = 1024 * 1024
 T = TypeVar("T")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def regular_file(path: Path) -> bool:
