@@ -4,7 +4,7 @@ relatively), submit it with the add-on's operator and follow the job to its end,
 
 Usage: <blender> addon_in_blender.py -- CONFIG_JSON with "zip", "mode" ("extension" or "legacy"), "url", "token",
 "blend", "texture" (a file beside the .blend) and "frames" ([start, end]). Events: `installed`, `submitted`,
-`status` (each change the panel would show), `followed`.
+`status` (each change the panel would show), `followed`, `disabled` (what is left once it is disabled).
 """
 
 import json
@@ -96,6 +96,13 @@ def main():
         error=wm.farm_error,
         job_id=scene.farm_job_id,
         page=addon.job_page(prefs.url, scene.farm_job_id),
+    )
+    bpy.ops.preferences.addon_disable(module=module)
+    emit(
+        event="disabled",
+        enabled=module in bpy.context.preferences.addons,
+        properties=[n for n in ("farm_job_id", "farm_chunk_size") if hasattr(bpy.types.Scene, n)],
+        operators=[n for n in ("submit", "refresh", "open_job") if hasattr(bpy.types, f"FARM_OT_{n}")],
     )
     return 0
 

@@ -90,6 +90,7 @@ def test_addon_installs_submits_unsaved_changes_and_follows_the_job(
             assert g > r + 50 and g > b + 50, (r, g, b)  # AgX desaturates: about (110, 197, 81)
         page = requests.get(followed["page"], timeout=30)
         assert followed["page"] == f"{farm.url}/jobs/{job['id']}" and page.status_code == 200 and job["id"] in page.text
+        assert events["disabled"] == {"event": "disabled", "enabled": False, "properties": [], "operators": []}
 
     # Only what the farm lacked went up: the changed .blend and the texture, then the texture no more.
     assert runs["extension"]["submitted"]["uploaded"].startswith("uploaded 2 of 2 files")
