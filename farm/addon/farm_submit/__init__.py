@@ -112,9 +112,8 @@ def _file_to_send() -> tuple[Path, Path | None]:
         return Path(bpy.data.filepath), None
     folder = os.path.dirname(bpy.data.filepath) or tempfile.gettempdir()
     stem = Path(bpy.data.filepath).stem or "untitled"
-    copy = (
-        Path(folder) / f".{stem}-farm-{uuid.uuid4().hex[:12]}.blend"
-    )  # a new name: over a file, Blender keeps a .blend1
+    # A name no file has: saving over one, Blender would keep the old one as a .blend1 beside the artist's files.
+    copy = Path(folder) / f".{stem}-farm-{uuid.uuid4().hex[:12]}.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(copy), copy=True, check_existing=False)
     return copy, copy
 
