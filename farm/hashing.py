@@ -1,6 +1,6 @@
 """Hashing files by content with the standard library alone. Project files are named by their sha256 on both sides:
 the farm's storage, and the artist's side (`farm submit`, and the Blender add-on, which ships this module; the
-storage package imports boto3, which Blender's Python lacks)."""
+storage package brings the farm's settings, and python-dotenv with them, which Blender's Python lacks)."""
 
 from __future__ import annotations
 

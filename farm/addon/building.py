@@ -2,9 +2,10 @@
 and blender-asset-tracer, so a Blender with nothing installed submits exactly as `farm submit` does.
 
 The farm's modules are copied as they are, never rewritten: `farm/projects/` goes without its `__init__.py` (which
-imports the storage layer, and boto3 with it) and so is a namespace package there. One top-level folder,
-`farm_submit/`, holds everything, which both installers take: Blender 4.2+'s extensions (blender_manifest.toml) and
-the legacy add-on installer (bl_info). Entries are sorted and dated 1980-01-01, so the same sources give the same zip.
+imports the storage layer and the farm's settings, with python-dotenv) and so is a namespace package there. One
+top-level folder, `farm_submit/`, holds everything, which both installers take: Blender 4.2+'s extensions
+(blender_manifest.toml) and the legacy add-on installer (bl_info). Entries are sorted and dated 1980-01-01, so the
+same sources give the same zip.
 """
 
 from __future__ import annotations

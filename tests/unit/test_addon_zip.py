@@ -31,7 +31,7 @@ def test_zip_holds_one_folder_with_the_farms_own_code(tmp_path: Path) -> None:
         assert {n.split("/")[0] for n in names} == {"farm_submit"}
         for rel in SHIPPED:
             assert zf.read(f"farm_submit/vendor/farm/{rel}") == (ROOT / "farm" / rel).read_bytes(), rel
-        # Nothing of the farm beyond what the add-on runs: no storage layer (boto3), no web app, no settings.
+        # Nothing of the farm beyond what the add-on runs: no storage layer, no web app, no settings.
         assert {n for n in names if n.startswith("farm_submit/vendor/farm/")} == {
             f"farm_submit/vendor/farm/{rel}" for rel in SHIPPED
         }
