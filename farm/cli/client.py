@@ -1,4 +1,5 @@
-"""A small client for the farm's HTTP API, used by the CLI and the demo. Errors become one readable line."""
+"""A small client for the farm's HTTP API, used by the CLI, the demo and the Blender add-on (which ships this module:
+it needs only `requests`, which Blender bundles). Errors become one readable line."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ class ClientError(Exception):
 
 
 class FarmClient:
-    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 60.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.http = requests.Session()
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = f"{self.base_url}{path}"

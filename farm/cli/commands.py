@@ -6,11 +6,14 @@ Failures print one line on stderr and exit non-zero; there is never a traceback 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,7 +110,7 @@ def submit(
             show_project(packed, dry_run)
             if dry_run:
                 return
-            sent = sending.send(api, packed)
+            sent = sending.send(api, packed, upload_bar)
             click.echo(f"uploaded {sent.uploaded} of {sent.total} files ({sent.uploaded_bytes} bytes)")
             job = api.submit_manifest(sent.manifest, fields)
     if as_json:
@@ -122,6 +125,18 @@ def submit(
     if wait:
         job = wait_for(api, job["id"])
         click.echo(f"completed: {job['asset']['filename']}  {job['asset']['url']}")
+
+
+@contextlib.contextmanager
+def upload_bar(files: int, total_bytes: int) -> Iterator[Callable[[int], None]]:
+    """The upload's progress bar, drawn on a terminal only: piped, stderr is kept for one-line errors."""
+    with click.progressbar(
+        length=total_bytes,
+        label=f"uploading {files} files",
+        file=sys.stderr if sys.stderr.isatty() else io.StringIO(),
+        show_pos=True,
+    ) as bar:
+        yield bar.update
 
 
 def show_project(packed: packing.Project, everything: bool) -> None:
@@ -209,6 +224,24 @@ def retry(job_id: str, wait: bool) -> None:
 def download(job_id: str, out_dir: Path) -> None:
     """Save a completed job's zip."""
     click.echo(client().download(job_id, out_dir))
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder to write farm_submit.zip in.",
+)
+def addon(out_dir: Path) -> None:
+    """Write the Blender add-on, farm_submit.zip: in Blender 4.2+, Preferences > Get Extensions > Install from Disk
+    (or Add-ons > Install for a legacy add-on); its panel is under Render Properties."""
+    from farm.addon.building import write_zip
+
+    click.echo(write_zip(out_dir))
 
 
 @cli.command()

@@ -7,7 +7,6 @@ Keys are plain relative paths (`jobs/<id>/frames/0001.png`); one helper applies 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -22,17 +21,10 @@ from typing import IO, Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from farm.config import Settings
+from farm.hashing import CHUNK
+from farm.hashing import sha256_file as sha256_file  # re-exported: the farm's own modules import it from here
 
-CHUNK = 1024 * 1024
 T = TypeVar("T")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def regular_file(path: Path) -> bool:
