@@ -26,6 +26,7 @@ from celery.exceptions import Reject
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from farm import metrics
 from farm.blender import devices
 from farm.blender.launcher import blender_command, blender_error
 from farm.jobs import planning, states
@@ -239,6 +240,7 @@ class ChunkRun:
             path.unlink(missing_ok=True)
         else:
             self.ctx.frames.keep(path, sha256, size)  # for a packager on this machine
+            metrics.FRAME_SECONDS.labels(worker=self.worker, device=self.device or "unknown").observe(render_ms / 1000)
         self.stored.add(frame)
 
     def should_stop(self) -> str | None:
@@ -515,6 +517,7 @@ def retry_or_fail(ctx: WorkerContext, celery: Celery, work: ChunkWork, chunk: Ch
         priority=work.priority,
         worker=placement.worker,
     )
+    metrics.CHUNK_RETRIES.labels(reason="failed").inc()
 
 
 def render_chunk(
@@ -554,6 +557,7 @@ def render_chunk(
 
     ending = run.ending or with_retries(finish, what="recording the chunk's end")
     if status == ChunkStatus.FAILED:
+        metrics.CHUNK_FAILURES.labels(worker=worker).inc()
         retry_or_fail(ctx, celery, work, work.chunk, reason or "unknown", worker)
     if ending.all_done:
         send_packaging(celery, job_id, queue=work.queue)

@@ -31,12 +31,14 @@ from farm.models import (
     Event,
     Frame,
     FrameStatus,
+    FrameTally,
     Job,
     JobStatus,
     Worker,
     WorkerStatus,
     utcnow,
 )
+from farm.webhooks import outbox
 
 J, C, F = JobStatus, ChunkStatus, FrameStatus
 
@@ -76,7 +78,7 @@ class IllegalTransition(Exception):
         self.kind, self.subject, self.old, self.new = kind, subject, old, new
 
 
-JOBS, CHUNKS, FRAMES, EVENTS = (cast(Table, m.__table__) for m in (Job, Chunk, Frame, Event))
+JOBS, CHUNKS, FRAMES, EVENTS, TALLIES = (cast(Table, m.__table__) for m in (Job, Chunk, Frame, Event, FrameTally))
 MODELS: dict[Table, Any] = {JOBS: Job, CHUNKS: Chunk, FRAMES: Frame}
 
 
@@ -239,6 +241,8 @@ def move_job(
     if old is None:
         return False
     _record(session, "job", job_id, job_id, old, new, reason, actor)
+    if new in TERMINAL_JOB:
+        outbox.job_ended(session, job_id, new)  # webhooks: written now, sent once this transaction commits
     return True
 
 
@@ -477,6 +481,7 @@ def frame_done(
         return False
     _record(session, "frame", f"{job_id}/{frame}", job_id, F.RENDERING, F.DONE, f"{render_time_ms:.0f} ms", worker)
     counted = _core(session, _FRAME_COUNTED, dict(job_id=job_id, render_time_ms=render_time_ms, frame=frame))
+    _core(session, _frame_tallied(session.connection().dialect.name), {"worker": worker})
     status = counted.scalar()
     if status is not None:
         _touched(session)[job_id] = status
@@ -515,6 +520,17 @@ _FRAME_COUNTED = (
     )
     .returning(JOBS.c.status)
 )
+
+
+@cache
+def _frame_tallied(dialect: str) -> Any:
+    """Add one to the renderer's row of `frame_tallies` (made on its first frame): an upsert, in each dialect's
+    words (both say ON CONFLICT ... DO UPDATE)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(TALLIES).values(worker=bindparam("worker"), frames=1)
+    return statement.on_conflict_do_update(index_elements=["worker"], set_={"frames": TALLIES.c.frames + 1})
 
 
 def finish_chunk(

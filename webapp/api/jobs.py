@@ -19,7 +19,7 @@ from farm.storage import FileStorage
 from farm.storage.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
 from webapp import live, services
 from webapp.api import bp
-from webapp.api.serializers import chunk_json, event_json, frame_json, job_json, running_chunks
+from webapp.api.serializers import chunk_json, event_json, frame_json, job_json, running_chunks, webhooks_json
 from webapp.auth import current_actor
 from webapp.extensions import db
 
@@ -34,7 +34,9 @@ def get_job(job_id: str) -> Job:
 
 
 def one_job(job: Job) -> dict[str, Any]:
-    return {"job": job_json(job, running_chunks(db.session, [job.id]).get(job.id, 0))}
+    """JOB, read alone, with its webhook deliveries (`webhooks`; a list would cost a query per job)."""
+    shape = job_json(job, running_chunks(db.session, [job.id]).get(job.id, 0))
+    return {"job": shape | {"webhooks": webhooks_json(db.session, job.id)}}
 
 
 def query_int(name: str, default: int, lo: int, hi: int) -> int:
