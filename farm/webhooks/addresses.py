@@ -38,6 +38,14 @@ def not_public(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
+def ipaddress_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def resolve(url: str, *, allow_private: bool) -> list[str]:
     """The addresses to connect to for `url`; Refused if the name does not resolve, or (unless `allow_private`)
     if any address it resolves to is not public: one private answer among public ones is refused too."""
@@ -50,7 +58,8 @@ def resolve(url: str, *, allow_private: bool) -> list[str]:
     if not allow_private:
         private = [a for a in addresses if not_public(a)]
         if private:
-            raise Refused(f"{host} is a loopback or private address ({private[0]})")
+            named = "is" if ipaddress_literal(host) else f"resolves to {private[0]},"
+            raise Refused(f"{host} {named} a loopback or private address")
     return addresses
 
 
