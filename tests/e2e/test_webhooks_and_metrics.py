@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from farm import metrics as farm_metrics
-from tests.helpers import FarmProcesses, free_port, submit, wait_for_status, wait_until
+from tests.helpers import FarmProcesses, free_port, wait_for_status, wait_until
 from tests.receivers import Receiver
 
 SECRET = secrets.token_hex(16)
@@ -64,9 +66,16 @@ def test_a_real_job_is_posted_and_counted(prod_env, database, tiny_blend, tmp_pa
         port = free_port()
         worker = procs.start_worker(f"metrics-{uuid.uuid4().hex[:6]}", {"FARM_METRICS_PORT": str(port)})
 
-        answer = submit(procs.url, tiny_blend, frame_start=1, frame_end=FRAMES, chunk_size=1, notify_url=job_hook.url)
-        assert answer.status_code == 201, answer.text
-        job_id = answer.json()["job"]["id"]
+        command = ["submit", str(tiny_blend), "--frames", f"1-{FRAMES}", "--chunk-size", "1", "--json"]
+        submitted = subprocess.run(
+            [sys.executable, "-m", "farm", *command, "--notify-url", job_hook.url],
+            env=procs.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = json.loads(submitted.stdout[submitted.stdout.index("{") :])["id"]
         wait_for_status(procs.url, job_id, {"COMPLETED"})
 
         # the job's own receiver: one signed POST, the whole JOB as the API gives it
