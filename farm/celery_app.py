@@ -6,41 +6,11 @@ code. Render tasks ack late, one at a time per slot: a worker that dies gives it
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
 
 from farm.config import Settings, load_settings
-
-
-class FarmCelery(Celery):
-    """Celery whose publishing can be batched. Celery sends a chord's header one message at a time, each through a
-    fresh Redis client and round trip; inside `batched()` every message this thread sends goes through one producer
-    whose commands kombu pipelines (transports without batches publish at once, as before)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._batching = threading.local()
-
-    def producer_or_acquire(self, producer: Any = None) -> Any:
-        return super().producer_or_acquire(producer or getattr(self._batching, "producer", None))
-
-    @contextmanager
-    def batched(self) -> Iterator[None]:
-        """Messages sent inside go out when it ends (or every thousand commands); an error inside drops the ones
-        not yet sent, which the janitor re-sends as lost."""
-        if getattr(self._batching, "producer", None) is not None:
-            yield
-            return
-        with super().producer_or_acquire() as producer, producer.batch():
-            self._batching.producer = producer
-            try:
-                yield
-            finally:
-                self._batching.producer = None
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -71,11 +41,11 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings) -> Celery:
-    from farm.messaging.dispatch import PACKAGE_JOB  # here, not above: farm.dispatch imports this module
+    from farm.messaging.dispatch import PACKAGE_JOB  # here, not above: farm.messaging.dispatch imports this module
 
     if settings.result_backend.startswith("db+sqlite:///"):
         settings.instance_dir.mkdir(parents=True, exist_ok=True)
-    app = FarmCelery(
+    app = Celery(
         "farm",
         broker=settings.broker_url,
         backend=settings.result_backend,

@@ -7,6 +7,7 @@ The defaults need no servers at all: SQLite, a filesystem broker and `file://` s
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class Settings:
     chunk_target_seconds: float
     probe_frame_seconds: float
     probe_spare: bool  # the web app keeps a started Blender for the next submission's probe
-    renderer: str  # "blender", or "null-benchmark-only" for bench/orchestration.py
+    renderer: str  # "blender"; for benchmarks only: "null-benchmark-only", "sleep-benchmark-only:SECONDS"
     blender_max_memory_mb: int  # RLIMIT_AS of every Blender the farm starts; 0: no cap
     blender_nice: int  # added to every Blender's nice value; 0: the farm's own priority
     trusted_scripts: bool  # files' own Python runs (drivers, registered text blocks): only where every file is trusted
@@ -200,9 +201,12 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 def _renderer(env: Mapping[str, str]) -> str:
     value = env.get("FARM_RENDERER", "").strip() or "blender"
-    if value not in ("blender", "null-benchmark-only"):
-        raise ConfigError(f"FARM_RENDERER must be blender (or null-benchmark-only, for benchmarks), got {value!r}")
-    return value
+    if value in ("blender", "null-benchmark-only") or re.fullmatch(r"sleep-benchmark-only:\d+(\.\d+)?", value):
+        return value
+    raise ConfigError(
+        "FARM_RENDERER must be blender (or, for benchmarks, null-benchmark-only or sleep-benchmark-only:SECONDS), "
+        f"got {value!r}"
+    )
 
 
 def _webhook_url(env: Mapping[str, str]) -> str | None:

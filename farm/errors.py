@@ -51,6 +51,14 @@ class Conflict(FarmError):
         super().__init__(None, "wrong_state", message)
 
 
+class IllegalTransition(Conflict):
+    """A change the state machine forbids, e.g. canceling a COMPLETED job."""
+
+    def __init__(self, kind: str, subject: str, old: str, new: str) -> None:
+        super().__init__(f"the {kind} is {old}; it cannot become {new}")
+        self.kind, self.subject, self.old, self.new = kind, subject, old, new
+
+
 class InsufficientStorage(FarmError):
     """This host's disk is too full to take the upload (or to let Blender read it): a 507 the client can retry
     later, not an obscure 500."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from farm.models import Job
-from farm.storage import FileStorage
+from farm.storage.local import FileStorage
 from farm.storage.previews import make_thumbnail, store_thumbnail, thumbnail_key
 from tests.helpers import csrf_in
 from tests.rows import make_job, render_frame

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import func, select
 
 from farm.clock import database_now
+from farm.errors import IllegalTransition
 from farm.jobs import states
-from farm.jobs.states import IllegalTransition
 from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
 from tests.conftest import RUN_ID
 from tests.rows import add_job
@@ -86,9 +86,9 @@ def job_version(database, job_id):
         return session.get(Job, job_id).version
 
 
-def test_a_chunk_ended_with_its_last_frame_touches_the_job_once(database, job_id):
-    """The chunk's end reuses the frame record's UPDATE of the job (same transaction, row still locked); a touch in
-    a later transaction of the same session is a real UPDATE again."""
+def test_every_change_of_a_job_bumps_its_version_once(database, job_id):
+    """Live pages follow `version`: each frame, a chunk's end, a touch and a move each add one, and a touch reports
+    the status the same transaction's move left."""
     first = chunk_ids(database, job_id)[0]
     with database.session() as session:
         chunk = states.claim_chunk(session, first, "ws1@states", None).chunk
@@ -97,7 +97,7 @@ def test_a_chunk_ended_with_its_last_frame_touches_the_job_once(database, job_id
     with database.session() as session:
         assert states.frame_done(session, job_id, 1, **kwargs) and states.frame_done(session, job_id, 2, **kwargs)
         assert states.finish_chunk(session, chunk, ChunkStatus.DONE, worker="ws1@states") == JobStatus.RENDERING
-    assert job_version(database, job_id) == before + 2  # one per frame; the chunk's end added no UPDATE
+    assert job_version(database, job_id) == before + 3  # one per frame, one for the chunk's end
     with database.sessions() as session:  # one session, two transactions
         with session.begin():
             assert states.touch_job(session, job_id) == JobStatus.RENDERING
@@ -105,7 +105,7 @@ def test_a_chunk_ended_with_its_last_frame_touches_the_job_once(database, job_id
             assert states.touch_job(session, job_id) == JobStatus.PACKAGING  # the move is seen, not the old status
         with session.begin():
             assert states.touch_job(session, job_id) == JobStatus.PACKAGING
-    assert job_version(database, job_id) == before + 2 + 3  # touch, move, and the second transaction's touch
+    assert job_version(database, job_id) == before + 3 + 4
 
 
 def test_claim_admits_before_it_writes(database, job_id):

@@ -6,7 +6,9 @@ import pytest
 import requests
 
 from farm.config import load_settings
-from farm.storage import FileStorage, S3Storage, open_storage, sha256_file
+from farm.storage import open_storage, sha256_file
+from farm.storage.local import FileStorage
+from farm.storage.s3 import S3Storage
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -12,7 +12,6 @@ from werkzeug.exceptions import HTTPException
 
 from farm.config import Settings
 from farm.errors import FULL_ERRNOS, FarmError, InsufficientStorage
-from farm.jobs.states import IllegalTransition
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +62,6 @@ def init_app(app: Flask, settings: Settings) -> None:
             title = "Not found" if exc.status == 404 else "That did not work"
             return (*error_page(exc.status, title, exc.message), exc.headers())
         return farm_error_response(exc)
-
-    @app.errorhandler(IllegalTransition)
-    def illegal_transition(exc: IllegalTransition):  # type: ignore[no-untyped-def]
-        return error_response(409, "wrong_state", f"the {exc.kind} is {exc.old}; it cannot become {exc.new}")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]

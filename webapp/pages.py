@@ -28,17 +28,15 @@ from sqlalchemy import false, func, select
 
 from farm.errors import FarmError, ValidationError
 from farm.jobs import staging, submission
-from farm.jobs.states import IllegalTransition
 from farm.jobs.submission import DEVICES, OUTPUT_FORMATS, parse_form, save_upload
 from farm.models import Chunk, Job, JobStatus, WorkerStatus
-from webapp import csrf, services
-from webapp.api import jobs as api_jobs
-from webapp.api import workers as api_workers
+from webapp import actions, csrf, services
 from webapp.api.monitor import TASK_STATES, queues_json, task_filters, tasks_json
 from webapp.api.serializers import job_json, running_chunks, workers_json
 from webapp.errors import ErrorAnswer, farm_error_response
 from webapp.extensions import db
 from webapp.live import links
+from webapp.queries import get_job, job_search, one_job, query_int
 
 bp = Blueprint("pages", __name__)
 bp.before_request(csrf.check)
@@ -56,8 +54,8 @@ def _partial() -> bool:
 def jobs() -> str:
     """Newest first, searchable by name and filterable by status (the query of `GET /api/jobs`), 25 a page."""
     try:
-        page = api_jobs.query_int("page", 1, 1, 10**6)
-        query = api_jobs.job_search()
+        page = query_int("page", 1, 1, 10**6)
+        query = job_search()
         error = None
     except ValidationError as exc:
         page = 1
@@ -109,7 +107,7 @@ def create_job() -> Response | tuple[str, int, dict[str, str]]:
             staged = staging.load(settings, request.form["upload"])
         else:
             raise ValidationError("file", "missing", "choose a .blend or .zip file to render")
-        job = api_jobs.submit(staged.upload(settings), parse_form(request.form, settings))
+        job = actions.submit_upload(staged.upload(settings), parse_form(request.form, settings))
     except FarmError as exc:
         db.session.rollback()
         errors = {exc.field or "file": exc.message}
@@ -151,11 +149,11 @@ def staged_scene() -> Response | ErrorAnswer:
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
     """Rendered with the job itself (not its frames), so it paints at once; then its script follows the stream."""
-    job = api_jobs.get_job(job_id)
+    job = get_job(job_id)
     chunks = db.session.scalar(select(func.count()).select_from(Chunk).where(Chunk.job_id == job.id))
     return render_template(
         "job.html",
-        job=api_jobs.one_job(job)["job"],
+        job=one_job(job)["job"],
         links=links(job),
         chunks=chunks,
         max_tiles=MAX_TILES,
@@ -167,11 +165,8 @@ def _act(action: Callable[[], Any], done: str, back: str) -> Response | ErrorAns
     """Run a button's action; scripts get JSON (the error's JSON on failure), plain forms a redirect and a note."""
     try:
         action()
-    except (FarmError, IllegalTransition) as exc:
+    except FarmError as exc:
         db.session.rollback()
-        if isinstance(exc, IllegalTransition):
-            exc = FarmError(None, "wrong_state", f"the {exc.kind} is {exc.old}; it cannot become {exc.new}")
-            exc.status = 409
         if request.accept_mimetypes.best == "application/json":
             return farm_error_response(exc)
         flash(exc.message, "error")
@@ -185,13 +180,13 @@ def _act(action: Callable[[], Any], done: str, back: str) -> Response | ErrorAns
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response | ErrorAnswer:
     back = url_for("pages.job_page", job_id=job_id)
-    return _act(lambda: api_jobs.cancel_job(job_id), "Canceling: Blender stops within seconds.", back)
+    return _act(lambda: actions.cancel(get_job(job_id)), "Canceling: Blender stops within seconds.", back)
 
 
 @bp.post("/jobs/<job_id>/retry")
 def retry_job(job_id: str) -> Response | ErrorAnswer:
     back = url_for("pages.job_page", job_id=job_id)
-    return _act(lambda: api_jobs.retry_job(job_id), "Retrying the frames that did not finish.", back)
+    return _act(lambda: actions.retry(get_job(job_id)), "Retrying the frames that did not finish.", back)
 
 
 @bp.get("/workers")
@@ -215,9 +210,8 @@ def workers() -> str:
 
 @bp.post("/workers/<hostname>/<any(enable, disable):action>")
 def toggle_worker(hostname: str, action: str) -> Response | ErrorAnswer:
-    change = api_workers.enable_worker if action == "enable" else api_workers.disable_worker
     done = f"{hostname} {'takes work again' if action == 'enable' else 'finishes its chunk and takes no more work'}."
-    return _act(lambda: change(hostname), done, url_for("pages.workers"))
+    return _act(lambda: actions.set_worker_enabled(hostname, action == "enable"), done, url_for("pages.workers"))
 
 
 def init_app(app: Flask) -> None:

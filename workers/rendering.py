@@ -31,15 +31,15 @@ from farm.blender import devices
 from farm.blender.launcher import blender_command, blender_error
 from farm.jobs import planning, states
 from farm.jobs.scheduling import failures, live_workers, place_chunk
-from farm.messaging.dispatch import new_task_id, send_packaging, send_render
+from farm.messaging.dispatch import after_commit, new_task_id, send_packaging, send_render
 from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, Worker
 from farm.retrying import is_transient, with_retries
 from farm.storage import regular_file, sha256_file
 from farm.storage.previews import store_thumbnail
+from workers.benchmark_renderers import is_benchmark_renderer, render_nothing
 from workers.blender_process import BlenderProcess, Outcome
 from workers.context import WorkerContext
 from workers.disk import DISK_FULL, blame_disk, failure_reason, refuse_if_full, room_for
-from workers.null_renderer import NULL_RENDERER, render_nothing
 from workers.warm_blender import RENDER_SCRIPT, WARM
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,6 @@ class ChunkRun:
         self.log_uploaded_at = time.monotonic()
         self.beat_at = self.beat_ok_at = time.monotonic()  # beat_ok_at: when the database last answered
         self.lost = False
-        self.ending: Ending | None = None  # set when the last frame's record also ended the chunk
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -179,6 +178,11 @@ class ChunkRun:
                 self.error = f"Blender reported frame {frame}, but its image is not where the farm looks for it"
                 return
             self.store_frame(frame, image, float(ms) if isinstance(ms, int | float) else 0.0)
+
+    @property
+    def complete(self) -> bool:
+        """Every frame is stored and recorded in this attempt: nothing Blender does after can change how it ends."""
+        return not self.lost and not set(self.work.frames) - self.stored
 
     def image_path(self, frame: int) -> Path | None:
         """Where the render script writes `frame`, if a regular file is there. The path comes from the chunk, never
@@ -204,11 +208,8 @@ class ChunkRun:
         )
         store_thumbnail(storage, key, path)
 
-        last = not set(self.work.frames) - self.stored - {frame}
-
-        def record() -> tuple[str | None, bool, Ending | None]:
-            """The frame's record, and with the chunk's last frame the chunk's end, in one transaction; whether the
-            chunk is still this attempt's."""
+        def record() -> tuple[str | None, bool]:
+            """The key the frame is recorded with, and whether the chunk is still this attempt's."""
             with self.ctx.db.session() as session:
                 recorded: str | None = key
                 if not states.frame_done(
@@ -229,10 +230,10 @@ class ChunkRun:
                         .where(Frame.job_id == self.work.job_id, Frame.frame == frame)
                     ).one()
                     if (status, owner, attempts) != (ChunkStatus.RENDERING, self.worker, self.work.attempt):
-                        return recorded, False, None
-                return recorded, True, end_chunk(session, self.work, ChunkStatus.DONE, self.worker) if last else None
+                        return recorded, False
+                return recorded, True
 
-        recorded, ours, self.ending = with_retries(record, what=f"recording frame {frame}")
+        recorded, ours = with_retries(record, what=f"recording frame {frame}")
         self.beat_ok_at = time.monotonic()
         self.lost = not ours
         if recorded != key:  # another renderer stored this frame first (or took the chunk back): keep theirs
@@ -245,7 +246,7 @@ class ChunkRun:
 
     def should_stop(self) -> str | None:
         """A reason to kill Blender now: the job was canceled or failed, or the chunk is no longer ours."""
-        if self.ending is not None:  # the last frame ended the chunk: Blender is only saying it is done
+        if self.complete:  # Blender is only saying it is done
             return None
         if self.lost:
             return "chunk taken back"
@@ -277,7 +278,7 @@ class ChunkRun:
     def on_tick(self) -> None:
         """Every second while Blender runs: heartbeat the chunk, and keep the stored log a few seconds behind."""
         now = time.monotonic()
-        if now - self.beat_at >= self.ctx.settings.heartbeat_seconds and self.ending is None:
+        if now - self.beat_at >= self.ctx.settings.heartbeat_seconds:
             self.beat_at = now
             try:
                 self.beat()
@@ -305,7 +306,7 @@ class ChunkRun:
         try:
             status, reason = self._run()
         except Exception as exc:
-            if self.ending is not None:  # every frame was stored and recorded: what failed after does not matter
+            if self.complete:  # what failed after the last frame was recorded does not matter
                 return ChunkStatus.DONE, None
             log.exception("chunk %s/%s failed in this worker", self.work.job_id, self.work.index)
             status, reason = ChunkStatus.FAILED, failure_reason(exc)
@@ -342,7 +343,7 @@ class ChunkRun:
         )
         outcome = self.render(spec)
         self.upload_log()
-        if self.ending is not None:  # every frame is stored, and the chunk was ended DONE with the last one
+        if self.complete:  # whatever Blender's exit looked like
             return ChunkStatus.DONE, None
         if self.lost:  # whatever Blender did since, the chunk is another attempt's now
             return ChunkStatus.CANCELED, "chunk taken back"
@@ -363,8 +364,10 @@ class ChunkRun:
     def render(self, spec: dict[str, Any]) -> Outcome:
         """In the job's warm Blender (FARM_WARM_BLENDER=1, the default), or in a fresh one that exits after."""
         settings = self.ctx.settings
-        if settings.renderer == NULL_RENDERER:
-            return render_nothing(spec, self.on_event)
+        if is_benchmark_renderer(settings.renderer):
+            return render_nothing(
+                spec, self.on_event, settings.renderer, should_stop=self.should_stop, on_tick=self.on_tick
+            )
         watch: dict[str, Any] = dict(
             should_stop=self.should_stop, on_tick=self.on_tick, stall_seconds=settings.frame_timeout_seconds
         )
@@ -425,8 +428,7 @@ def pass_on_if_blocklisted(ctx: WorkerContext, celery: Celery, job_id: str, chun
         if placement.refused:
             states.fail_job(session, job_id, f"chunk {chunk.index} cannot be placed: {placement.refused}", actor=worker)
             return "refused"
-        handover = Handover.record(session, job, chunk, placement.worker)
-    return handover.send(celery)
+        return hand_over(session, celery, job, chunk, placement.worker)
 
 
 def pass_on_for_room(ctx: WorkerContext, celery: Celery, job_id: str, chunk_id: int, worker: str) -> str | None:
@@ -439,8 +441,7 @@ def pass_on_for_room(ctx: WorkerContext, celery: Celery, job_id: str, chunk_id: 
         others = healthy_others(session, ctx, job.queue, worker)
         if not others:
             return None
-        handover = Handover.record(session, job, chunk, min(others, key=lambda w: (others[w], w)))
-    return handover.send(celery)
+        return hand_over(session, celery, job, chunk, min(others, key=lambda w: (others[w], w)))
 
 
 def healthy_others(session: Session, ctx: WorkerContext, queue: str, worker: str) -> dict[str, int]:
@@ -450,27 +451,17 @@ def healthy_others(session: Session, ctx: WorkerContext, queue: str, worker: str
     return {w: live[w] for w in healthy if w != worker}
 
 
-@dataclass(frozen=True)
-class Handover:
-    """A QUEUED chunk given a new task for another worker (or the shared queue): recorded, then sent after commit."""
-
-    job: Job
-    chunk_id: int
-    task_id: str | None  # None: another process replaced the task first
-    to: str | None
-
-    @classmethod
-    def record(cls, session: Session, job: Job, chunk: Chunk, to: str | None) -> Handover:
-        task_id = new_task_id()
-        replaced = states.replace_task(session, chunk.id, chunk.task_id, task_id)
-        return cls(job, chunk.id, task_id if replaced else None, to)
-
-    def send(self, celery: Celery) -> str:
-        if self.task_id is None:
-            return "raced"
-        job = self.job
-        send_render(celery, job.id, self.chunk_id, self.task_id, queue=job.queue, priority=job.priority, worker=self.to)
-        return f"passed to {self.to or 'the shared queue'}"
+def hand_over(session: Session, celery: Celery, job: Job, chunk: Chunk, to: str | None) -> str:
+    """Give a QUEUED chunk a new task for another worker (or the shared queue), sent once this is committed."""
+    task_id = new_task_id()
+    if not states.replace_task(session, chunk.id, chunk.task_id, task_id):
+        return "raced"  # another process replaced the task first
+    queue, priority = job.queue, job.priority
+    after_commit(
+        session,
+        lambda: send_render(celery, job.id, chunk.id, task_id, queue=queue, priority=priority, worker=to),
+    )
+    return f"passed to {to or 'the shared queue'}"
 
 
 def retry_or_fail(ctx: WorkerContext, celery: Celery, work: ChunkWork, chunk: Chunk, reason: str, worker: str) -> None:
@@ -500,24 +491,26 @@ def retry_or_fail(ctx: WorkerContext, celery: Celery, work: ChunkWork, chunk: Ch
             )
             return
         task_id = new_task_id()
-        if not states.requeue_chunk(
+        if states.requeue_chunk(
             session,
             chunk,
             task_id=task_id,
             actor=worker,
             reason=f"retry {work.attempt + 1} of {ctx.settings.chunk_attempts}",
         ):
-            return
-    send_render(
-        celery,
-        work.job_id,
-        work.chunk_id,
-        task_id,
-        queue=work.queue,
-        priority=work.priority,
-        worker=placement.worker,
-    )
-    metrics.CHUNK_RETRIES.labels(reason="failed").inc()
+            after_commit(
+                session,
+                lambda: send_render(
+                    celery,
+                    work.job_id,
+                    work.chunk_id,
+                    task_id,
+                    queue=work.queue,
+                    priority=work.priority,
+                    worker=placement.worker,
+                ),
+            )
+            after_commit(session, metrics.CHUNK_RETRIES.labels(reason="failed").inc)
 
 
 def render_chunk(
@@ -553,14 +546,15 @@ def render_chunk(
         with ctx.db.session() as session:
             if reason and reason.startswith(DISK_FULL):  # shown in the monitor until the disk is back above its floor
                 states.worker_health(session, worker, reason)
-            return end_chunk(session, work, status, worker, reason)
+            ending = end_chunk(session, work, status, worker, reason)
+            if ending.all_done:
+                after_commit(session, lambda: send_packaging(celery, job_id, queue=work.queue))
+            return ending
 
-    ending = run.ending or with_retries(finish, what="recording the chunk's end")
+    ending = with_retries(finish, what="recording the chunk's end")
     if status == ChunkStatus.FAILED:
         metrics.CHUNK_FAILURES.labels(worker=worker).inc()
         retry_or_fail(ctx, celery, work, work.chunk, reason or "unknown", worker)
-    if ending.all_done:
-        send_packaging(celery, job_id, queue=work.queue)
     if ending.none_queued and WARM.serves(job_id):  # nothing more of this job to come: free memory and disk now
         WARM.let_go(job_id)
         WARM.prepare(ctx.settings)  # and have a fresh Blender ready for the next job

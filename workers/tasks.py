@@ -10,7 +10,6 @@ import logging
 import time
 from typing import Any
 
-from botocore.exceptions import BotoCoreError
 from celery import Task, shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
@@ -18,12 +17,13 @@ from farm import metrics, retrying
 from farm.jobs import states
 from farm.messaging.dispatch import CHORD_FAILED, PACKAGE_JOB, RENDER_CHUNK
 from farm.models import Job
+from farm.storage.s3 import STREAM_ERRORS
 from workers import packaging, rendering
 from workers.context import WorkerContext, get_context
 from workers.disk import DISK_FULL, make_room
 
 log = logging.getLogger(__name__)
-TRANSIENT = (*retrying.TRANSIENT, BotoCoreError)  # BotoCoreError: a storage stream cut mid-read
+TRANSIENT = (*retrying.TRANSIENT, *STREAM_ERRORS)
 
 
 @shared_task(name=RENDER_CHUNK, bind=True, acks_late=True, max_retries=None)

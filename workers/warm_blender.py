@@ -28,8 +28,8 @@ from farm.blender.launcher import SCRIPTS, blender_command
 from farm.config import Settings
 from farm.storage import Storage
 from workers import job_project
+from workers.benchmark_renderers import is_benchmark_renderer
 from workers.blender_process import BlenderProcess
-from workers.null_renderer import NULL_RENDERER
 
 log = logging.getLogger(__name__)
 RENDER_SCRIPT = SCRIPTS / "render_script.py"
@@ -119,7 +119,7 @@ class WarmBlender:
     def prepare(self, settings: Settings) -> None:
         """Start the spare Blender if there is none (its output before it takes a job is not kept). A convenience:
         if it cannot start, the next chunk starts its own, and says why if that fails too."""
-        if not settings.warm_blender or settings.renderer == NULL_RENDERER:
+        if not settings.warm_blender or is_benchmark_renderer(settings.renderer):
             return
         if self.spare is not None and self.spare.alive:
             return

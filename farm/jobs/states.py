@@ -1,11 +1,12 @@
 """The one place where a job, chunk, frame or worker changes status.
 
-Every change is a compare-and-set on the row (so two processes racing cannot both win), is checked against the
-allowed transitions, bumps the job's `version` (what live views watch) and writes an `Event` row saying what
-changed, from what, why and by whom.
+A move reads the row's status with the row locked, checks it against the flow tables below, writes it with a
+compare-and-set (so two processes racing cannot both win, on SQLite too), bumps the job's `version` (what live views
+watch) and writes an `Event` row saying what changed, from what, why and by whom. Every statement is a named one in
+`farm.jobs.statements`; an object of a changed row that the session holds is refreshed from the database.
 
 Every time that says whether someone is alive (heartbeats, claims, dispatches, a job's last change) is the database
-server's clock (`NOW`, SQL's `now()`), never this machine's: staleness is judged by one clock, not by comparing two.
+server's clock, never this machine's: staleness is judged by one clock, not by comparing two.
 """
 
 from __future__ import annotations
@@ -14,33 +15,18 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, exists, func, insert, select, update
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from farm.clock import aware, db_now
-from farm.jobs.scheduling import failed_by, since_requeued
-from farm.models import (
-    Chunk,
-    ChunkStatus,
-    Event,
-    Frame,
-    FrameStatus,
-    FrameTally,
-    Job,
-    JobStatus,
-    Worker,
-    WorkerStatus,
-    utcnow,
-)
+from farm.clock import aware
+from farm.errors import IllegalTransition
+from farm.jobs import statements as sql
+from farm.models import Chunk, ChunkStatus, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
 from farm.webhooks import outbox
 
-J, C, F = JobStatus, ChunkStatus, FrameStatus
+J, C, F, W = JobStatus, ChunkStatus, FrameStatus, WorkerStatus
 
 JOB_FLOW: dict[str, set[str]] = {
     J.QUEUED: {J.RENDERING, J.PACKAGING, J.FAILED, J.CANCELING, J.CANCELED},
@@ -59,96 +45,25 @@ CHUNK_FLOW: dict[str, set[str]] = {
     C.CANCELED: {C.QUEUED},
     C.DONE: set(),
 }
-FRAME_FLOW: dict[str, set[str]] = {
-    F.QUEUED: {F.RENDERING, F.DONE},
-    F.RENDERING: {F.DONE, F.FAILED, F.QUEUED},
-    F.FAILED: {F.QUEUED},
-    F.DONE: set(),
+WORKER_FLOW: dict[str, set[str]] = {
+    W.ONLINE: {W.OFFLINE, W.DISABLED},
+    W.OFFLINE: {W.ONLINE, W.DISABLED},
+    W.DISABLED: {W.ONLINE},
 }
-NOW = db_now()  # as a value given to `_set`: the database's clock at the statement
 ACTIVE_JOB = frozenset({J.QUEUED, J.RENDERING, J.PACKAGING, J.UPLOADING})
-TERMINAL_JOB = frozenset({J.COMPLETED, J.FAILED, J.CANCELED})
+TERMINAL_JOB = frozenset(sql.TERMINAL_JOB)
+PACKAGING_NOW = (J.PACKAGING, J.UPLOADING)
 
 
-class IllegalTransition(Exception):
-    """A change the state machine forbids, e.g. canceling a COMPLETED job."""
-
-    def __init__(self, kind: str, subject: str, old: str, new: str) -> None:
-        super().__init__(f"{kind} {subject} cannot go from {old} to {new}")
-        self.kind, self.subject, self.old, self.new = kind, subject, old, new
+def _allowed(flow: dict[str, set[str]], old: str, new: str, only_from: Iterable[str] | None) -> bool:
+    return new in flow[old] and (only_from is None or old in set(only_from))
 
 
-JOBS, CHUNKS, FRAMES, EVENTS, TALLIES = (cast(Table, m.__table__) for m in (Job, Chunk, Frame, Event, FrameTally))
-MODELS: dict[Table, Any] = {JOBS: Job, CHUNKS: Chunk, FRAMES: Frame}
-
-
-def _core(session: Session, statement: Any, params: dict[str, Any] | None = None) -> CursorResult[Any]:
-    """Run a Core statement in the session's transaction. A chunk's claim and end and every frame's record come
-    through here with statements built once: building ORM statements per call cost more than Postgres's work."""
-    return session.connection().execute(statement, params or {})
-
-
-@cache
-def _update(
-    table: Table,
-    where: tuple[str, ...],
-    values: tuple[str, ...],
-    returning: str | None = None,
-    now: tuple[str, ...] = (),
-) -> Any:
-    """`UPDATE table SET values WHERE where` (equalities with values that are never None), a bound parameter per
-    name (`w_<name>`, `v_<name>`), and the database's clock for the names in `now`, built once per shape. A job's
-    update always bumps its `version`, which is what live views watch, and sets `updated_at`."""
-    changes: dict[str, Any] = {name: bindparam(f"v_{name}") for name in values}
-    changes |= {name: db_now() for name in now}
-    if table is JOBS:
-        changes["version"] = JOBS.c.version + 1
-        changes["updated_at"] = db_now()
-    statement = update(table).where(*(table.c[name] == bindparam(f"w_{name}") for name in where)).values(changes)
-    return statement.returning(table.c[returning]) if returning else statement
-
-
-def _set(
-    session: Session, table: Table, where: dict[str, Any], values: dict[str, Any], returning: str | None = None
-) -> CursorResult[Any]:
-    """Update the rows matching `where` (a compare-and-set when it names the status), and keep an object of the row
-    that the session has loaded in step, as an ORM update would. A value given as `NOW` is the database's clock."""
-    now = tuple(k for k, v in values.items() if v is NOW)
-    bound = {k: v for k, v in values.items() if v is not NOW}
-    params = {f"w_{k}": v for k, v in where.items()} | {f"v_{k}": v for k, v in bound.items()}
-    result = _core(session, _update(table, tuple(where), tuple(bound), returning, now), params)
-    (pk,) = table.primary_key.columns
-    loaded = _loaded(session, table, where[pk.name]) if pk.name in where else None
-    if loaded is not None and result.rowcount != 0:  # -1: unknown (SQLite with RETURNING), and the row is there
-        for name, value in bound.items():
-            set_committed_value(loaded, name, value)
-        expired = [*now, *(["version", "updated_at"] if table is JOBS else [])]
-        if expired:
-            session.expire(loaded, expired)
-    if table is JOBS and "status" in values and result.rowcount != 0:
-        _touched(session)[where["id"]] = values["status"]
-    return result
-
-
-def _touched(session: Session) -> dict[str, str]:
-    """Jobs this transaction has updated, with their status now. Their rows stay locked until it ends, so a second
-    touch in it would only bump `version` again: watchers see all of a transaction's changes at once anyway."""
-    transaction = session.connection().get_transaction()  # begins one if none has begun (as any statement would)
-    memo = session.info.get("farm.touched")
-    if memo is None or memo[0] is not transaction:
-        memo = session.info["farm.touched"] = (transaction, {})
-    return memo[1]
-
-
-def _loaded(session: Session, table: Table, key: Any) -> Any:
-    """The session's object for the row, if it has loaded one."""
-    return session.identity_map.get(identity_key(MODELS[table], key))
-
-
-@cache
-def _status_for_update(table: Table) -> Any:
-    (pk,) = table.primary_key.columns
-    return select(table.c.status).where(pk == bindparam("key")).with_for_update()
+def _refresh(session: Session, model: type, key: Any) -> None:
+    """The session's object of a row a statement changed, if it holds one, reads the row again."""
+    loaded = session.identity_map.get(identity_key(model, key))
+    if loaded is not None:
+        session.refresh(loaded)
 
 
 def _record(
@@ -161,64 +76,29 @@ def _record(
     reason: str | None,
     actor: str | None,
 ) -> None:
-    row = dict(kind=kind, subject=str(subject), job_id=job_id, old=old, new=new, reason=reason, actor=actor)
-    _core(session, _EVENT, dict(row, created_at=utcnow()))
+    session.execute(
+        sql.RECORD_EVENT,
+        dict(
+            kind=kind,
+            subject=str(subject),
+            job_id=job_id,
+            old=old,
+            new=new,
+            reason=reason,
+            actor=actor,
+            created_at=utcnow(),
+        ),
+    )
 
 
-_EVENT = insert(EVENTS)
+# --- jobs ------------------------------------------------------------------------------------------------------
 
 
 def touch_job(session: Session, job_id: str, **values: Any) -> str | None:
-    """Tell watchers something about the job changed (setting `values` in the same statement); its status. Without
-    `values`, once per transaction: a chunk's end in the transaction that recorded its last frame costs no UPDATE."""
-    touched = _touched(session)
-    if not values and job_id in touched:
-        return touched[job_id]
-    status = _set(session, JOBS, {"id": job_id}, values, returning="status").scalar()
-    if status is not None:
-        touched[job_id] = status
+    """Tell watchers something about the job changed (setting the columns in `values` too); its status."""
+    status = session.execute(sql.TOUCH_JOB, dict(values, job=job_id)).scalar()
+    _refresh(session, Job, job_id)
     return status
-
-
-def _move(
-    session: Session,
-    table: Table,
-    key: Any,
-    new: str,
-    *,
-    flow: dict[str, set[str]],
-    strict: bool,
-    only_from: Iterable[str] | None,
-    values: dict[str, Any],
-    guard: dict[str, Any] | None = None,
-) -> str | None:
-    """Compare-and-set the status of `table`'s row `key` to `new` (and `guard`, columns that must still hold what
-    was read); returns the old status, or None if nothing changed. A move with one legal origin is a single UPDATE;
-    the others read first."""
-    (pk,) = table.primary_key.columns
-    allowed_from = set(only_from) if only_from is not None else None
-    origins = {old for old, targets in flow.items() if new in targets and (allowed_from is None or old in allowed_from)}
-    changes = dict(values, status=new)
-
-    def moved_from(old: str) -> bool:
-        return _set(session, table, {pk.name: key, "status": old, **(guard or {})}, changes).rowcount == 1
-
-    if len(origins) == 1:
-        (origin,) = origins
-        if moved_from(origin):
-            return origin
-    for _ in range(5):
-        old = _core(session, _status_for_update(table), {"key": key}).scalar()
-        if old is None:
-            raise LookupError(f"no {table.name} row {key}")
-        legal = new in flow[old] and (allowed_from is None or old in allowed_from)
-        if not legal:
-            if strict and old != new:
-                raise IllegalTransition(table.name.rstrip("s"), str(key), old, new)
-            return None
-        if moved_from(old):
-            return old
-    return None
 
 
 def move_job(
@@ -232,57 +112,24 @@ def move_job(
     only_from: Iterable[str] | None = None,
     **values: Any,
 ) -> bool:
-    """Change a job's status; False (or IllegalTransition when strict) if it is not allowed from where it is."""
-    if new in TERMINAL_JOB:
-        values.setdefault("finished_at", NOW)
+    """Change a job's status (and the columns in `values`); False (or IllegalTransition when strict) if it is not
+    allowed from where it is. A FAILED job's error is the reason, unless `values` says otherwise."""
     if new == J.FAILED:
         values.setdefault("error", reason)
-    old = _move(session, JOBS, job_id, new, flow=JOB_FLOW, strict=strict, only_from=only_from, values=values)
+    old = session.execute(sql.JOB_STATUS, {"job": job_id}).scalar()
     if old is None:
+        raise LookupError(f"no job {job_id}")
+    if not _allowed(JOB_FLOW, old, new, only_from):
+        if strict and old != new:
+            raise IllegalTransition("job", job_id, old, new)
         return False
+    if session.execute(sql.MOVE_JOB, dict(values, job=job_id, old=old, new=new)).rowcount != 1:
+        return False  # moved meanwhile (only where rows cannot be locked: SQLite)
+    _refresh(session, Job, job_id)
     _record(session, "job", job_id, job_id, old, new, reason, actor)
     if new in TERMINAL_JOB:
         outbox.job_ended(session, job_id, new)  # webhooks: written now, sent once this transaction commits
     return True
-
-
-def move_chunk(
-    session: Session,
-    chunk: Chunk,
-    new: ChunkStatus,
-    *,
-    reason: str | None = None,
-    actor: str | None = None,
-    only_from: Iterable[str] | None = None,
-    guard: dict[str, Any] | None = None,
-    job_values: dict[str, Any] | None = None,
-    **values: Any,
-) -> str | None:
-    """Change a chunk's status (touching its job, with `job_values`); the job's status then, or None if the chunk
-    could not move."""
-    old = _move(
-        session, CHUNKS, chunk.id, new, flow=CHUNK_FLOW, strict=False, only_from=only_from, values=values, guard=guard
-    )
-    if old is None:
-        return None
-    _record(session, "chunk", f"{chunk.job_id}/{chunk.index}", chunk.job_id, old, new, reason, actor)
-    return touch_job(session, chunk.job_id, **(job_values or {}))
-
-
-def _move_frames(session: Session, chunk_id: int, frm: Iterable[str], new: FrameStatus) -> list[int]:
-    """Bulk change of a chunk's frames (not events: one row per frame per attempt would drown the trail); the
-    frame numbers moved."""
-    return sorted(_core(session, _frames_moving(tuple(frm), new), {"w_chunk_id": chunk_id}).scalars())
-
-
-@cache
-def _frames_moving(frm: tuple[str, ...], new: str) -> Any:
-    return (
-        update(FRAMES)
-        .where(FRAMES.c.chunk_id == bindparam("w_chunk_id"), FRAMES.c.status.in_(frm))
-        .values(status=new)
-        .returning(FRAMES.c.frame)
-    )
 
 
 def job_created(session: Session, job: Job, *, reason: str, actor: str | None) -> None:
@@ -293,28 +140,35 @@ def job_created(session: Session, job: Job, *, reason: str, actor: str | None) -
 # --- chunks and frames, as workers see them --------------------------------------------------------------------
 
 
-def _take_over(session: Session, chunk: Chunk, worker: str, stale_before: datetime) -> bool:
-    """A RENDERING chunk whose renderer stopped heartbeating changes hands (compare-and-set on its heartbeat)."""
-    if chunk.heartbeat_at is None or aware(chunk.heartbeat_at) >= stale_before:
-        return False
-    taken = _set(
-        session,
-        CHUNKS,
-        {"id": chunk.id, "status": C.RENDERING, "heartbeat_at": chunk.heartbeat_at},
-        {"heartbeat_at": NOW},
-    ).rowcount
-    if taken:
-        _record(
-            session,
-            "chunk",
-            f"{chunk.job_id}/{chunk.index}",
-            chunk.job_id,
-            C.RENDERING,
-            C.RENDERING,
-            f"taken over from {chunk.worker}, which stopped heartbeating",
-            worker,
-        )
-    return bool(taken)
+def move_chunk(
+    session: Session,
+    chunk: Chunk,
+    new: ChunkStatus,
+    *,
+    reason: str | None = None,
+    actor: str | None = None,
+    only_from: Iterable[str] | None = None,
+    attempt: int | None = None,
+    job_values: dict[str, Any] | None = None,
+    **values: Any,
+) -> str | None:
+    """Change a chunk's status (and the columns in `values`), only in `attempt` when given (a renderer that lost its
+    claim never moves the chunk its successor renders), touching its job (with `job_values`); the job's status
+    then, or None if the chunk could not move."""
+    old, attempts = session.execute(sql.CHUNK_STATE, {"chunk": chunk.id}).one()
+    if (attempt is not None and attempts != attempt) or not _allowed(CHUNK_FLOW, old, new, only_from):
+        return None
+    moved = session.execute(sql.MOVE_CHUNK, dict(values, chunk=chunk.id, old=old, attempt=attempts, new=new))
+    if moved.rowcount != 1:
+        return None
+    _refresh(session, Chunk, chunk.id)
+    _record(session, "chunk", f"{chunk.job_id}/{chunk.index}", chunk.job_id, old, new, reason, actor)
+    return touch_job(session, chunk.job_id, **(job_values or {}))
+
+
+def _move_frames(session: Session, chunk_id: int, among: Iterable[str], new: FrameStatus) -> list[int]:
+    """Bulk change of a chunk's frames; the frame numbers moved."""
+    return sorted(session.execute(sql.MOVE_FRAMES, {"chunk": chunk_id, "among": list(among), "new": new}).scalars())
 
 
 @dataclass(frozen=True)
@@ -338,6 +192,20 @@ class Claim:
     frames: list[int]
 
 
+def _take_over(session: Session, chunk: Chunk, worker: str, stale_before: datetime, claim: dict[str, Any]) -> bool:
+    """A RENDERING chunk whose renderer stopped heartbeating changes hands (compare-and-set on its heartbeat)."""
+    if chunk.heartbeat_at is None or aware(chunk.heartbeat_at) >= stale_before:
+        return False
+    if session.execute(sql.TAKE_OVER_CHUNK, dict(claim, chunk=chunk.id, seen_heartbeat=chunk.heartbeat_at)).rowcount:
+        reason = f"taken over from {chunk.worker}, which stopped heartbeating"
+        _record(
+            session, "chunk", f"{chunk.job_id}/{chunk.index}", chunk.job_id, C.RENDERING, C.RENDERING, reason, worker
+        )
+        touch_job(session, chunk.job_id, worker_host=worker)
+        return True
+    return False
+
+
 def claim_chunk(
     session: Session,
     chunk_id: int,
@@ -352,10 +220,8 @@ def claim_chunk(
     by the database's clock. None if it is not renderable now (done, alive elsewhere, job not active): the database, not
     the broker, decides who renders a chunk, so a re-delivered message never renders it twice. `log_key` names
     where this attempt's Blender log will be stored, from the chunk and the attempt's number. `admit` sees what the
-    same read found about `worker`, before anything is written, and raises to refuse the chunk.
-
-    A chunk is claimed on every task, so this is a handful of statements: one read, then compare-and-set writes."""
-    found = session.execute(_CLAIMING, {"chunk_id": chunk_id, "worker": worker}).first()
+    same read found about `worker`, before anything is written, and raises to refuse the chunk."""
+    found = session.execute(sql.CLAIMING, {"chunk": chunk_id, "worker": worker}).first()
     if found is None:
         return None
     chunk, job, disabled, failed, frame_bytes, db_time = found
@@ -368,16 +234,12 @@ def claim_chunk(
         attempts=chunk.attempts + 1,
         worker=worker,
         task_id=task_id,
-        started_at=NOW,
-        heartbeat_at=NOW,
-        finished_at=None,
         error=None,
         log_key=log_key(chunk, chunk.attempts + 1) if log_key else chunk.log_key,
     )
     stale = chunk.status == C.RENDERING and stale_after is not None
-    if stale and _take_over(session, chunk, worker, aware(db_time) - stale_after):
-        _set(session, CHUNKS, {"id": chunk.id}, claim)
-        touch_job(session, job.id, worker_host=worker)
+    if stale and _take_over(session, chunk, worker, aware(db_time) - stale_after, claim):
+        session.refresh(chunk)
     elif not move_chunk(
         session,
         chunk,
@@ -385,7 +247,7 @@ def claim_chunk(
         actor=worker,
         reason="claimed",
         only_from=[C.QUEUED],
-        guard={"attempts": chunk.attempts},  # attempts is set from what was read: nobody claimed it since
+        attempt=chunk.attempts,  # as read: nobody claimed it since
         job_values={"worker_host": worker},
         **claim,
     ):
@@ -396,28 +258,11 @@ def claim_chunk(
     return Claim(chunk=chunk, job=job, frames=frames)
 
 
-_CLAIMING = (
-    select(
-        Chunk,
-        Job,
-        select(Worker.status).where(Worker.hostname == bindparam("worker")).scalar_subquery() == WorkerStatus.DISABLED,
-        failed_by(Chunk.job_id, bindparam("worker")),
-        select(func.avg(Frame.size))
-        .where(Frame.job_id == Chunk.job_id, Frame.status == F.DONE)
-        .correlate(Chunk)
-        .scalar_subquery(),
-        db_now(),
-    )
-    .join(Job, Job.id == Chunk.job_id)
-    .where(Chunk.id == bindparam("chunk_id"))
-)
-
-
 def chunk_heartbeat(session: Session, chunk_id: int, worker: str, attempt: int) -> bool:
     """The renderer is alive; False means the chunk is no longer ours (taken back, or taken over: by another
     worker, or by this one again in a later attempt)."""
-    where = {"id": chunk_id, "worker": worker, "status": C.RENDERING, "attempts": attempt}
-    return bool(_set(session, CHUNKS, where, {"heartbeat_at": NOW}).rowcount)
+    beat = session.execute(sql.CHUNK_HEARTBEAT, {"chunk": chunk_id, "renderer": worker, "attempt": attempt})
+    return bool(beat.rowcount)
 
 
 def requeue_chunk(session: Session, chunk: Chunk, *, task_id: str, reason: str, actor: str | None) -> bool:
@@ -431,10 +276,8 @@ def requeue_chunk(session: Session, chunk: Chunk, *, task_id: str, reason: str, 
         reason=reason,
         actor=actor,
         only_from=[C.RENDERING, C.FAILED],
-        guard={"attempts": chunk.attempts},
+        attempt=chunk.attempts,
         task_id=task_id,
-        dispatched_at=NOW,
-        heartbeat_at=None,
         worker=None,
     ):
         return False
@@ -444,13 +287,8 @@ def requeue_chunk(session: Session, chunk: Chunk, *, task_id: str, reason: str, 
 
 def replace_task(session: Session, chunk_id: int, old_task_id: str | None, new_task_id: str) -> bool:
     """Swap a QUEUED chunk's lost task for a new one; compare-and-set, so two janitors never both re-send it."""
-    return bool(
-        session.execute(
-            update(Chunk)
-            .where(Chunk.id == chunk_id, Chunk.status == C.QUEUED, Chunk.task_id == old_task_id)
-            .values(task_id=new_task_id, dispatched_at=db_now())
-        ).rowcount
-    )
+    replaced = session.execute(sql.REPLACE_TASK, {"chunk": chunk_id, "old_task": old_task_id, "new_task": new_task_id})
+    return bool(replaced.rowcount)
 
 
 def frame_done(
@@ -469,68 +307,29 @@ def frame_done(
     """Record a stored frame; False if it was already done (a re-run must not count it twice), or, given the
     `attempt` of the chunk that `worker` rendered it in, if that chunk is no longer rendering there in that attempt
     (the janitor gave it to another worker while this one could not reach the database)."""
-    now = utcnow()
-    stored = (render_time_ms, worker, device, image_key, sha256, size)
-    params = {f"v_{name}": value for name, value in zip(_FRAME_STORED, stored, strict=True)}
-    params |= dict(w_job_id=job_id, w_frame=frame, v_finished_at=now)
+    stored = dict(
+        job=job_id,
+        frame_number=frame,
+        render_time_ms=render_time_ms,
+        worker=worker,
+        device=device,
+        image_key=image_key,
+        sha256=sha256,
+        size=size,
+        finished_at=utcnow(),
+    )
     if attempt is None:
-        done = _core(session, _FRAME_DONE, params)
+        done = session.execute(sql.FRAME_DONE, stored)
     else:
-        done = _core(session, _FRAME_DONE_IN_CLAIM, dict(params, w_worker=worker, w_attempt=attempt))
+        done = session.execute(sql.FRAME_DONE_IN_CLAIM, dict(stored, renderer=worker, attempt=attempt))
     if done.rowcount != 1:
         return False
     _record(session, "frame", f"{job_id}/{frame}", job_id, F.RENDERING, F.DONE, f"{render_time_ms:.0f} ms", worker)
-    counted = _core(session, _FRAME_COUNTED, dict(job_id=job_id, render_time_ms=render_time_ms, frame=frame))
-    _core(session, _frame_tallied(session.connection().dialect.name), {"worker": worker})
-    status = counted.scalar()
-    if status is not None:
-        _touched(session)[job_id] = status
-    job = _loaded(session, JOBS, job_id)
-    if job is not None:
-        session.expire(job, ["frames_rendered", "render_ms_total", "latest_frame", "version", "updated_at"])
+    session.execute(sql.COUNT_FRAME, {"job": job_id, "ms": render_time_ms, "frame_number": frame})
+    session.execute(sql.TALLY_FRAME[session.connection().dialect.name], {"renderer": worker})
+    _refresh(session, Frame, (job_id, frame))
+    _refresh(session, Job, job_id)
     return True
-
-
-_FRAME_STORED = ("render_time_ms", "worker", "device", "image_key", "sha256", "size")
-_FRAME_DONE = (
-    update(FRAMES)
-    .where(FRAMES.c.job_id == bindparam("w_job_id"), FRAMES.c.frame == bindparam("w_frame"), FRAMES.c.status != F.DONE)
-    .values(
-        {name: bindparam(f"v_{name}") for name in _FRAME_STORED}
-        | {"status": F.DONE, "finished_at": bindparam("v_finished_at")}
-    )
-)
-_FRAME_DONE_IN_CLAIM = _FRAME_DONE.where(
-    exists().where(
-        CHUNKS.c.id == FRAMES.c.chunk_id,
-        CHUNKS.c.status == C.RENDERING,
-        CHUNKS.c.worker == bindparam("w_worker"),
-        CHUNKS.c.attempts == bindparam("w_attempt"),
-    )
-)
-_FRAME_COUNTED = (
-    update(JOBS)
-    .where(JOBS.c.id == bindparam("job_id"))
-    .values(
-        frames_rendered=JOBS.c.frames_rendered + 1,
-        render_ms_total=JOBS.c.render_ms_total + bindparam("render_time_ms"),
-        latest_frame=bindparam("frame"),
-        version=JOBS.c.version + 1,
-        updated_at=db_now(),
-    )
-    .returning(JOBS.c.status)
-)
-
-
-@cache
-def _frame_tallied(dialect: str) -> Any:
-    """Add one to the renderer's row of `frame_tallies` (made on its first frame): an upsert, in each dialect's
-    words (both say ON CONFLICT ... DO UPDATE)."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(TALLIES).values(worker=bindparam("worker"), frames=1)
-    return statement.on_conflict_do_update(index_elements=["worker"], set_={"frames": TALLIES.c.frames + 1})
 
 
 def finish_chunk(
@@ -544,10 +343,9 @@ def finish_chunk(
     attempt: int | None = None,
 ) -> str | None:
     """End a rendering chunk as DONE, FAILED or CANCELED (which frees its worker: what a worker renders is read
-    from the chunks); the job's status, or None if the chunk was not rendering (by `worker` in `attempt`, when
-    given: a renderer that lost its claim never ends the chunk its successor renders). DONE means every frame was
-    recorded DONE, so only the other endings move frames."""
-    frame_status = F.FAILED if new == C.FAILED else F.QUEUED
+    from the chunks); the job's status, or None if the chunk was not rendering (in `attempt`, when given: a renderer
+    that lost its claim never ends the chunk its successor renders). DONE means every frame was recorded DONE, so
+    only the other endings move frames."""
     job_status = move_chunk(
         session,
         chunk,
@@ -555,43 +353,32 @@ def finish_chunk(
         actor=worker,
         reason=reason,
         only_from=[C.RENDERING],
-        guard=None if attempt is None else {"worker": worker, "attempts": attempt},
-        finished_at=NOW,
+        attempt=attempt,
         error=reason if new == C.FAILED else None,
         log_key=log_key,
     )
     if job_status is not None and new != C.DONE:
-        _move_frames(session, chunk.id, [F.RENDERING], frame_status)
+        _move_frames(session, chunk.id, [F.RENDERING], F.FAILED if new == C.FAILED else F.QUEUED)
     return job_status
-
-
-UNFINISHED_CHUNK = (C.QUEUED, C.RENDERING, C.FAILED, C.CANCELED)
 
 
 def chunks_left(session: Session, job_id: str) -> int:
     """Chunks of a job not yet DONE."""
-    return session.execute(
-        select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id, Chunk.status.in_(UNFINISHED_CHUNK))
-    ).scalar_one()
+    return session.execute(sql.CHUNKS_LEFT, {"job": job_id}).scalar_one()
 
 
 def chunks_pending(session: Session, job_id: str) -> tuple[bool, bool]:
-    """Whether any chunk of the job is not DONE, and whether any is still QUEUED. Asked at every chunk's end, so
-    it is two index probes in one statement rather than counts over the job's chunks."""
-    left, waiting = _core(session, _PENDING, {"job_id": job_id}).one()
+    """Whether any chunk of the job is not DONE, and whether any is still QUEUED."""
+    left, waiting = session.execute(sql.CHUNKS_PENDING, {"job": job_id}).one()
     return bool(left), bool(waiting)
 
 
-_OF_JOB = select(CHUNKS.c.id).where(CHUNKS.c.job_id == bindparam("job_id"))
-_PENDING = select(
-    exists(_OF_JOB.where(CHUNKS.c.status.in_(UNFINISHED_CHUNK))), exists(_OF_JOB.where(CHUNKS.c.status == C.QUEUED))
-)
-
-
 def chunks_running(session: Session, job_id: str) -> int:
-    return session.execute(
-        select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id, Chunk.status == C.RENDERING)
-    ).scalar_one()
+    return session.execute(sql.CHUNKS_RUNNING, {"job": job_id}).scalar_one()
+
+
+def _chunks(session: Session, job_id: str, among: Iterable[str]) -> list[Chunk]:
+    return list(session.scalars(sql.CHUNKS_OF_JOB, {"job": job_id, "among": list(among)}))
 
 
 # --- jobs, as users and the packager see them ------------------------------------------------------------------
@@ -599,10 +386,9 @@ def chunks_running(session: Session, job_id: str) -> int:
 
 def cancel_job(session: Session, job_id: str, *, actor: str | None) -> None:
     """Stop a job: queued chunks are canceled now; with chunks still rendering it waits in CANCELING."""
-    running = chunks_running(session, job_id)
-    target = J.CANCELING if running else J.CANCELED
+    target = J.CANCELING if chunks_running(session, job_id) else J.CANCELED
     move_job(session, job_id, target, reason="canceled by user", actor=actor, strict=True)
-    for chunk in session.scalars(select(Chunk).where(Chunk.job_id == job_id, Chunk.status == C.QUEUED)):
+    for chunk in _chunks(session, job_id, [C.QUEUED]):
         move_chunk(session, chunk, C.CANCELED, actor=actor, reason="job canceled")
 
 
@@ -617,7 +403,7 @@ def fail_job(session: Session, job_id: str, reason: str, *, actor: str | None) -
     """Fail an active job and stop its queued chunks; frames already rendered are kept."""
     if not move_job(session, job_id, J.FAILED, reason=reason, actor=actor, only_from=ACTIVE_JOB):
         return False
-    for chunk in session.scalars(select(Chunk).where(Chunk.job_id == job_id, Chunk.status == C.QUEUED)):
+    for chunk in _chunks(session, job_id, [C.QUEUED]):
         move_chunk(session, chunk, C.CANCELED, actor=actor, reason="job failed")
     return True
 
@@ -633,7 +419,7 @@ def fail_job_for_chord(session: Session, job_id: str, reason: str, *, actor: str
         return False
     culprit = _CULPRIT.search(reason)
     if culprit:
-        chunk = session.scalar(select(Chunk).where(Chunk.job_id == job_id, Chunk.task_id == culprit.group(1)))
+        chunk = session.scalar(sql.CHUNK_BY_TASK, {"job": job_id, "task": culprit.group(1)})
         if chunk is None or chunk.status not in (C.QUEUED, C.RENDERING):
             return False
     return fail_job(session, job_id, reason, actor=actor)
@@ -641,9 +427,9 @@ def fail_job_for_chord(session: Session, job_id: str, reason: str, *, actor: str
 
 def retry_job(session: Session, job_id: str, *, actor: str | None) -> list[int]:
     """Re-queue a FAILED or CANCELED job's unfinished chunks; returns their ids for dispatch."""
-    move_job(session, job_id, J.QUEUED, reason="retried", actor=actor, strict=True, error=None, finished_at=None)
+    move_job(session, job_id, J.QUEUED, reason="retried", actor=actor, strict=True, error=None)
     ids = []
-    for chunk in session.scalars(select(Chunk).where(Chunk.job_id == job_id, Chunk.status != C.DONE)):
+    for chunk in _chunks(session, job_id, sql.UNFINISHED_CHUNK):
         move_chunk(session, chunk, C.QUEUED, actor=actor, reason="job retried", error=None)
         _move_frames(session, chunk.id, [F.FAILED, F.RENDERING], F.QUEUED)
         ids.append(chunk.id)
@@ -669,23 +455,17 @@ def complete_job(
 
 # --- packaging attempts ----------------------------------------------------------------------------------------
 
-PACKAGING_NOW = (J.PACKAGING, J.UPLOADING)
-
 
 def packaging_attempts(session: Session, job_id: str) -> int:
     """Packaging attempts the job has had since it was last (re)queued. Each begins with an event into PACKAGING
     (the first moves the job there, a resumed one records it again), so the count holds however often the janitor
     or the broker sends packaging again, and a user's retry starts afresh."""
-    return session.execute(
-        select(func.count()).where(
-            Event.job_id == job_id, Event.kind == "job", Event.new == J.PACKAGING, since_requeued(job_id)
-        )
-    ).scalar_one()
+    return session.execute(sql.PACKAGING_ATTEMPTS, {"job": job_id}).scalar_one()
 
 
 def _packaging_status(session: Session, job_id: str) -> str | None:
     """The job's status, its row locked, if a packager has it; else None."""
-    status = _core(session, _status_for_update(JOBS), {"key": job_id}).scalar()
+    status = session.execute(sql.JOB_STATUS, {"job": job_id}).scalar()
     return status if status in PACKAGING_NOW else None
 
 
@@ -724,80 +504,77 @@ def packaging_failed(session: Session, job_id: str, reason: str, *, attempts: in
 # --- workers ---------------------------------------------------------------------------------------------------
 
 
+def _move_worker(session: Session, hostname: str, old: str, new: str, reason: str, actor: str | None) -> bool:
+    """Compare-and-set a worker's status from `old` to `new`, with its event."""
+    if not _allowed(WORKER_FLOW, old, new, None):
+        return False
+    if not session.execute(sql.MOVE_WORKER, {"host": hostname, "old": old, "new": new}).rowcount:
+        return False
+    _refresh(session, Worker, hostname)
+    _record(session, "worker", hostname, None, old, new, reason, actor)
+    return True
+
+
 def register_worker(
     session: Session, hostname: str, *, devices: list[Any], queues: list[str], pid: int, memory_bytes: int | None = None
 ) -> None:
     """A worker process came up: ONLINE unless an operator disabled it before."""
-    worker = session.get(Worker, hostname, with_for_update=True)
-    now = utcnow()
-    if worker is None:
+    found = session.execute(sql.WORKER_STATUS_LOCKED, {"host": hostname}).first()
+    if found is None:
         session.add(
             Worker(
                 hostname=hostname,
-                status=WorkerStatus.ONLINE,
+                status=W.ONLINE,
                 devices=devices,
                 queues=queues,
                 pid=pid,
                 memory_bytes=memory_bytes,
-                started_at=now,
-                last_heartbeat=db_now(),
+                started_at=utcnow(),
             )
         )
-        _record(session, "worker", hostname, None, None, WorkerStatus.ONLINE, "registered", hostname)
+        session.flush()
+        session.execute(sql.WORKER_HEARTBEAT, {"host": hostname, "offset": None})
+        _record(session, "worker", hostname, None, None, W.ONLINE, "registered", hostname)
         return
-    old = worker.status
-    worker.devices, worker.queues, worker.pid, worker.memory_bytes = devices, queues, pid, memory_bytes
-    worker.started_at, worker.last_heartbeat, worker.health = now, db_now(), None
-    if old == WorkerStatus.OFFLINE:
-        worker.status = WorkerStatus.ONLINE
-        _record(session, "worker", hostname, None, old, WorkerStatus.ONLINE, "registered", hostname)
+    what = dict(host=hostname, devices=devices, queues=queues, pid=pid, memory_bytes=memory_bytes)
+    session.execute(sql.WORKER_REGISTERED, what)
+    _refresh(session, Worker, hostname)
+    if found.status == W.OFFLINE:
+        _move_worker(session, hostname, W.OFFLINE, W.ONLINE, "registered", hostname)
 
 
 def heartbeat(session: Session, hostname: str, clock_offset: float | None = None) -> str | None:
     """A live worker checks in (on the database's clock, with how far its own clock is off); one that was marked
     OFFLINE (say, after a network split) comes back. Returns the worker's status, which the worker obeys (a
     DISABLED worker stops consuming)."""
-    session.execute(
-        update(Worker).where(Worker.hostname == hostname).values(last_heartbeat=db_now(), clock_offset=clock_offset)
-    )
-    if session.execute(
-        update(Worker)
-        .where(Worker.hostname == hostname, Worker.status == WorkerStatus.OFFLINE)
-        .values(status=WorkerStatus.ONLINE)
-    ).rowcount:
-        _record(session, "worker", hostname, None, WorkerStatus.OFFLINE, WorkerStatus.ONLINE, "heartbeat", hostname)
-    return session.execute(select(Worker.status).where(Worker.hostname == hostname)).scalar_one_or_none()
+    session.execute(sql.WORKER_HEARTBEAT, {"host": hostname, "offset": clock_offset})
+    _move_worker(session, hostname, W.OFFLINE, W.ONLINE, "heartbeat", hostname)
+    found = session.execute(sql.WORKER_STATUS, {"host": hostname}).first()
+    return found.status if found else None
 
 
 def worker_health(session: Session, hostname: str, health: str | None) -> bool:
     """Say why a worker is unwell (its disk is full), or that it is well again (None); an event when it changes."""
-    worker = session.get(Worker, hostname, with_for_update=True)
-    if worker is None or worker.health == health:
+    found = session.execute(sql.WORKER_STATUS_LOCKED, {"host": hostname}).first()
+    if found is None or found.health == health:
         return False
-    reason = f"unwell: {health}" if health else f"well again (was: {worker.health})"
-    worker.health = health
-    _record(session, "worker", hostname, None, worker.status, worker.status, reason, hostname)
+    reason = f"unwell: {health}" if health else f"well again (was: {found.health})"
+    session.execute(sql.WORKER_HEALTH, {"host": hostname, "why": health})
+    _refresh(session, Worker, hostname)
+    _record(session, "worker", hostname, None, found.status, found.status, reason, hostname)
     return True
 
 
 def worker_offline(session: Session, hostname: str, reason: str) -> bool:
     """Mark a worker OFFLINE (it shut down, or stopped heartbeating); a DISABLED worker stays DISABLED."""
-    changed = session.execute(
-        update(Worker)
-        .where(Worker.hostname == hostname, Worker.status == WorkerStatus.ONLINE)
-        .values(status=WorkerStatus.OFFLINE)
-    ).rowcount
-    if changed:
-        _record(session, "worker", hostname, None, WorkerStatus.ONLINE, WorkerStatus.OFFLINE, reason, hostname)
-    return bool(changed)
+    return _move_worker(session, hostname, W.ONLINE, W.OFFLINE, reason, hostname)
 
 
 def set_worker_enabled(session: Session, hostname: str, enabled: bool, *, actor: str | None) -> None:
     """DISABLED: the worker finishes its chunk and takes no more work; enabling brings it back ONLINE."""
-    worker = session.get(Worker, hostname, with_for_update=True)
-    if worker is None:
+    found = session.execute(sql.WORKER_STATUS_LOCKED, {"host": hostname}).first()
+    if found is None:
         raise LookupError(hostname)
-    new = WorkerStatus.ONLINE if enabled else WorkerStatus.DISABLED
-    if worker.status != new:
-        _record(session, "worker", hostname, None, worker.status, new, "enabled" if enabled else "disabled", actor)
-        worker.status = new
+    new = W.ONLINE if enabled else W.DISABLED
+    if found.status != new:
+        _move_worker(session, hostname, found.status, new, "enabled" if enabled else "disabled", actor)

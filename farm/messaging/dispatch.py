@@ -1,21 +1,20 @@
 """Send a job's chunks to the broker as one Celery chord: render every chunk, then package the job.
 
-Called only after the job's rows are committed, so a worker never receives a chunk the database does not know.
-Tasks are sent by name: this module must not import worker code.
+Every send follows a database change and must wait for its commit, so a worker never receives a chunk the database
+does not know and a rolled-back change sends nothing: callers hand their sends to `after_commit`. Tasks are sent by
+name: this module must not import worker code.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
 
 from celery import Celery, chord
 from celery.utils import worker_direct
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, event, update
 from sqlalchemy.orm import Session
 
-from farm.celery_app import FarmCelery
 from farm.clock import db_now
 from farm.models import Chunk
 
@@ -26,6 +25,26 @@ CHORD_FAILED = "farm.chord_failed"
 # takes a worker slot while it runs. The last chunk to end sends the packaging itself, so the chord is the backstop
 # (and carries the error callback): polling it every second, Celery's default, would only take slots from renders.
 CHORD_CHECK_SECONDS = 15
+
+
+_SENDS = "farm.sends_after_commit"
+
+
+def after_commit(session: Session, send: Callable[[], None]) -> None:
+    """Run `send` (a message to the broker) once the session's transaction commits, and never if it rolls back: the
+    one way a task follows a database change. Sends run in the order given."""
+    session.info.setdefault(_SENDS, []).append(send)
+
+
+@event.listens_for(Session, "after_commit")
+def _send_committed(session: Session) -> None:
+    for send in session.info.pop(_SENDS, []):
+        send()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_rolled_back(session: Session) -> None:
+    session.info.pop(_SENDS, None)
 
 
 def broker_priority(priority: int) -> int:
@@ -62,8 +81,7 @@ def send_chord(celery: Celery, job_id: str, task_ids: dict[int, str], *, priorit
         PACKAGE_JOB, args=(job_id,), immutable=True, queue=queue, priority=broker_priority(priority)
     )
     body.on_error(celery.signature(CHORD_FAILED, kwargs={"job_id": job_id}, queue=queue))
-    with celery.batched() if isinstance(celery, FarmCelery) else nullcontext():
-        return chord(header, body).apply_async(interval=CHORD_CHECK_SECONDS).id
+    return chord(header, body).apply_async(interval=CHORD_CHECK_SECONDS).id
 
 
 def set_worker_consuming(celery: Celery, hostname: str, queues: Sequence[str], consuming: bool) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -36,7 +35,7 @@ from farm.config import Settings
 from farm.db import Database
 from farm.jobs import states
 from farm.messaging import broker
-from farm.messaging.dispatch import new_task_id, retire_tasks, send_packaging, send_render
+from farm.messaging.dispatch import after_commit, new_task_id, retire_tasks, send_packaging, send_render
 from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus
 from farm.projects import blob_store
 from farm.storage import Storage, open_storage
@@ -45,18 +44,6 @@ from farm.webhooks import courier
 log = logging.getLogger(__name__)
 ACTIVE = (JobStatus.QUEUED, JobStatus.RENDERING)
 STOPPING = (JobStatus.CANCELING, JobStatus.CANCELED, JobStatus.FAILED)
-
-
-@dataclass(frozen=True)
-class Send:
-    """A render task to send once the transaction that recorded its id has committed, replacing `old_task_id`."""
-
-    job_id: str
-    chunk_id: int
-    task_id: str
-    queue: str
-    priority: int
-    old_task_id: str | None
 
 
 @dataclass
@@ -137,7 +124,6 @@ class Janitor:
                     done.workers_offline.append(worker.hostname)
 
     def recover_silent_chunks(self, now: datetime, done: Sweep) -> None:
-        sends: list[Send] = []
         with self.db.session() as session:
             silent = self._locked(
                 session,
@@ -167,14 +153,13 @@ class Janitor:
                 else:
                     task_id, old_task_id = new_task_id(), chunk.task_id
                     if states.requeue_chunk(session, chunk, task_id=task_id, reason=reason, actor=self.name):
-                        sends.append(Send(job.id, chunk.id, task_id, job.queue, job.priority, old_task_id))
+                        self._resend(session, job, chunk.id, task_id, old_task_id)
                         done.chunks_requeued.append(chunk.id)
-        self._send(sends)
 
     def redispatch_lost_tasks(self, now: datetime, done: Sweep) -> None:
         with self.db.session() as session:
             waiting = session.execute(
-                select(Chunk.id, Chunk.task_id, Job.id, Job.queue, Job.priority)
+                select(Chunk.id, Chunk.task_id, Job)
                 .join(Job, Job.id == Chunk.job_id)
                 .where(
                     Job.status.in_(ACTIVE),
@@ -186,20 +171,18 @@ class Janitor:
                 return
             live = session.scalars(select(Worker.hostname).where(Worker.status != WorkerStatus.OFFLINE)).all()
         held: dict[str, set[str]] = {}
-        for queue in {row.queue for row in waiting}:
+        for queue in {row.Job.queue for row in waiting}:
             held[queue] = broker.pending_task_ids(
                 self.settings, broker.queue_names(queue, live), held_within=self.timeout.total_seconds()
             )
-        sends: list[Send] = []
         with self.db.session() as session:
-            for chunk_id, old_task_id, job_id, queue, priority in waiting:
-                if old_task_id in held[queue]:
+            for chunk_id, old_task_id, job in waiting:
+                if old_task_id in held[job.queue]:
                     continue
                 task_id = new_task_id()
                 if states.replace_task(session, chunk_id, old_task_id, task_id):
-                    sends.append(Send(job_id, chunk_id, task_id, queue, priority, old_task_id))
+                    self._resend(session, job, chunk_id, task_id, old_task_id)
                     done.chunks_redispatched.append(chunk_id)
-        self._send(sends)
 
     def package_finished_jobs(self, now: datetime, done: Sweep) -> None:
         with self.db.session() as session:
@@ -217,7 +200,7 @@ class Janitor:
             ]
             for job in ready:
                 states.touch_job(session, job.id)  # so the next pass waits before sending again
-        self._package(ready, resume=False, done=done)
+                self._package(session, job, resume=False, done=done)
 
     def resume_stalled_packaging(self, now: datetime, done: Sweep) -> None:
         with self.db.session() as session:
@@ -229,7 +212,7 @@ class Janitor:
             )
             for job in stalled:
                 states.touch_job(session, job.id)
-        self._package(stalled, resume=True, done=done)
+                self._package(session, job, resume=True, done=done)
 
     def settle_cancels(self, now: datetime, done: Sweep) -> None:
         with self.db.session() as session:
@@ -237,15 +220,20 @@ class Janitor:
                 if states.settle_cancel(session, job.id, actor=self.name):
                     done.jobs_settled.append(job.id)
 
-    def _send(self, sends: list[Send]) -> None:
-        retire_tasks(self.celery, [s.old_task_id for s in sends if s.old_task_id])
-        for send in sends:
-            send_render(self.celery, send.job_id, send.chunk_id, send.task_id, queue=send.queue, priority=send.priority)
+    def _resend(self, session: Session, job: Job, chunk_id: int, task_id: str, old_task_id: str | None) -> None:
+        """Once committed: send the chunk's new task, and retire the one it replaces (so the chord stops waiting)."""
 
-    def _package(self, jobs: Sequence[Job], *, resume: bool, done: Sweep) -> None:
-        for job in jobs:
-            send_packaging(self.celery, job.id, queue=job.queue, resume=resume)
-            done.jobs_packaged.append(job.id)
+        def send() -> None:
+            if old_task_id:
+                retire_tasks(self.celery, [old_task_id])
+            send_render(self.celery, job.id, chunk_id, task_id, queue=job.queue, priority=job.priority)
+
+        after_commit(session, send)
+
+    def _package(self, session: Session, job: Job, *, resume: bool, done: Sweep) -> None:
+        queue = job.queue
+        after_commit(session, lambda: send_packaging(self.celery, job.id, queue=queue, resume=resume))
+        done.jobs_packaged.append(job.id)
 
     def run(self, stop: threading.Event) -> None:
         """Sweep every FARM_JANITOR_SECONDS until `stop` is set."""

@@ -14,16 +14,16 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farm.clock import db_now
 from farm.config import Settings, load_settings
 from farm.jobs.representation import job_json, running_chunks
+from farm.messaging.dispatch import after_commit
 from farm.models import Job, JobStatus, WebhookDelivery, WebhookStatus
 
 EVENTS = {JobStatus.COMPLETED: "job.completed", JobStatus.FAILED: "job.failed", JobStatus.CANCELED: "job.canceled"}
-DUE = "farm.webhooks.due"  # session.info flag: this transaction wrote deliveries
 
 _installed: dict[str, Any] = {"settings": None, "wake": None}
 
@@ -75,15 +75,9 @@ def job_ended(session: Session, job_id: str, status: str) -> None:
                 attempts=[],
             )
         )
-    session.info[DUE] = True
+    after_commit(session, _wake)
 
 
-@event.listens_for(Session, "after_commit")
-def _wake_courier(session: Session) -> None:
-    if session.info.pop(DUE, False) and _installed["wake"] is not None:
+def _wake() -> None:
+    if _installed["wake"] is not None:
         _installed["wake"]()
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget(session: Session) -> None:
-    session.info.pop(DUE, None)

@@ -3,77 +3,25 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from flask import Response, jsonify, redirect, request, send_file, url_for
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import func, select
 
-from farm.errors import Conflict, NotFound, ValidationError
-from farm.jobs import planning, states
-from farm.jobs.inputs import DB_INT_MAX, whole_number
-from farm.jobs.submission import JobForm, Upload, create_job, discard_upload, parse_form, save_upload
-from farm.messaging.dispatch import assign_task_ids, send_chord
-from farm.models import Chunk, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
-from farm.projects import Manifest, blob_store, intake, parse_manifest
-from farm.storage import FileStorage
+from farm.errors import Conflict, NotFound
+from farm.jobs import planning
+from farm.jobs.inputs import DB_INT_MAX
+from farm.jobs.submission import discard_upload, parse_form, save_upload
+from farm.models import Chunk, Event, Frame, FrameStatus, Job
+from farm.projects import blob_store, parse_manifest
+from farm.storage.local import FileStorage
 from farm.storage.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
-from webapp import live, services
+from webapp import actions, live, services
 from webapp.api import bp
-from webapp.api.serializers import chunk_json, event_json, frame_json, job_json, running_chunks, webhooks_json
-from webapp.auth import current_actor
+from webapp.api.serializers import chunk_json, event_json, frame_json, job_json, running_chunks
 from webapp.extensions import db
+from webapp.queries import get_job, job_search, one_job, query_int
 
 log = logging.getLogger(__name__)
-
-
-def get_job(job_id: str) -> Job:
-    job = db.session.get(Job, job_id) if len(job_id) <= 36 else None
-    if job is None:
-        raise NotFound(f"job {job_id}")
-    return job
-
-
-def one_job(job: Job) -> dict[str, Any]:
-    """JOB, read alone, with its webhook deliveries (`webhooks`; a list would cost a query per job)."""
-    shape = job_json(job, running_chunks(db.session, [job.id]).get(job.id, 0))
-    return {"job": shape | {"webhooks": webhooks_json(db.session, job.id)}}
-
-
-def query_int(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name, "").strip()
-    if not raw:
-        return default
-    value = whole_number(raw)
-    if value is None or not lo <= value <= hi:
-        raise ValidationError(name, "out_of_range", f"{name} must be a whole number from {lo} to {hi}")
-    return value
-
-
-def dispatch(job: Job, task_ids: dict[int, str]) -> None:
-    """Commit the chunks' task ids, then send the chord: a worker never sees a chunk the database lacks."""
-    db.session.commit()
-    send_chord(services.celery(), job.id, task_ids, priority=job.priority, queue=job.queue)
-
-
-def online_slots() -> int:
-    return db.session.execute(
-        select(func.count()).select_from(Worker).where(Worker.status == WorkerStatus.ONLINE)
-    ).scalar_one()
-
-
-def submit(upload: Upload, form: JobForm) -> Job:
-    """Create the job from a saved upload (its files go to the blob store) and dispatch it: what the API and the
-    New job page both do."""
-    manifest = intake.manifest_from_upload(db.session, services.storage(), services.settings(), upload, form.main)
-    return submit_project(manifest, form)
-
-
-def submit_project(manifest: Manifest, form: JobForm) -> Job:
-    job, task_ids = create_job(
-        db.session, services.storage(), services.settings(), manifest, form, owner=current_actor(), slots=online_slots()
-    )
-    dispatch(job, task_ids)
-    return job
 
 
 @bp.post("/jobs")
@@ -85,14 +33,14 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     if request.form.get("manifest") and "file" not in request.files:
         manifest = parse_manifest(request.form["manifest"])
         blob_store.require(db.session, manifest)
-        job = submit_project(manifest, form)
+        job = actions.submit_project(manifest, form)
         return jsonify(one_job(job)), 201, {"Location": url_for("api.read_job", job_id=job.id)}
     upload_file = request.files.get("file")
     upload = save_upload(
         upload_file.stream if upload_file else None, upload_file.filename if upload_file else None, settings
     )
     try:
-        job = submit(upload, form)
+        job = actions.submit_upload(upload, form)
     finally:
         discard_upload(upload)
     location = url_for("api.read_job", job_id=job.id)
@@ -113,25 +61,6 @@ def list_jobs() -> Response:
     )
 
 
-def job_search() -> Select[tuple[Job]]:
-    """Jobs newest first, narrowed by the request's `status` (comma-separated) and `q` (name contains, or an id)."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id)
-    status = request.args.get("status", "").strip().upper()
-    if status:
-        wanted = [s.strip() for s in status.split(",")]
-        unknown = [s for s in wanted if s not in JobStatus.__members__]
-        if unknown:
-            raise ValidationError(
-                "status", "unknown_choice", f"status must be one of {', '.join(JobStatus)}, got {unknown[0]!r}"
-            )
-        query = query.where(Job.status.in_(wanted))
-    q = request.args.get("q", "").strip()
-    if q:
-        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(or_(Job.name.ilike(pattern, escape="\\"), Job.id == q))
-    return query
-
-
 @bp.get("/jobs/<job_id>")
 def read_job(job_id: str) -> Response:
     return jsonify(one_job(get_job(job_id)))
@@ -141,14 +70,7 @@ def read_job(job_id: str) -> Response:
 def cancel_job(job_id: str) -> tuple[Response, int]:
     """202; the job is CANCELING until no chunk renders (Blender is killed within seconds), then CANCELED."""
     job = get_job(job_id)
-    task_ids = [t for t in db.session.scalars(select(Chunk.task_id).where(Chunk.job_id == job.id)) if t]
-    states.cancel_job(db.session, job.id, actor=current_actor())
-    db.session.commit()
-    try:
-        services.celery().control.revoke(task_ids)
-    except Exception:  # queued tasks are skipped by the database check anyway
-        log.warning("could not broadcast revoke for job %s", job.id, exc_info=True)
-    db.session.refresh(job)
+    actions.cancel(job)
     return jsonify(one_job(job)), 202
 
 
@@ -156,11 +78,7 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
 def retry_job(job_id: str) -> tuple[Response, int]:
     """202; re-renders only the frames that are not done, then packages again."""
     job = get_job(job_id)
-    if job.status not in (JobStatus.FAILED, JobStatus.CANCELED):
-        raise Conflict(f"only FAILED or CANCELED jobs can be retried; this one is {job.status}")
-    chunk_ids = states.retry_job(db.session, job.id, actor=current_actor())
-    dispatch(job, assign_task_ids(db.session, chunk_ids))
-    db.session.refresh(job)
+    actions.retry(job)
     return jsonify(one_job(job)), 202
 
 

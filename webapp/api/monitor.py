@@ -14,9 +14,9 @@ from farm.messaging import broker
 from farm.models import Job, TaskRecord, Worker
 from webapp import services
 from webapp.api import bp
-from webapp.api.jobs import query_int
 from webapp.api.serializers import iso
 from webapp.extensions import db
+from webapp.queries import query_int
 
 TASK_STATES = ("RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REJECTED", "REVOKED", "IGNORED")
 

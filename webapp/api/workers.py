@@ -9,13 +9,10 @@ from flask import Response, jsonify
 from sqlalchemy import select
 
 from farm.errors import NotFound
-from farm.jobs import states
-from farm.messaging.dispatch import set_worker_consuming
 from farm.models import Event, Worker
-from webapp import services
+from webapp import actions
 from webapp.api import bp
 from webapp.api.serializers import event_json, workers_json
-from webapp.auth import current_actor
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
@@ -27,15 +24,7 @@ def list_workers() -> Response:
 
 
 def _set_enabled(hostname: str, enabled: bool) -> tuple[Response, int]:
-    worker = db.session.get(Worker, hostname)
-    if worker is None:
-        raise NotFound(f"worker {hostname}")
-    states.set_worker_enabled(db.session, hostname, enabled, actor=current_actor())
-    db.session.commit()
-    try:  # the fast path; the worker's heartbeat applies the database's word within seconds anyway
-        set_worker_consuming(services.celery(), hostname, worker.queues, enabled)
-    except Exception:
-        log.warning("could not broadcast to worker %s", hostname, exc_info=True)
+    actions.set_worker_enabled(hostname, enabled)
     return jsonify({"worker": workers_json(db.session, hostname)[0]}), 202
 
 

@@ -1,0 +1,335 @@
+"""Studio scale, simulated on one machine: N real `farm worker` processes (each its own hostname, cache and frame
+cache) on the local Postgres, a Redis of this run's own (so that it can be restarted mid-job) and a moto S3 server.
+They render with the benchmark-only sleep renderer (`FARM_RENDERER=sleep-benchmark-only:S`: S seconds a frame and a
+1×1 PNG), so the CPU stays with the farm itself.
+
+    python -m bench.scale --workers 16 --frames 2000 --frame-seconds 2 [--chunk-size 5] [--kill 0.25] [--restart-redis]
+
+While the job runs, status polls (`GET /api/jobs/<id>`) go at `--polls` a second and `--streams` live job pages
+(SSE) stay open; a janitor sweeps every 5 s beside the workers' own. It reports farm efficiency (ideal time ÷ actual,
+ideal = frames × S ÷ workers), the time to the first and the last frame, Postgres transactions per second, the CPU
+of every Postgres process, its peak connections, Redis' peak memory, the API's p50 and p99, and janitor sweep times.
+`--kill F` SIGKILLs that fraction of the workers halfway, `--restart-redis` restarts Redis a third of the way; either
+way every frame must end DONE and stored exactly once, which it checks. Its last line is `efficiency E at N workers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+import psycopg
+import redis
+import requests
+from sqlalchemy import func, select
+
+from bench.common import PG, make_scene, report, services
+from farm.blender.devices import Device, to_env
+from farm.celery_app import make_celery
+from farm.config import load_settings
+from farm.db import Database
+from farm.messaging.janitor import Janitor
+from farm.models import Frame, FrameStatus, Job
+from tests.helpers import FarmProcesses, free_port, submit, wait_for_status, wait_until
+
+
+@contextlib.contextmanager
+def own_redis(folder: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A Redis of this run's own, and a function that restarts it (a broker outage mid-job)."""
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        procs.append(subprocess.Popen([*argv, "--dir", str(folder)], stdout=subprocess.DEVNULL))
+        wait_until(lambda: _pings(port), timeout=10, what="redis-server to answer")
+
+    def restart(down_seconds: float = 5.0) -> None:
+        procs[-1].terminate()
+        procs[-1].wait(10)
+        time.sleep(down_seconds)
+        start()
+
+    start()
+    try:
+        yield f"redis://127.0.0.1:{port}/0", restart
+    finally:
+        for proc in procs:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+
+def _pings(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=1).ping())
+    except redis.ConnectionError:
+        return False
+
+
+def start_workers(procs: FarmProcesses, count: int, tmp: Path) -> list[subprocess.Popen[bytes]]:
+    """Start every worker at once (each with its own hostname and caches, no device detection) and wait until all
+    have registered ONLINE."""
+    cpu = to_env([Device(backend="CPU", id="CPU", name="benchmark CPU")])
+    workers = []
+    for i in range(count):
+        env = dict(procs.env, FARM_CACHE_DIR=str(tmp / f"cache-{i}"), FARM_WORKER_DEVICES=cpu)
+        with open(procs.log_dir / f"worker-{i}.log", "ab") as log:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "farm", "worker", "--name", f"scale-{i}@bench", "--concurrency", "1"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+
+    def all_online() -> bool:
+        found = requests.get(f"{procs.url}/api/workers", timeout=10).json()["workers"]
+        return sum(w["status"] == "ONLINE" for w in found) >= count
+
+    wait_until(all_online, timeout=120 + 5 * count, what=f"{count} workers to register", interval=2)
+    return workers
+
+
+@dataclass
+class Load:
+    """Status polls at a steady rate and open live streams while the job runs; latencies of the polls."""
+
+    url: str
+    job_id: str
+    polls_per_second: float
+    streams: int
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def poll(self, every: float) -> None:
+        session = requests.Session()
+        due = time.monotonic()
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                ok = session.get(f"{self.url}/api/jobs/{self.job_id}", timeout=10).ok
+            except requests.RequestException:
+                ok = False
+            self.latencies.append(time.monotonic() - started)
+            self.errors += not ok
+            due += every
+            time.sleep(max(0.0, due - time.monotonic()))
+
+    def stream(self) -> None:
+        headers = {"Accept": "text/event-stream"}
+        while not self.stop.is_set():
+            with (
+                contextlib.suppress(requests.RequestException),
+                requests.get(
+                    f"{self.url}/api/jobs/{self.job_id}/events", headers=headers, stream=True, timeout=30
+                ) as r,
+            ):
+                for _ in r.iter_lines():
+                    if self.stop.is_set():
+                        return
+            self.stop.wait(1)
+
+    def start(self) -> list[threading.Thread]:
+        pollers = 16
+        threads = [
+            threading.Thread(target=self.poll, args=(pollers / self.polls_per_second,), daemon=True)
+            for _ in range(pollers)
+        ]
+        threads += [threading.Thread(target=self.stream, daemon=True) for _ in range(self.streams)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time of every Postgres process on this machine (user + system), counting backends that have exited
+    through the postmaster's reaped children's time."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat[stat.index("(") + 1 : stat.rindex(")")] == "postgres":
+                fields = stat[stat.rindex(")") + 2 :].split()
+                total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick
+
+
+def transactions(database: str) -> int:
+    with psycopg.connect(f"{PG}/postgres") as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (database,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def connections(database: str) -> int:
+    with psycopg.connect(f"{PG}/postgres") as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def stored_objects(env: dict[str, str], prefix: str) -> int:
+    """Frame images in the bucket under `prefix` (thumbnails apart): one per frame if each was stored exactly once."""
+    bucket, _, root = env["FARM_STORAGE_URL"].removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=env["FARM_S3_ENDPOINT_URL"])
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{root}/{prefix}")
+    return sum(1 for page in pages for item in page.get("Contents", []) if "thumb" not in item["Key"])
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else 0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=2000)
+    parser.add_argument("--frame-seconds", type=float, default=2.0)
+    parser.add_argument("--chunk-size", type=int, default=5, help="frames per chunk (5 × 2 s: 10 s chunks)")
+    parser.add_argument("--polls", type=float, default=200, help="status polls a second while the job runs")
+    parser.add_argument("--streams", type=int, default=50, help="live job pages (SSE) open while the job runs")
+    parser.add_argument("--kill", type=float, default=0.0, help="fraction of the workers SIGKILLed halfway")
+    parser.add_argument("--restart-redis", action="store_true", help="restart Redis a third of the way")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="farm-scale-") as tmp_name:
+        tmp = Path(tmp_name)
+        with own_redis(tmp) as (broker, restart_redis):
+            extra = {
+                "FARM_BROKER_URL": broker,
+                "FARM_RENDERER": f"sleep-benchmark-only:{args.frame_seconds:g}",
+                "FARM_WARM_BLENDER": "0",
+            }
+            with services(tmp, **extra) as env:
+                run(args, env, tmp, restart_redis)
+
+
+def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis: Callable[[], None]) -> None:
+    settings = load_settings(env, dotenv_path=None)
+    database_name = env["FARM_DATABASE_URL"].rsplit("/", 1)[1]
+    scene = make_scene(env, tmp / "scene.blend", frames=args.frames, width=64, height=36, samples=1)
+    (tmp / "logs").mkdir()
+    procs = FarmProcesses(env, tmp / "logs")
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.start_web()
+        workers = start_workers(procs, args.workers, tmp)
+        db = Database(settings.database_url)
+        janitor = Janitor(db, make_celery(settings), settings, name="bench-janitor")
+        sweeps: list[float] = []
+        redis_peak = 0
+        connections_peak = 0
+        tx0, cpu0 = transactions(database_name), postgres_cpu_seconds()
+        started = time.time()
+        response = submit(
+            procs.url, scene, name="scale", frame_start=1, frame_end=args.frames, chunk_size=args.chunk_size
+        )
+        response.raise_for_status()
+        job_id = response.json()["job"]["id"]
+        accepted = time.time() - started
+        load = Load(procs.url, job_id, args.polls, args.streams)
+        load.start()
+        killed = restarted = False
+        while True:
+            sweep_started = time.monotonic()
+            with contextlib.suppress(Exception):
+                janitor.sweep()
+                sweeps.append(time.monotonic() - sweep_started)
+            with contextlib.suppress(redis.ConnectionError):
+                used = redis.Redis.from_url(settings.broker_url).info("memory")["used_memory"]
+                redis_peak = max(redis_peak, int(used))
+            connections_peak = max(connections_peak, connections(database_name))
+            with db.session() as session:
+                done = session.scalar(select(Job.frames_rendered).where(Job.id == job_id)) or 0
+                status = session.scalar(select(Job.status).where(Job.id == job_id))
+            if args.restart_redis and not restarted and done >= args.frames / 3:
+                restart_redis()
+                restarted = True
+            if args.kill and not killed and done >= args.frames / 2:
+                for proc in workers[: int(len(workers) * args.kill)]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                killed = True
+            if status in ("COMPLETED", "FAILED", "CANCELED") or done >= args.frames:
+                break
+            time.sleep(max(0.0, 5 - (time.monotonic() - sweep_started)))
+        ended = time.time()
+        tx1, cpu1 = transactions(database_name), postgres_cpu_seconds()
+        final = wait_for_status(procs.url, job_id, {"COMPLETED", "FAILED"}, timeout=3600)
+        completed = time.time() - started
+        load.stop.set()
+        with db.session() as session:
+            first, last = session.execute(
+                select(func.min(Frame.finished_at), func.max(Frame.finished_at)).where(Frame.job_id == job_id)
+            ).one()
+            stored = session.scalar(
+                select(func.count()).where(Frame.job_id == job_id, Frame.status == FrameStatus.DONE)
+            )
+        objects = stored_objects(env, f"jobs/{job_id}/frames/")
+        first_s = first.replace(tzinfo=UTC).timestamp() - started
+        last_s = last.replace(tzinfo=UTC).timestamp() - started
+        ideal = args.frames * args.frame_seconds / args.workers
+        efficiency = ideal / last_s
+        wall = ended - started
+        rows = [
+            ("job", f"{args.frames} frames × {args.frame_seconds:g} s, chunks of {args.chunk_size}, {final['status']}"),
+            ("submission answered", f"{accepted:.2f} s"),
+            ("first frame stored", f"{first_s:.1f} s"),
+            ("last frame stored", f"{last_s:.1f} s (ideal {ideal:.1f} s)"),
+            ("job COMPLETED (zip stored)", f"{completed:.1f} s"),
+            ("frames DONE / frame images in S3", f"{stored} / {objects}"),
+            ("Postgres transactions/s", f"{(tx1 - tx0) / wall:.0f}"),
+            ("Postgres CPU (all processes on the machine)", f"{(cpu1 - cpu0) / wall:.2f} cores"),
+            ("Postgres connections, peak (this database)", connections_peak),
+            ("Redis memory, peak", f"{redis_peak / 2**20:.1f} MiB"),
+            (
+                f"API status polls ({args.polls:g}/s asked, {args.streams} live pages open)",
+                f"{len(load.latencies)} polls, p50 {percentile(load.latencies, 50) * 1000:.0f} ms, "
+                f"p99 {percentile(load.latencies, 99) * 1000:.0f} ms, {load.errors} errors",
+            ),
+            ("janitor sweep", f"p50 {percentile(sweeps, 50) * 1000:.0f} ms, max {max(sweeps or [0]) * 1000:.0f} ms"),
+        ]
+        if args.kill:
+            rows.append(("workers SIGKILLed halfway", int(len(workers) * args.kill)))
+        if args.restart_redis:
+            rows.append(("Redis restarted a third of the way", "yes" if restarted else "no (job ended first)"))
+        name = f"scale-{args.workers}" + ("-faults" if args.kill or args.restart_redis else "")
+        report(
+            name,
+            f"Scale: {args.workers} workers, one job of {args.frames} frames at {args.frame_seconds:g} s a frame",
+            ("measure", "value"),
+            rows,
+            notes=f"Measured {datetime.now(UTC):%H:%M} UTC; efficiency = ideal ÷ (submission → last frame stored).",
+        )
+        assert stored == objects == args.frames, f"{stored} frames DONE, {objects} images stored, of {args.frames}"
+        print(f"efficiency {efficiency:.3f} at {args.workers} workers")
+    finally:
+        for proc in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+        procs.stop_all()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""What people do to jobs and workers: submit, cancel, retry, enable and disable. The JSON API and the pages both
+call these, so a button and its API call can never drift apart; each commits its change and leaves the broker
+messages to `after_commit`."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func, select
+
+from farm.errors import Conflict, NotFound
+from farm.jobs import states
+from farm.jobs.submission import JobForm, Upload, create_job
+from farm.messaging.dispatch import after_commit, assign_task_ids, send_chord, set_worker_consuming
+from farm.models import Chunk, Job, JobStatus, Worker, WorkerStatus
+from farm.projects import Manifest, intake
+from webapp import services
+from webapp.auth import current_actor
+from webapp.extensions import db
+
+log = logging.getLogger(__name__)
+
+
+def _dispatch(job: Job, task_ids: dict[int, str]) -> None:
+    """Send the chord once the chunks' task ids are committed: a worker never sees a chunk the database lacks."""
+    celery, job_id, priority, queue = services.celery(), job.id, job.priority, job.queue
+    after_commit(db.session(), lambda: send_chord(celery, job_id, task_ids, priority=priority, queue=queue))
+    db.session.commit()
+
+
+def _online_slots() -> int:
+    return db.session.execute(
+        select(func.count()).select_from(Worker).where(Worker.status == WorkerStatus.ONLINE)
+    ).scalar_one()
+
+
+def submit_upload(upload: Upload, form: JobForm) -> Job:
+    """Create the job from a saved upload (its files go to the blob store) and dispatch it."""
+    manifest = intake.manifest_from_upload(db.session, services.storage(), services.settings(), upload, form.main)
+    return submit_project(manifest, form)
+
+
+def submit_project(manifest: Manifest, form: JobForm) -> Job:
+    """Create the job from project files the farm holds, and dispatch it."""
+    job, task_ids = create_job(
+        db.session,
+        services.storage(),
+        services.settings(),
+        manifest,
+        form,
+        owner=current_actor(),
+        slots=_online_slots(),
+    )
+    _dispatch(job, task_ids)
+    return job
+
+
+def cancel(job: Job) -> None:
+    """The job is CANCELING until no chunk renders (Blender is killed within seconds), then CANCELED."""
+    task_ids = [t for t in db.session.scalars(select(Chunk.task_id).where(Chunk.job_id == job.id)) if t]
+    states.cancel_job(db.session, job.id, actor=current_actor())
+    celery = services.celery()
+
+    def revoke() -> None:
+        try:
+            celery.control.revoke(task_ids)
+        except Exception:  # queued tasks are skipped by the database check anyway
+            log.warning("could not broadcast revoke for job %s", job.id, exc_info=True)
+
+    after_commit(db.session(), revoke)
+    db.session.commit()
+    db.session.refresh(job)
+
+
+def retry(job: Job) -> None:
+    """Re-render only the frames that are not done, then package again."""
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELED):
+        raise Conflict(f"only FAILED or CANCELED jobs can be retried; this one is {job.status}")
+    chunk_ids = states.retry_job(db.session, job.id, actor=current_actor())
+    _dispatch(job, assign_task_ids(db.session, chunk_ids))
+    db.session.refresh(job)
+
+
+def set_worker_enabled(hostname: str, enabled: bool) -> None:
+    """A disabled worker finishes its chunk and takes no more work; enabling brings it back."""
+    worker = db.session.get(Worker, hostname)
+    if worker is None:
+        raise NotFound(f"worker {hostname}")
+    states.set_worker_enabled(db.session, hostname, enabled, actor=current_actor())
+    celery, queues = services.celery(), list(worker.queues)
+
+    def tell_worker() -> None:  # the fast path; the worker's heartbeat applies the database's word within seconds
+        try:
+            set_worker_consuming(celery, hostname, queues, enabled)
+        except Exception:
+            log.warning("could not broadcast to worker %s", hostname, exc_info=True)
+
+    after_commit(db.session(), tell_worker)
+    db.session.commit()

@@ -1,0 +1,57 @@
+"""Reading jobs as a request asks for them, for the JSON API and the pages alike: one job by id, and the jobs list
+narrowed by the query string."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from sqlalchemy import Select, or_, select
+
+from farm.errors import NotFound, ValidationError
+from farm.jobs.inputs import whole_number
+from farm.models import Job, JobStatus
+from webapp.api.serializers import job_json, running_chunks, webhooks_json
+from webapp.extensions import db
+
+
+def get_job(job_id: str) -> Job:
+    job = db.session.get(Job, job_id) if len(job_id) <= 36 else None
+    if job is None:
+        raise NotFound(f"job {job_id}")
+    return job
+
+
+def one_job(job: Job) -> dict[str, Any]:
+    """JOB, read alone, with its webhook deliveries (`webhooks`; a list would cost a query per job)."""
+    shape = job_json(job, running_chunks(db.session, [job.id]).get(job.id, 0))
+    return {"job": shape | {"webhooks": webhooks_json(db.session, job.id)}}
+
+
+def query_int(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return default
+    value = whole_number(raw)
+    if value is None or not lo <= value <= hi:
+        raise ValidationError(name, "out_of_range", f"{name} must be a whole number from {lo} to {hi}")
+    return value
+
+
+def job_search() -> Select[tuple[Job]]:
+    """Jobs newest first, narrowed by the request's `status` (comma-separated) and `q` (name contains, or an id)."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id)
+    status = request.args.get("status", "").strip().upper()
+    if status:
+        wanted = [s.strip() for s in status.split(",")]
+        unknown = [s for s in wanted if s not in JobStatus.__members__]
+        if unknown:
+            raise ValidationError(
+                "status", "unknown_choice", f"status must be one of {', '.join(JobStatus)}, got {unknown[0]!r}"
+            )
+        query = query.where(Job.status.in_(wanted))
+    q = request.args.get("q", "").strip()
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(Job.name.ilike(pattern, escape="\\"), Job.id == q))
+    return query
