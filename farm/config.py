@@ -75,6 +75,12 @@ class Settings:
     trusted_scripts: bool  # files' own Python runs (drivers, registered text blocks): only where every file is trusted
     web_threads: int  # threads per `farm web` process; live streams may hold three in four
     https: bool  # browsers reach the web app over https (a proxy in front terminates TLS)
+    webhook_url: str | None  # every job's end is also POSTed here (the operator's own endpoint: never refused)
+    webhook_secret: str  # HMAC-SHA256 key of X-Farm-Signature; empty: deliveries go unsigned
+    webhook_allow_private: bool  # notify_url may point at loopback and private addresses
+    webhook_backoff_seconds: float  # the first retry of a failed delivery waits this long, each next one twice as long
+    webhook_retry_seconds: float  # after this long since the job ended, a delivery that still fails is given up
+    metrics_port: int  # where `farm worker` serves its /metrics for Prometheus; 0: it serves none
 
     @property
     def max_streams(self) -> int:
@@ -142,6 +148,12 @@ class Settings:
             "FARM_BLENDER_NICE": str(self.blender_nice),
             "FARM_TRUSTED_SCRIPTS": "1" if self.trusted_scripts else "0",
             "FARM_HTTPS": "1" if self.https else "0",
+            "FARM_WEBHOOK_URL": self.webhook_url or "(none)",
+            "FARM_WEBHOOK_SECRET": "***" if self.webhook_secret else "(none: deliveries are unsigned)",
+            "FARM_WEBHOOK_ALLOW_PRIVATE": "1" if self.webhook_allow_private else "0",
+            "FARM_WEBHOOK_BACKOFF_SECONDS": str(self.webhook_backoff_seconds),
+            "FARM_WEBHOOK_RETRY_SECONDS": str(self.webhook_retry_seconds),
+            "FARM_METRICS_PORT": str(self.metrics_port or "(none)"),
         }
 
 
@@ -201,6 +213,13 @@ def _renderer(env: Mapping[str, str]) -> str:
         "FARM_RENDERER must be blender (or, for benchmarks, null-benchmark-only or sleep-benchmark-only:SECONDS), "
         f"got {value!r}"
     )
+
+
+def _webhook_url(env: Mapping[str, str]) -> str | None:
+    value = env.get("FARM_WEBHOOK_URL", "").strip() or None
+    if value and (urlparse(value).scheme not in ("http", "https") or not urlparse(value).hostname):
+        raise ConfigError(f"FARM_WEBHOOK_URL must be an http:// or https:// URL, got {value!r}")
+    return value
 
 
 def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
@@ -346,4 +365,10 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         trusted_scripts=_flag(env, "FARM_TRUSTED_SCRIPTS", False),
         web_threads=_positive_int(env, "FARM_WEB_THREADS", 32),
         https=_flag(env, "FARM_HTTPS", False),
+        webhook_url=_webhook_url(env),
+        webhook_secret=env.get("FARM_WEBHOOK_SECRET", ""),
+        webhook_allow_private=_flag(env, "FARM_WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_backoff_seconds=_positive_float(env, "FARM_WEBHOOK_BACKOFF_SECONDS", 10.0),
+        webhook_retry_seconds=_positive_float(env, "FARM_WEBHOOK_RETRY_SECONDS", 3600.0),
+        metrics_port=min(65535, _positive_int(env, "FARM_METRICS_PORT", 0, minimum=0)),
     )

@@ -102,6 +102,7 @@ class Job(Base):
     # Bytes under the job's storage prefix (frames, thumbnails, logs, zip, movie), as the janitor last measured.
     storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
     storage_measured_at: Mapped[datetime | None]
+    notify_url: Mapped[str | None] = mapped_column(Text)  # POSTed the job's end (see farm.webhooks)
 
     chunks: Mapped[list[Chunk]] = relationship(back_populates="job", order_by="Chunk.index", cascade="all")
 
@@ -230,3 +231,41 @@ class TaskRecord(Base):
     runtime_ms: Mapped[float | None] = mapped_column(Float)
     result: Mapped[str | None] = mapped_column(Text)  # the return value, or the exception, shortened
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class FrameTally(Base):
+    """Frames each renderer has recorded, ever: `farm_frames_rendered_total` must only grow, and counting the frames
+    rows would drop whenever a job is deleted (Prometheus reads a drop as a restart from zero). One row per worker,
+    written only by that worker's own frames, so the tally adds no lock that workers contend for."""
+
+    __tablename__ = "frame_tallies"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    frames: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class WebhookStatus(enum.StrEnum):
+    PENDING = "PENDING"  # due at `next_attempt_at` (the first attempt, or a retry)
+    DELIVERED = "DELIVERED"  # the receiver answered 2xx
+    FAILED = "FAILED"  # still failing FARM_WEBHOOK_RETRY_SECONDS after the job ended: given up
+
+
+class WebhookDelivery(Base):
+    """One POST of a job's end to one receiver (the job's notify_url, or FARM_WEBHOOK_URL), written in the same
+    transaction as the end itself and sent only after it commits (an outbox): a receiver never hears of an end
+    that was rolled back, and a process that dies before sending leaves the row for the janitor's courier."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    target: Mapped[str] = mapped_column(String(16))  # "notify_url" or "farm" (FARM_WEBHOOK_URL)
+    url: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(String(16))  # job.completed, job.failed, job.canceled
+    body: Mapped[str] = mapped_column(Text)  # the exact bytes signed and sent on every attempt
+    status: Mapped[str] = mapped_column(String(16), default=WebhookStatus.PENDING)
+    created_at: Mapped[datetime]  # the database's clock, as every time that schedules
+    next_attempt_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    attempts: Mapped[list[Any]] = mapped_column(default=list)  # [{"at", "status_code", "error", "ms"}, ...]

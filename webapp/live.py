@@ -27,10 +27,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farm.errors import FarmError
+from farm.jobs.representation import running_chunks
 from farm.jobs.states import TERMINAL_JOB
 from farm.models import Chunk, Frame, FrameStatus, Job
 from farm.storage.previews import PREVIEWABLE
-from webapp.api.serializers import chunk_json, job_json, running_chunks
+from webapp.api.serializers import chunk_json, job_json
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)

@@ -28,12 +28,13 @@ from sqlalchemy import false, func, select
 
 from farm.errors import FarmError, ValidationError
 from farm.jobs import staging, submission
+from farm.jobs.representation import running_chunks
 from farm.jobs.storage_usage import farm_usage
 from farm.jobs.submission import DEVICES, OUTPUT_FORMATS, parse_form, save_upload
 from farm.models import Chunk, Job, JobStatus, WorkerStatus
 from webapp import actions, csrf, services
 from webapp.api.monitor import TASK_STATES, queues_json, task_filters, tasks_json
-from webapp.api.serializers import job_json, running_chunks, workers_json
+from webapp.api.serializers import job_json, workers_json
 from webapp.errors import ErrorAnswer, farm_error_response
 from webapp.extensions import db
 from webapp.live import links

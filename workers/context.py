@@ -16,6 +16,7 @@ from farm.blender import devices
 from farm.config import Settings
 from farm.db import Database
 from farm.storage import Storage, open_storage
+from farm.webhooks import courier
 from workers.frame_cache import FrameCache
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def get_context() -> WorkerContext:
         # `farm worker` detects once and hands each process its (pinned) devices; a bare `celery worker` asks here.
         found = next(iter(_contexts.values())).devices if _contexts else devices.from_env() or devices.detect(settings)
         _contexts.clear()
+        courier.install(settings)  # this process sends the webhooks of the jobs it ends
         _contexts[pid] = WorkerContext(
             settings=settings,
             # No pre-ping round trip per session: worker code retries a dropped connection (with_retries), and

@@ -8,7 +8,8 @@ frame cache, then idle sources) and says whether the worker is healthy: a disk u
 Runs in the worker's main process (Celery signals), not in the pool children that render; the janitor runs here
 too, so the embedded default (where nothing else runs) recovers lost work as well. The database is the
 truth for DISABLED: each heartbeat reads the status back and starts or stops consuming to match, so a disable
-survives a lost broadcast or a restart.
+survives a lost broadcast or a restart. With FARM_METRICS_PORT, the main process also serves the worker's
+Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import os
 import threading
 from typing import Any
 
+import prometheus_client
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from farm import clock
+from farm import clock, metrics
 from farm.blender import devices
 from farm.jobs import states
 from farm.messaging.dispatch import set_worker_consuming
@@ -73,6 +75,17 @@ def memory_total() -> int | None:
         return None
 
 
+def serve_metrics(port: int) -> None:
+    """This worker's /metrics for Prometheus, summed over its pool processes through the multiprocess folder that
+    `farm worker` set; a port already taken is said in the log, and the worker renders on without it."""
+    try:
+        prometheus_client.start_http_server(port, registry=metrics.registry())
+    except OSError as exc:
+        log.error("cannot serve metrics on port %d (FARM_METRICS_PORT): %s", port, exc)
+        return
+    log.info("metrics on http://0.0.0.0:%d/metrics", port)
+
+
 @worker_ready.connect
 def register(sender: Any, **_: Any) -> None:
     hostname = sender.hostname
@@ -96,6 +109,8 @@ def register(sender: Any, **_: Any) -> None:
     threading.Thread(
         target=_heartbeat_loop, args=(sender.app, hostname, queues, consuming), name="farm-heartbeat", daemon=True
     ).start()
+    if ctx.settings.metrics_port:
+        serve_metrics(ctx.settings.metrics_port)
     janitor = Janitor(ctx.db, sender.app, ctx.settings, name=f"janitor@{hostname}")
     threading.Thread(target=janitor.run, args=(_stop,), name="farm-janitor", daemon=True).start()
     log.info("worker %s registered (%s)", hostname, status)

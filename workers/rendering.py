@@ -26,6 +26,7 @@ from celery.exceptions import Reject
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from farm import metrics
 from farm.blender import devices
 from farm.blender.launcher import blender_command, blender_error
 from farm.jobs import planning, states
@@ -240,6 +241,7 @@ class ChunkRun:
             path.unlink(missing_ok=True)
         else:
             self.ctx.frames.keep(path, sha256, size)  # for a packager on this machine
+            metrics.FRAME_SECONDS.labels(worker=self.worker, device=self.device or "unknown").observe(render_ms / 1000)
         self.stored.add(frame)
 
     def should_stop(self) -> str | None:
@@ -508,6 +510,7 @@ def retry_or_fail(ctx: WorkerContext, celery: Celery, work: ChunkWork, chunk: Ch
                     worker=placement.worker,
                 ),
             )
+            after_commit(session, metrics.CHUNK_RETRIES.labels(reason="failed").inc)
 
 
 def render_chunk(
@@ -550,6 +553,7 @@ def render_chunk(
 
     ending = with_retries(finish, what="recording the chunk's end")
     if status == ChunkStatus.FAILED:
+        metrics.CHUNK_FAILURES.labels(worker=worker).inc()
         retry_or_fail(ctx, celery, work, work.chunk, reason or "unknown", worker)
     if ending.none_queued and WARM.serves(job_id):  # nothing more of this job to come: free memory and disk now
         WARM.let_go(job_id)

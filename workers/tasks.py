@@ -13,7 +13,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
-from farm import retrying
+from farm import metrics, retrying
 from farm.jobs import states
 from farm.messaging.dispatch import CHORD_FAILED, PACKAGE_JOB, RENDER_CHUNK
 from farm.models import Job
@@ -51,10 +51,15 @@ def package_job(self: Task, job_id: str, resume: bool = False) -> str:
     if _leave_to_another(ctx, job_id, actor):
         time.sleep(1)  # not at once: the message comes back to the queue, where a worker with room takes it
         raise Reject(f"{DISK_FULL}: packaging left to another worker", requeue=True)
+    started = time.monotonic()
     try:
-        return packaging.package_job(ctx, job_id, actor=actor, resume=resume, retried=self.request.retries > 0)
+        outcome = packaging.package_job(ctx, job_id, actor=actor, resume=resume, retried=self.request.retries > 0)
     except Exception as exc:
-        if isinstance(exc, TRANSIENT) and self.request.retries < self.max_retries:
+        transient = isinstance(exc, TRANSIENT) and self.request.retries < self.max_retries
+        metrics.PACKAGING_SECONDS.labels(outcome="outage" if transient else "failed").observe(
+            time.monotonic() - started
+        )
+        if transient:
             raise  # retried by Celery after a backoff, as the same attempt
         with ctx.db.session() as session:
             if isinstance(exc, packaging.Unpackable):
@@ -64,6 +69,8 @@ def package_job(self: Task, job_id: str, resume: bool = False) -> str:
                 session, job_id, _why(self, exc), attempts=ctx.settings.packaging_attempts, actor=actor
             )
         raise
+    metrics.PACKAGING_SECONDS.labels(outcome=outcome).observe(time.monotonic() - started)
+    return outcome
 
 
 def _leave_to_another(ctx: WorkerContext, job_id: str, worker: str) -> bool:

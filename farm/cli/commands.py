@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from farm.blender.launcher import BlenderFailed, BlenderNotFound
+from farm.cli import metrics_folder
 from farm.cli.client import ClientError, FarmClient
 from farm.cli.progress import ProgressPrinter
 from farm.config import ConfigError, Settings, load_settings, require_secret_key
@@ -72,6 +73,7 @@ def cli() -> None:
 @click.option("--device", type=click.Choice(["AUTO", "GPU", "CPU"], case_sensitive=False))
 @click.option("--priority", type=click.IntRange(0, 9), help="0-9, higher renders first.")
 @click.option("--strict", is_flag=True, default=None, help="Refuse the job if a file the scene uses is missing.")
+@click.option("--notify-url", "notify_url", help="POST the job's end here as signed JSON (a webhook).")
 @click.option(
     "--project",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -263,6 +265,7 @@ def web(host: str, port: int, workers: int, threads: int | None) -> None:
         os.environ["FARM_WEB_THREADS"] = str(threads)  # the app caps its live streams by it
     config = settings()  # fails on a bad setting or a weak secret key in one line, before gunicorn starts
     require_secret_key(config)
+    metrics_folder.prepare(config.instance_dir, "web")  # /metrics sums every gunicorn process's counts
     threads = config.web_threads
     sys.argv = [
         "farm web",
@@ -321,6 +324,7 @@ def worker(name: str, concurrency: int, queues: str | None, gpus: str | None, cp
         plans = devices.worker_plans(found, gpus=gpus, cpu_workers=cpu_workers, name=name, queue=conf.queue)
         raise SystemExit(supervise(plans, concurrency=concurrency, loglevel=loglevel))
     os.environ[devices.ENV] = devices.to_env(found)  # the pool processes inherit it: no second detection
+    metrics_folder.prepare(conf.instance_dir, "worker")  # FARM_METRICS_PORT sums every pool process's counts
     app = make_celery(conf)
     app.worker_main(
         [
@@ -357,9 +361,11 @@ def janitor() -> None:
 
     from farm.celery_app import make_celery
     from farm.messaging.janitor import Janitor
+    from farm.webhooks import courier
 
     conf = settings()
     db = wait_for_schema(conf, "the janitor")
+    courier.install(conf)  # the janitor's sweeps send the webhooks due again
     click.echo(f"janitor sweeping every {conf.janitor_seconds:g} s (Ctrl-C stops)", err=True)
     Janitor(db, make_celery(conf), conf, name=f"janitor@{socket.gethostname()}").run(threading.Event())
 

@@ -2,7 +2,8 @@
 so the numbering never depends on CUDA_VISIBLE_DEVICES ordering), plus optional CPU-only workers.
 
 Each child is a whole `farm worker` of its own — own name, own row in the workers table, own janitor — so the
-scheduler, the API and the fault handling see ordinary workers. This process only starts them, passes signals on,
+scheduler, the API and the fault handling see ordinary workers; with FARM_METRICS_PORT, each serves its metrics
+on a port of its own (that port, the next, ...). This process only starts them, passes signals on,
 and when one exits stops the rest and exits with its status, for systemd or compose to restart the set.
 """
 
@@ -20,6 +21,7 @@ import click
 
 from farm.blender import devices
 from farm.blender.devices import WorkerPlan
+from farm.config import load_settings
 
 
 def child_command(plan: WorkerPlan, *, concurrency: int, loglevel: str) -> list[str]:
@@ -41,8 +43,11 @@ def child_command(plan: WorkerPlan, *, concurrency: int, loglevel: str) -> list[
 
 def supervise(plans: Sequence[WorkerPlan], *, concurrency: int, loglevel: str) -> int:
     children: list[subprocess.Popen[bytes]] = []
-    for plan in plans:
+    metrics_port = load_settings().metrics_port
+    for index, plan in enumerate(plans):
         env = dict(os.environ, **{devices.ENV: devices.to_env(plan.devices)})
+        if metrics_port:  # each worker process serves its own metrics, on the next port
+            env["FARM_METRICS_PORT"] = str(metrics_port + index)
         click.echo(f"starting {plan.name} on {', '.join(devices.describe(plan.devices))}", err=True)
         children.append(subprocess.Popen(child_command(plan, concurrency=concurrency, loglevel=loglevel), env=env))
 

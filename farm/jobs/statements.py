@@ -11,15 +11,30 @@ database's `now()`, written by the statement itself.
 
 from __future__ import annotations
 
-from typing import cast
+from types import ModuleType
+from typing import Any, cast
 
 from sqlalchemy import String, Table, bindparam, case, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from farm.clock import db_now
 from farm.jobs.scheduling import failed_by, since_requeued
-from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
+from farm.models import (
+    Chunk,
+    ChunkStatus,
+    Event,
+    Frame,
+    FrameStatus,
+    FrameTally,
+    Job,
+    JobStatus,
+    Worker,
+    WorkerStatus,
+)
 
-JOBS, CHUNKS, FRAMES, EVENTS, WORKERS = (cast(Table, m.__table__) for m in (Job, Chunk, Frame, Event, Worker))
+JOBS, CHUNKS, FRAMES, EVENTS, WORKERS, TALLIES = (
+    cast(Table, m.__table__) for m in (Job, Chunk, Frame, Event, Worker, FrameTally)
+)
 TERMINAL_JOB = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
 ENDED_CHUNK = (ChunkStatus.DONE, ChunkStatus.FAILED, ChunkStatus.CANCELED)
 UNFINISHED_CHUNK = (ChunkStatus.QUEUED, ChunkStatus.RENDERING, ChunkStatus.FAILED, ChunkStatus.CANCELED)
@@ -189,6 +204,18 @@ FRAME_DONE_IN_CLAIM = FRAME_DONE.where(
         CHUNKS.c.attempts == bindparam("attempt"),
     )
 )
+
+
+def _tally_frame(dialect: ModuleType) -> Any:
+    """One more frame in the renderer's row of `frame_tallies`, made by its first: an upsert, which each dialect
+    says in its own words (both ON CONFLICT ... DO UPDATE)."""
+    statement = dialect.insert(TALLIES).values(worker=bindparam("renderer"), frames=1)
+    return statement.on_conflict_do_update(index_elements=["worker"], set_={"frames": TALLIES.c.frames + 1})
+
+
+# What `farm_frames_rendered_total` reads: frames ever recorded, per renderer. Counting the frames table instead
+# would drop whenever a job is deleted, which Prometheus takes for a counter restarting from zero.
+TALLY_FRAME = {"postgresql": _tally_frame(postgresql), "sqlite": _tally_frame(sqlite)}
 
 # --- events and workers ----------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from farm.clock import aware
 from farm.errors import IllegalTransition
 from farm.jobs import statements as sql
 from farm.models import Chunk, ChunkStatus, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
+from farm.webhooks import outbox
 
 J, C, F, W = JobStatus, ChunkStatus, FrameStatus, WorkerStatus
 
@@ -126,6 +127,8 @@ def move_job(
         return False  # moved meanwhile (only where rows cannot be locked: SQLite)
     _refresh(session, Job, job_id)
     _record(session, "job", job_id, job_id, old, new, reason, actor)
+    if new in TERMINAL_JOB:
+        outbox.job_ended(session, job_id, new)  # webhooks: written now, sent once this transaction commits
     return True
 
 
@@ -335,6 +338,7 @@ def frame_done(
         return False
     _record(session, "frame", f"{job_id}/{frame}", job_id, F.RENDERING, F.DONE, f"{render_time_ms:.0f} ms", worker)
     session.execute(sql.COUNT_FRAME, {"job": job_id, "ms": render_time_ms, "frame_number": frame})
+    session.execute(sql.TALLY_FRAME[session.connection().dialect.name], {"renderer": worker})
     _refresh(session, Frame, (job_id, frame))
     _refresh(session, Job, job_id)
     return True

@@ -29,6 +29,7 @@ from farm.models import Chunk, Frame, Job, JobStatus, StoredBlob
 from farm.projects import Blob, Manifest, blob_key, blob_store, dependencies, intake
 from farm.storage import CHUNK, Storage, regular_file, sha256_file
 from farm.storage.previews import store_thumbnail
+from farm.webhooks import addresses
 
 ENGINES = {
     "CYCLES": "CYCLES",
@@ -65,6 +66,7 @@ class JobForm:
     priority: int
     main: str | None
     strict: bool  # refuse the job when a file the scene uses is missing, instead of warning
+    notify_url: str | None = None  # POSTed the job's end (farm.webhooks)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ def parse_form(form: Mapping[str, str], settings: Settings) -> JobForm:
         priority=_int(form, "priority", 0, 9) or 0,
         main=main,
         strict=_flag(form, "strict"),
+        notify_url=addresses.check_notify_url(form.get("notify_url"), allow_private=settings.webhook_allow_private),
     )
     _check_limits(settings, parsed, parsed.frame_start, parsed.frame_end, parsed.samples, _size(parsed, {}))
     return parsed
@@ -336,6 +339,7 @@ def create_job(
             device=form.device,
             priority=form.priority,
             queue=queue,
+            notify_url=form.notify_url,
         )
         session.add(job)
         session.flush()

@@ -13,6 +13,9 @@ looks for work that fell between the cracks and puts it back on track.
   are deleted (`farm.jobs.deletion`);
 - each job's storage used is measured again after it changed (`farm.jobs.storage_usage`);
 - S3 multipart uploads abandoned for FARM_MULTIPART_ABORT_HOURS (a packager killed mid-zip) are aborted.
+- webhook deliveries due again (a failed one's retry) are handed to this process's courier.
+
+What it does is counted for Prometheus (`farm_janitor_actions_total{action}`).
 
 Every action is a compare-and-set through `farm.jobs.states`, and candidate rows are locked with SKIP LOCKED on
 Postgres, so any number of janitors can run at once without doing anything twice.
@@ -31,6 +34,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from farm import metrics
 from farm.clock import database_now
 from farm.config import Settings
 from farm.db import Database
@@ -41,6 +45,7 @@ from farm.messaging.dispatch import after_commit, new_task_id, retire_tasks, sen
 from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus
 from farm.projects import blob_store
 from farm.storage import Storage, open_storage
+from farm.webhooks import courier
 
 log = logging.getLogger(__name__)
 ACTIVE = (JobStatus.QUEUED, JobStatus.RENDERING)
@@ -97,6 +102,7 @@ class Janitor:
             self.retire_old_jobs,
             self.purge_deleted_jobs,
             self.measure_storage,
+            self.deliver_webhooks,
         ]
         if time.monotonic() >= self.uploads_due:
             self.uploads_due = time.monotonic() + UPLOADS_EVERY
@@ -108,7 +114,16 @@ class Janitor:
                 log.exception("janitor step %s failed", step.__name__)
         if done:
             log.info("janitor %s: %s", self.name, {k: v for k, v in vars(done).items() if v})
+        for action, subjects in vars(done).items():
+            if subjects:
+                metrics.JANITOR_ACTIONS.labels(action=action).inc(len(subjects))
+        metrics.CHUNK_RETRIES.labels(reason="silent").inc(len(done.chunks_requeued))
         return done
+
+    def deliver_webhooks(self, now: datetime, done: Sweep) -> None:
+        """Failed deliveries due for another try, and any whose sender died before trying: this process's courier
+        sends them in its own thread, so a slow receiver never holds up the sweep."""
+        courier.wake()
 
     def expire_blobs(self, now: datetime, done: Sweep) -> None:
         with self.db.session() as session:

@@ -107,6 +107,23 @@ SCHEMAS: dict[str, Schema] = {
                 "oneOf": [obj({"filename": STRING, "url": STRING, "size": nullable(INTEGER)}), {"type": "null"}],
                 "description": "The zip, null until it is stored; `url` is the API's, which redirects to the file.",
             },
+            "webhooks": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "id": INTEGER,
+                        "target": STRING,
+                        "url": {**STRING, "description": "The receiver's origin only."},
+                        "event": STRING,
+                        "status": STRING,
+                        "created_at": TIME,
+                        "delivered_at": TIME,
+                        "next_attempt_at": TIME,
+                        "attempts": {"type": "array", "items": {"type": "object"}},
+                    }
+                ),
+                "description": "Every delivery of the job's end to a webhook, with each attempt.",
+            },
             "storage": {
                 **obj({"bytes": nullable(INTEGER), "measured_at": TIME}),
                 "description": "The job's files in storage, as the janitor last measured them (null: not yet).",
@@ -337,6 +354,11 @@ def job_form(settings: Settings) -> Schema:
         "device": choice(DEVICES, "Default: AUTO (GPU 409s while no online worker has one)."),
         "priority": whole(0, 9, "Higher renders first; default 0."),
         "strict": choice(["0", "1"], "1: refuse (422 `missing_files`) when a file the scene uses is missing."),
+        "notify_url": {
+            **TEXT,
+            "maxLength": 2000,
+            "description": "Webhook: POSTed the job's end, signed; loopback and private addresses are refused.",
+        },
     }
     return {
         "required": True,

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from farm.errors import Conflict, NotFound
 from farm.jobs import planning
 from farm.jobs.inputs import DB_INT_MAX
+from farm.jobs.representation import running_chunks
 from farm.jobs.submission import discard_upload, parse_form, save_upload
 from farm.models import Chunk, Event, Frame, FrameStatus, Job
 from farm.projects import blob_store, parse_manifest
@@ -17,7 +18,7 @@ from farm.storage.local import FileStorage
 from farm.storage.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
 from webapp import actions, live, services
 from webapp.api import bp
-from webapp.api.serializers import chunk_json, event_json, frame_json, job_json, running_chunks
+from webapp.api.serializers import chunk_json, event_json, frame_json, job_json
 from webapp.extensions import db
 from webapp.queries import get_job, job_search, one_job, query_int
 

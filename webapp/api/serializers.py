@@ -2,92 +2,62 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from farm.clock import OFFSET_WARNING_SECONDS, aware, database_now
-from farm.jobs import planning
-from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job, Worker, WorkerStatus
+from farm.jobs import representation
+from farm.jobs.representation import iso
+from farm.models import (
+    Chunk,
+    ChunkStatus,
+    Event,
+    Frame,
+    FrameStatus,
+    Job,
+    WebhookDelivery,
+    WebhookStatus,
+    Worker,
+    WorkerStatus,
+)
 from webapp import services
 
 
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 UTC with a Z; SQLite hands back naive datetimes, which are UTC by construction."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def running_chunks(session: Session, job_ids: Sequence[str]) -> dict[str, int]:
-    if not job_ids:
-        return {}
-    rows = session.execute(
-        select(Chunk.job_id, func.count())
-        .where(Chunk.job_id.in_(job_ids), Chunk.status == ChunkStatus.RENDERING)
-        .group_by(Chunk.job_id)
-    )
-    return {job_id: count for job_id, count in rows}
-
-
 def job_json(job: Job, running: int) -> dict[str, Any]:
-    average = round(job.render_ms_total / job.frames_rendered, 1) if job.frames_rendered else None
-    return {
-        "id": job.id,
-        "name": job.name,
-        "status": job.status,
-        "worker_host": job.worker_host,
-        "created_at": iso(job.created_at),
-        "updated_at": iso(job.updated_at),
-        "finished_at": iso(job.finished_at),
-        "owner": job.owner,
-        "error": job.error,
-        "warnings": job.scene.get("warnings", []),
-        "render": {
-            "frame_start": job.frame_start,
-            "frame_end": job.frame_end,
-            "frames_to_render": job.frames_to_render,
-            "frames_rendered": job.frames_rendered,
-            "latest_frame_rendered": job.latest_frame,
-            "average_render_time": average,
-            "eta_seconds": planning.eta_seconds(job.frames_to_render - job.frames_rendered, average, running),
-            "chunks_rendering": running,
-        },
-        "settings": {
-            "chunk_size": job.chunk_size,
-            "engine": job.engine,
-            "samples": job.samples,
-            "resolution_x": job.resolution_x,
-            "resolution_y": job.resolution_y,
-            "resolution_percentage": job.resolution_percentage,
-            "output_format": job.output_format,
-            "device": job.device,
-            "priority": job.priority,
-        },
-        "source": {
-            "kind": job.source_kind,
-            "main": job.main,
-            "scene": job.scene.get("scene"),
-            "blender": job.scene.get("blender"),
-        },
-        # the API's own URL, which redirects to a presigned one made at that moment: a JOB (listed, cached by a
-        # script, kept in an open page) never carries a credential, nor one that expires while it is kept
-        "asset": {
-            "filename": job.asset_filename,
-            "url": url_for("api.job_asset", job_id=job.id, _external=True),
-            "size": job.asset_size,
+    """JOB, its zip's URL on this web app as the request reached it."""
+    return representation.job_json(
+        job, running, asset_url=lambda job_id: url_for("api.job_asset", job_id=job_id, _external=True)
+    )
+
+
+def webhooks_json(session: Session, job_id: str) -> list[dict[str, Any]]:
+    """The job's webhook deliveries, each attempt with its time and status code or error. A receiver's URL is
+    shown as its origin only: its path and query often hold a credential (Slack's, Discord's)."""
+    rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id).order_by(WebhookDelivery.id))
+    return [
+        {
+            "id": row.id,
+            "target": row.target,
+            "url": _origin(row.url),
+            "event": row.event,
+            "status": row.status,
+            "created_at": iso(row.created_at),
+            "delivered_at": iso(row.delivered_at),
+            "next_attempt_at": iso(row.next_attempt_at) if row.status == WebhookStatus.PENDING else None,
+            "attempts": row.attempts,
         }
-        if job.asset_key
-        else None,
-        "storage": {"bytes": job.storage_bytes, "measured_at": iso(job.storage_measured_at)},
-        "version": job.version,
-    }
+        for row in rows
+    ]
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
 
 
 def frame_json(frame: Frame) -> dict[str, Any]:
