@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, exists, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from farm.config import Settings
@@ -45,8 +46,11 @@ def adopt(session: Session, storage: Storage, settings: Settings, path: Path, bl
     if session.get(StoredBlob, blob.sha256) is not None:
         return False
     storage.put_file(blob_key(blob.sha256), path)
-    session.merge(StoredBlob(sha256=blob.sha256, size=blob.size))
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(StoredBlob(sha256=blob.sha256, size=blob.size))
+    except IntegrityError:  # the same bytes arrived at once in another request, which recorded them first
+        return False
     return True
 
 
