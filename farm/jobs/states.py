@@ -616,10 +616,11 @@ def fail_job_for_chord(session: Session, job_id: str, reason: str, *, actor: str
     if "TaskRevokedError" in reason:
         return False
     culprit = _CULPRIT.search(reason)
-    if culprit:
-        chunk = session.scalar(select(Chunk).where(Chunk.job_id == job_id, Chunk.task_id == culprit.group(1)))
+    if culprit:  # the task's chunk now: fair share may have traded the task to another job's chunk
+        chunk = session.scalar(select(Chunk).where(Chunk.task_id == culprit.group(1)))
         if chunk is None or chunk.status not in (C.QUEUED, C.RENDERING):
             return False
+        job_id = chunk.job_id
     return fail_job(session, job_id, reason, actor=actor)
 
 
