@@ -8,6 +8,7 @@ import logging
 import shutil
 
 from flask import Flask, Response, jsonify, render_template, request
+from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
 from farm.config import Settings
@@ -67,6 +68,14 @@ def init_app(app: Flask, settings: Settings) -> None:
     @app.errorhandler(IllegalTransition)
     def illegal_transition(exc: IllegalTransition):  # type: ignore[no-untyped-def]
         return error_response(409, "wrong_state", f"the {exc.kind} is {exc.old}; it cannot become {exc.new}")
+
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(exc: RateLimitExceeded):  # type: ignore[no-untyped-def]
+        """Past FARM_SUBMIT_LIMIT or FARM_LOGIN_LIMIT; the limiter adds Retry-After to the answer."""
+        message = f"too many requests: this farm allows {exc.limit.limit} here; try again later"
+        if not _wants_json():
+            return error_page(429, "Too many requests", message)
+        return error_response(429, "rate_limited", message)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]

@@ -21,7 +21,7 @@ from webapp import live, services
 from webapp.api import bp
 from webapp.api.serializers import chunk_json, event_json, frame_json, job_json, running_chunks
 from webapp.auth import current_actor
-from webapp.extensions import db
+from webapp.extensions import SUBMIT_LIMIT, db
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ def submit_project(manifest: Manifest, form: JobForm) -> Job:
 
 
 @bp.post("/jobs")
+@SUBMIT_LIMIT
 def submit_job() -> tuple[Response, int, dict[str, str]]:
     """Upload a .blend (or a .zip project with `main`), or name a project of uploaded files (`manifest`), and the
     render settings; answers 201 with the job."""
