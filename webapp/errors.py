@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from farm.config import Settings
 from farm.errors import FULL_ERRNOS, FarmError, InsufficientStorage
 from farm.jobs.states import IllegalTransition
+from webapp.extensions import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,12 @@ def init_app(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded):  # type: ignore[no-untyped-def]
-        """Past FARM_SUBMIT_LIMIT or FARM_LOGIN_LIMIT; the limiter adds Retry-After to the answer."""
-        message = f"too many requests: this farm allows {exc.limit.limit} here; try again later"
+        """Past FARM_SUBMIT_LIMIT or FARM_LOGIN_LIMIT."""
+        wait = {"Retry-After": str(retry_after())}
+        message = f"too many requests: this farm allows {exc.limit.limit} here; try again in {wait['Retry-After']} s"
         if not _wants_json():
-            return error_page(429, "Too many requests", message)
-        return error_response(429, "rate_limited", message)
+            return (*error_page(429, "Too many requests", message), wait)
+        return (*error_response(429, "rate_limited", message), wait)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]

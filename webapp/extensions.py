@@ -4,10 +4,13 @@
 `limiter`: request rates (flask-limiter), counted in the broker's Redis when there is one (every web process shares
 the counts), else in the process' memory. Views are limited by name: `SUBMIT_LIMIT` (per user, FARM_SUBMIT_LIMIT)
 and `LOGIN_LIMIT` (per client address, FARM_LOGIN_LIMIT), decorating the view under its route decorator. Past a
-limit the answer is 429 `rate_limited` (webapp.errors), with Retry-After.
+limit the answer is 429 `rate_limited` (webapp.errors), with Retry-After (`retry_after`).
 """
 
 from __future__ import annotations
+
+import math
+import time
 
 from flask import Flask, current_app
 from flask_limiter import Limiter
@@ -19,7 +22,8 @@ from farm.models import Base
 from webapp.auth import current_actor
 
 db = SQLAlchemy(metadata=Base.metadata)
-limiter = Limiter(key_func=get_remote_address, headers_enabled=True, swallow_errors=True)
+# No rate headers on every answer: they would overwrite a 503's own Retry-After. A 429 sets its own (retry_after).
+limiter = Limiter(key_func=get_remote_address, swallow_errors=True)
 
 
 def _settings() -> Settings:
@@ -37,6 +41,12 @@ LOGIN_LIMIT = limiter.shared_limit(
     scope="login",  # by address: nobody is logged in yet, and a guesser tries many names
     exempt_when=lambda: _settings().login_limit is None,
 )
+
+
+def retry_after() -> int:
+    """Seconds until the limit the current request broke lets requests in again."""
+    breached = limiter.current_limit
+    return max(1, math.ceil(breached.reset_at - time.time())) if breached else 1
 
 
 def init_limiter(app: Flask, settings: Settings) -> None:

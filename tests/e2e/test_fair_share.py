@@ -64,3 +64,18 @@ def test_a_small_job_is_rendered_in_turn_with_another_users_big_job(own_farm, ti
     assert order[:6] == ["big", "small"] * 3, order  # in turn, the big job's first chunk first
     assert all(c["attempts"] == 1 for c in chunks(own_farm, big["id"]) + chunks(own_farm, small["id"])), started
     assert sorted(index for _, job, index in started if job == "big") == list(range(24))
+
+
+def test_concurrent_claims_trade_each_chunk_once(own_farm, tiny_blend):
+    """Three slots claim at once while three users' jobs wait: trades under the row locks render every chunk
+    exactly once, and every job completes with all its frames."""
+    jobs = [
+        submit_as(user(address), own_farm, tiny_blend, name=address, frame_start=1, frame_end=n, chunk_size=1)
+        for address, n in (("127.0.0.4", 20), ("127.0.0.5", 8), ("127.0.0.6", 4))
+    ]
+    own_farm.start_worker("fair3", extra_env={"FARM_RENDERER": "null-benchmark-only"}, concurrency=3)
+    for job in jobs:
+        assert wait_for_status(own_farm.url, job["id"], {"COMPLETED", "FAILED"}, timeout=180)["status"] == "COMPLETED"
+        rendered = chunks(own_farm, job["id"])
+        assert [c["attempts"] for c in rendered] == [1] * len(rendered), rendered
+        assert all(c["status"] == "DONE" for c in rendered), rendered
