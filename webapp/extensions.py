@@ -39,6 +39,7 @@ SUBMIT_LIMIT = limiter.shared_limit(
 LOGIN_LIMIT = limiter.shared_limit(
     lambda: _settings().login_limit or "",
     scope="login",  # by address: nobody is logged in yet, and a guesser tries many names
+    methods=["POST"],  # attempts, not views of the form
     exempt_when=lambda: _settings().login_limit is None,
 )
 

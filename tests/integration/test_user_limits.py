@@ -33,7 +33,7 @@ def limited_app(prod_settings, database):  # type: ignore[no-untyped-def]
         login_limit="3 per minute",
     )
     app = create_app(settings, {"TESTING": True})
-    app.add_url_rule("/login-like", "login_like", LOGIN_LIMIT(lambda: "ok"), methods=["POST"])  # as /login will be
+    app.add_url_rule("/login-like", "login_like", LOGIN_LIMIT(lambda: "ok"), methods=["GET", "POST"])  # as /login
     yield app
     with app.app_context():
         db.engine.dispose()
@@ -93,6 +93,7 @@ def test_a_submission_flood_is_answered_429_per_user(limited_app):
 
 def test_the_login_limit_counts_per_address(limited_app):
     fay, gus = as_user(limited_app, "127.0.1.6"), as_user(limited_app, "127.0.1.7")
+    assert [fay.get("/login-like").status_code for _ in range(5)] == [200] * 5  # showing the form is no attempt
     assert [fay.post("/login-like").status_code for _ in range(3)] == [200] * 3
     page = fay.post("/login-like")  # a page: the farm's error page, not JSON
     assert page.status_code == 429 and "3 per 1 minute" in page.get_data(as_text=True)
