@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from dotenv import dotenv_values
+from limits import parse_many
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # the longest a SigV4 presigned URL may last
 
@@ -81,6 +82,10 @@ class Settings:
     webhook_backoff_seconds: float  # the first retry of a failed delivery waits this long, each next one twice as long
     webhook_retry_seconds: float  # after this long since the job ended, a delivery that still fails is given up
     metrics_port: int  # where `farm worker` serves its /metrics for Prometheus; 0: it serves none
+    user_max_active_jobs: int | None  # jobs one owner may have not yet ended; None: no limit
+    user_max_queued_frames: int | None  # frames one owner may have waiting or rendering; None: no limit
+    submit_limit: str | None  # rate of submissions per user, in flask-limiter's notation; None: no limit
+    login_limit: str | None  # rate of login attempts per client address; None: no limit
 
     @property
     def max_streams(self) -> int:
@@ -154,7 +159,17 @@ class Settings:
             "FARM_WEBHOOK_BACKOFF_SECONDS": str(self.webhook_backoff_seconds),
             "FARM_WEBHOOK_RETRY_SECONDS": str(self.webhook_retry_seconds),
             "FARM_METRICS_PORT": str(self.metrics_port or "(none)"),
+            "FARM_USER_MAX_ACTIVE_JOBS": str(self.user_max_active_jobs or "(no limit)"),
+            "FARM_USER_MAX_QUEUED_FRAMES": str(self.user_max_queued_frames or "(no limit)"),
+            "FARM_SUBMIT_LIMIT": self.submit_limit or "off",
+            "FARM_LOGIN_LIMIT": self.login_limit or "off",
         }
+
+    @property
+    def rate_limit_storage(self) -> str:
+        """Where request counts live: the broker's Redis, shared by every web process; on the embedded defaults
+        (no Redis) each web process counts in its own memory."""
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else "memory://"
 
 
 def _shared_database(url: str) -> bool:
@@ -178,6 +193,24 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, minimum: int 
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _optional_limit(env: Mapping[str, str], name: str) -> int | None:
+    """A per-user limit: unset means none."""
+    return _positive_int(env, name, 0) or None
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str | None:
+    """A rate in flask-limiter's notation (`30 per minute`, `5/second;100/hour`), or `off`: checked here so a typo
+    fails at start-up."""
+    value = env.get(name, "").strip() or default
+    if value.lower() == "off":
+        return None
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a rate such as '30 per minute' (or off), got {value!r}") from None
     return value
 
 
@@ -371,4 +404,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         webhook_backoff_seconds=_positive_float(env, "FARM_WEBHOOK_BACKOFF_SECONDS", 10.0),
         webhook_retry_seconds=_positive_float(env, "FARM_WEBHOOK_RETRY_SECONDS", 3600.0),
         metrics_port=min(65535, _positive_int(env, "FARM_METRICS_PORT", 0, minimum=0)),
+        user_max_active_jobs=_optional_limit(env, "FARM_USER_MAX_ACTIVE_JOBS"),
+        user_max_queued_frames=_optional_limit(env, "FARM_USER_MAX_QUEUED_FRAMES"),
+        submit_limit=_rate(env, "FARM_SUBMIT_LIMIT", "120 per minute"),
+        login_limit=_rate(env, "FARM_LOGIN_LIMIT", "30 per minute"),
     )

@@ -127,7 +127,7 @@ class Chunk(Base):
     status: Mapped[str] = mapped_column(String(16), default=ChunkStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200))
-    task_id: Mapped[str | None] = mapped_column(String(64))
+    task_id: Mapped[str | None] = mapped_column(String(64), index=True)  # every claim looks its task up
     dispatched_at: Mapped[datetime | None]  # when task_id was last sent to the broker
     heartbeat_at: Mapped[datetime | None]  # the renderer's last sign of life; stale means it died
     started_at: Mapped[datetime | None]

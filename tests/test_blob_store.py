@@ -81,4 +81,3 @@ def test_a_blob_written_through_a_project_is_fetched_again(tmp_path, prod_settin
     assert not cache.has(blob)
     second = cache.build(storage, manifest, tmp_path / "job-2")
     assert second.read_bytes() == data and cache.path(blob.sha256).read_bytes() == data
-

@@ -15,7 +15,7 @@ from farm.storage import open_storage
 from farm.webhooks import courier
 from webapp import errors, guards, metrics, pages, security
 from webapp.api import bp as api_bp
-from webapp.extensions import db
+from webapp.extensions import db, init_limiter
 
 
 def create_app(settings: Settings | None = None, config: Mapping[str, Any] | None = None) -> Flask:
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, config: Mapping[str, Any] | Non
     app.extensions["celery"] = make_celery(settings)
 
     db.init_app(app)
+    init_limiter(app, settings)
     with app.app_context():
         init_db(db.engine)
     storage.ensure_ready()

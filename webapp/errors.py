@@ -8,10 +8,12 @@ import logging
 import shutil
 
 from flask import Flask, Response, jsonify, render_template, request
+from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
 from farm.config import Settings
 from farm.errors import FULL_ERRNOS, FarmError, InsufficientStorage
+from webapp.extensions import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,15 @@ def init_app(app: Flask, settings: Settings) -> None:
             title = "Not found" if exc.status == 404 else "That did not work"
             return (*error_page(exc.status, title, exc.message), exc.headers())
         return farm_error_response(exc)
+
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(exc: RateLimitExceeded):  # type: ignore[no-untyped-def]
+        """Past FARM_SUBMIT_LIMIT or FARM_LOGIN_LIMIT."""
+        wait = {"Retry-After": str(retry_after())}
+        message = f"too many requests: this farm allows {exc.limit.limit} here; try again in {wait['Retry-After']} s"
+        if not _wants_json():
+            return (*error_page(429, "Too many requests", message), wait)
+        return (*error_response(429, "rate_limited", message), wait)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]

@@ -36,7 +36,7 @@ from webapp import actions, csrf, services
 from webapp.api.monitor import TASK_STATES, queues_json, task_filters, tasks_json
 from webapp.api.serializers import job_json, workers_json
 from webapp.errors import ErrorAnswer, farm_error_response
-from webapp.extensions import db
+from webapp.extensions import SUBMIT_LIMIT, db
 from webapp.live import links
 from webapp.queries import get_job, job_search, one_job, query_int
 
@@ -96,6 +96,7 @@ def new_job() -> str:
 
 
 @bp.post("/jobs/new")
+@SUBMIT_LIMIT
 def create_job() -> Response | tuple[str, int, dict[str, str]]:
     """Submit the form: a new file, or the one staged when it was picked. A bad field re-renders the form with
     the error beside that field and everything the user typed, the file included."""

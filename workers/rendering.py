@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from farm import metrics
 from farm.blender import devices
 from farm.blender.launcher import blender_command, blender_error
-from farm.jobs import planning, states
+from farm.jobs import fair_share, planning, states
 from farm.jobs.scheduling import failures, live_workers, place_chunk
 from farm.messaging.dispatch import after_commit, new_task_id, send_packaging, send_render
 from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, Worker
@@ -100,7 +100,10 @@ class NoRoom(Exception):
     with a healthy disk can take it."""
 
 
-def claim(ctx: WorkerContext, chunk_id: int, worker: str, task_id: str | None, *, checks: bool) -> ChunkWork | None:
+def claim(
+    ctx: WorkerContext, chunk_id: int, worker: str, task_id: str | None, *, checks: bool, queue: str | None = None
+) -> ChunkWork | None:
+    """Claim the chunk, or with `checks` and the shared `queue` the task came from, the chunk fair share picks."""
 
     def admit(found: states.Admission) -> None:
         """A disabled worker puts the message back for an enabled one; with `checks`, a blocklisted one raises
@@ -116,6 +119,8 @@ def claim(ctx: WorkerContext, chunk_id: int, worker: str, task_id: str | None, *
             raise NoRoom
 
     with ctx.db.session() as session:
+        if checks and queue and task_id:  # a refusal by `admit` rolls a trade back with the claim
+            chunk_id = fair_share.fairest(session, chunk_id, task_id, queue)
         claimed = states.claim_chunk(
             session,
             chunk_id,
@@ -513,13 +518,34 @@ def retry_or_fail(ctx: WorkerContext, celery: Celery, work: ChunkWork, chunk: Ch
             after_commit(session, metrics.CHUNK_RETRIES.labels(reason="failed").inc)
 
 
+def held_by(ctx: WorkerContext, task_id: str) -> tuple[str, int] | None:
+    with ctx.db.session() as session:
+        return fair_share.holder(session, task_id)
+
+
 def render_chunk(
-    ctx: WorkerContext, celery: Celery, job_id: str, chunk_id: int, *, worker: str, task_id: str | None
+    ctx: WorkerContext,
+    celery: Celery,
+    job_id: str,
+    chunk_id: int,
+    *,
+    worker: str,
+    task_id: str | None,
+    queue: str | None = None,
 ) -> str:
-    """The whole life of one chunk on this worker; returns what happened (for the task's result)."""
+    """The whole life of one chunk on this worker; returns what happened (for the task's result). The task renders
+    the chunk that holds its id now (fair share trades ids between waiting chunks), else the one it was sent for;
+    `queue` is the queue it came from."""
+    if task_id:
+        job_id, chunk_id = with_retries(lambda: held_by(ctx, task_id), what="finding the task's chunk") or (
+            job_id,
+            chunk_id,
+        )
 
     def take(checks: bool) -> ChunkWork | None:
-        return with_retries(lambda: claim(ctx, chunk_id, worker, task_id, checks=checks), what="claiming a chunk")
+        return with_retries(
+            lambda: claim(ctx, chunk_id, worker, task_id, checks=checks, queue=queue), what="claiming a chunk"
+        )
 
     try:
         work = take(checks=True)
@@ -533,6 +559,7 @@ def render_chunk(
         with ctx.db.session() as session:
             states.settle_cancel(session, job_id, actor=worker)
         return "skipped"
+    job_id = work.job_id  # fair share may have given this task another user's chunk
     run = ChunkRun(ctx, work, worker)
     try:
         status, reason = run.run() if work.frames else (ChunkStatus.DONE, None)

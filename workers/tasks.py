@@ -29,7 +29,13 @@ TRANSIENT = (*retrying.TRANSIENT, *STREAM_ERRORS)
 @shared_task(name=RENDER_CHUNK, bind=True, acks_late=True, max_retries=None)
 def render_chunk(self: Task, job_id: str, chunk_id: int) -> str:
     return rendering.render_chunk(
-        get_context(), self.app, job_id, chunk_id, worker=self.request.hostname, task_id=self.request.id
+        get_context(),
+        self.app,
+        job_id,
+        chunk_id,
+        worker=self.request.hostname,
+        task_id=self.request.id,
+        queue=(self.request.delivery_info or {}).get("routing_key"),
     )
 
 

@@ -430,10 +430,11 @@ def fail_job_for_chord(session: Session, job_id: str, reason: str, *, actor: str
     if "TaskRevokedError" in reason:
         return False
     culprit = _CULPRIT.search(reason)
-    if culprit:
-        chunk = session.scalar(sql.CHUNK_BY_TASK, {"job": job_id, "task": culprit.group(1)})
+    if culprit:  # the task's chunk now: fair share may have traded the task to another job's chunk
+        chunk = session.scalar(sql.CHUNK_BY_TASK, {"task": culprit.group(1)})
         if chunk is None or chunk.status not in (C.QUEUED, C.RENDERING):
             return False
+        job_id = chunk.job_id
     return fail_job(session, job_id, reason, actor=actor)
 
 

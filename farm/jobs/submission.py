@@ -20,7 +20,7 @@ from farm.blender import devices
 from farm.clock import db_now
 from farm.config import Settings
 from farm.errors import ValidationError
-from farm.jobs import planning, states, uploads
+from farm.jobs import planning, quotas, states, uploads
 from farm.jobs.inputs import has_control_characters, shown, whole_number
 from farm.jobs.scene_warnings import scene_warnings
 from farm.jobs.scheduling import live_workers
@@ -275,6 +275,7 @@ def create_job(
     A file the scene uses that the project lacks is a `missing_file` warning, or with `strict` a refusal.
     GPU-only jobs go to the GPU queue; without a chunk size, the probe also times one frame to size the chunks, and
     that frame, rendered with the job's settings, is kept as the job's first frame instead of being rendered twice."""
+    quotas.check_active_jobs(session, settings, owner)  # before Blender is started for the probe
     queue = devices.gpu_queue(settings.queue) if form.device == "GPU" else settings.queue
     if form.device == "GPU" and not live_workers(session, queue, settings):
         raise NoGpuWorker()
@@ -298,6 +299,7 @@ def create_job(
         samples, size = form.samples or scene.get("samples"), _size(form, scene)
         _check_limits(settings, form, frame_start, frame_end, samples, size)
         count = frame_end - frame_start + 1
+        quotas.check_queued_frames(session, settings, owner, count)
         if form.chunk_size:
             plan = planning.plan_chunks(frame_start, frame_end, min(form.chunk_size, count))
         else:

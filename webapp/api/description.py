@@ -408,7 +408,7 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
                 description="Upload a .blend (or a .zip project with `main`), or name uploaded files in "
                 "`manifest`, with the render settings. Empty fields take the scene's own values.",
                 body=job_form(settings),
-                errors=(409, 413, 422, 503, 507),
+                errors=(409, 413, 422, 429, 503, 507),
             ),
         },
         "/api/jobs/{job_id}": {

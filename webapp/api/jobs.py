@@ -19,13 +19,14 @@ from farm.storage.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
 from webapp import actions, live, services
 from webapp.api import bp
 from webapp.api.serializers import chunk_json, event_json, frame_json, job_json
-from webapp.extensions import db
+from webapp.extensions import SUBMIT_LIMIT, db
 from webapp.queries import get_job, job_search, one_job, query_int
 
 log = logging.getLogger(__name__)
 
 
 @bp.post("/jobs")
+@SUBMIT_LIMIT
 def submit_job() -> tuple[Response, int, dict[str, str]]:
     """Upload a .blend (or a .zip project with `main`), or name a project of uploaded files (`manifest`), and the
     render settings; answers 201 with the job."""
