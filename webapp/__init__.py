@@ -12,7 +12,7 @@ from farm.celery_app import make_celery
 from farm.config import Settings, load_settings, require_secret_key
 from farm.db import engine_options, init_db
 from farm.storage import open_storage
-from webapp import errors, guards, pages, security
+from webapp import accounts, auth, errors, guards, pages, security
 from webapp.api import bp as api_bp
 from webapp.extensions import db
 
@@ -43,6 +43,8 @@ def create_app(settings: Settings | None = None, config: Mapping[str, Any] | Non
     security.init_app(app, settings, storage)
     errors.init_app(app, settings)
     guards.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(api_bp)
     pages.init_app(app)
+    accounts.init_app(app)
     return app

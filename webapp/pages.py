@@ -73,6 +73,7 @@ def jobs() -> str:
         "statuses": list(JobStatus),
         "q": request.args.get("q", ""),
         "status": request.args.get("status", "").upper(),
+        "owner": request.args.get("owner", "").strip(),
         "error": error,
     }
     return render_template("_jobs_table.html" if _partial() else "jobs.html", **context)

@@ -13,14 +13,13 @@ from farm.jobs import planning, states
 from farm.jobs.inputs import DB_INT_MAX, whole_number
 from farm.jobs.submission import JobForm, Upload, create_job, discard_upload, parse_form, save_upload
 from farm.messaging.dispatch import assign_task_ids, send_chord
-from farm.models import Chunk, Event, Frame, FrameStatus, Job, JobStatus, Worker, WorkerStatus
+from farm.models import Chunk, Event, Frame, FrameStatus, Job, JobStatus, Role, Worker, WorkerStatus
 from farm.projects import Manifest, blob_store, intake, parse_manifest
 from farm.storage import FileStorage
 from farm.storage.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
-from webapp import live, services
+from webapp import auth, live, services
 from webapp.api import bp
 from webapp.api.serializers import chunk_json, event_json, frame_json, job_json, running_chunks
-from webapp.auth import current_actor
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
@@ -67,8 +66,16 @@ def submit(upload: Upload, form: JobForm) -> Job:
 
 
 def submit_project(manifest: Manifest, form: JobForm) -> Job:
+    auth.require(Role.ARTIST, "submitting jobs")
+    auth.require_priority(form.priority)
     job, task_ids = create_job(
-        db.session, services.storage(), services.settings(), manifest, form, owner=current_actor(), slots=online_slots()
+        db.session,
+        services.storage(),
+        services.settings(),
+        manifest,
+        form,
+        owner=auth.current_actor(),
+        slots=online_slots(),
     )
     dispatch(job, task_ids)
     return job
@@ -99,7 +106,8 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
 
 @bp.get("/jobs")
 def list_jobs() -> Response:
-    """Newest first. Query: status (one of the contract's), q (name contains), limit (1-500), offset."""
+    """Newest first. Query: status (one of the contract's), q (name contains), owner (a name, or `me`), limit
+    (1-500), offset."""
     query = job_search()
     limit = query_int("limit", 50, 1, 500)
     offset = query_int("offset", 0, 0, 10**9)
@@ -112,8 +120,12 @@ def list_jobs() -> Response:
 
 
 def job_search() -> Select[tuple[Job]]:
-    """Jobs newest first, narrowed by the request's `status` (comma-separated) and `q` (name contains, or an id)."""
+    """Jobs newest first, narrowed by the request's `status` (comma-separated), `q` (name contains, or an id) and
+    `owner` (a user's name, or `me`)."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id)
+    owner = request.args.get("owner", "").strip()
+    if owner:
+        query = query.where(Job.owner == (auth.current_actor() if owner == "me" else owner))
     status = request.args.get("status", "").strip().upper()
     if status:
         wanted = [s.strip() for s in status.split(",")]
@@ -139,8 +151,9 @@ def read_job(job_id: str) -> Response:
 def cancel_job(job_id: str) -> tuple[Response, int]:
     """202; the job is CANCELING until no chunk renders (Blender is killed within seconds), then CANCELED."""
     job = get_job(job_id)
+    auth.require_job_action(job.owner, "cancel")
     task_ids = [t for t in db.session.scalars(select(Chunk.task_id).where(Chunk.job_id == job.id)) if t]
-    states.cancel_job(db.session, job.id, actor=current_actor())
+    states.cancel_job(db.session, job.id, actor=auth.current_actor())
     db.session.commit()
     try:
         services.celery().control.revoke(task_ids)
@@ -154,9 +167,10 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
 def retry_job(job_id: str) -> tuple[Response, int]:
     """202; re-renders only the frames that are not done, then packages again."""
     job = get_job(job_id)
+    auth.require_job_action(job.owner, "retry")
     if job.status not in (JobStatus.FAILED, JobStatus.CANCELED):
         raise Conflict(f"only FAILED or CANCELED jobs can be retried; this one is {job.status}")
-    chunk_ids = states.retry_job(db.session, job.id, actor=current_actor())
+    chunk_ids = states.retry_job(db.session, job.id, actor=auth.current_actor())
     dispatch(job, assign_task_ids(db.session, chunk_ids))
     db.session.refresh(job)
     return jsonify(one_job(job)), 202

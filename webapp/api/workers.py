@@ -11,11 +11,10 @@ from sqlalchemy import select
 from farm.errors import NotFound
 from farm.jobs import states
 from farm.messaging.dispatch import set_worker_consuming
-from farm.models import Event, Worker
-from webapp import services
+from farm.models import Event, Role, Worker
+from webapp import auth, services
 from webapp.api import bp
 from webapp.api.serializers import event_json, workers_json
-from webapp.auth import current_actor
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
@@ -27,10 +26,11 @@ def list_workers() -> Response:
 
 
 def _set_enabled(hostname: str, enabled: bool) -> tuple[Response, int]:
+    auth.require(Role.ADMIN, "enabling or disabling workers")
     worker = db.session.get(Worker, hostname)
     if worker is None:
         raise NotFound(f"worker {hostname}")
-    states.set_worker_enabled(db.session, hostname, enabled, actor=current_actor())
+    states.set_worker_enabled(db.session, hostname, enabled, actor=auth.current_actor())
     db.session.commit()
     try:  # the fast path; the worker's heartbeat applies the database's word within seconds anyway
         set_worker_consuming(services.celery(), hostname, worker.queues, enabled)
