@@ -26,12 +26,12 @@ from flask import (
 )
 from sqlalchemy import false, func, select
 
-from farm.errors import FarmError, ValidationError
+from farm.errors import FarmError, Forbidden, ValidationError
 from farm.jobs import staging, submission
 from farm.jobs.states import IllegalTransition
 from farm.jobs.submission import DEVICES, OUTPUT_FORMATS, parse_form, save_upload
-from farm.models import Chunk, Job, JobStatus, WorkerStatus
-from webapp import csrf, services
+from farm.models import Chunk, Job, JobStatus, Role, WorkerStatus
+from webapp import auth, csrf, services
 from webapp.api import jobs as api_jobs
 from webapp.api import workers as api_workers
 from webapp.api.monitor import TASK_STATES, queues_json, task_filters, tasks_json
@@ -93,6 +93,7 @@ def _form_context(values: Any, errors: dict[str, str], staged: staging.Staged | 
 
 @bp.get("/jobs/new")
 def new_job() -> str:
+    auth.require(Role.ARTIST, "submitting jobs")
     return render_template("new_job.html", **_form_context({}, {}, None))
 
 
@@ -110,7 +111,9 @@ def create_job() -> Response | tuple[str, int, dict[str, str]]:
             staged = staging.load(settings, request.form["upload"])
         else:
             raise ValidationError("file", "missing", "choose a .blend or .zip file to render")
-        job = api_jobs.submit(staged.upload(settings), parse_form(request.form, settings))
+        form = parse_form(request.form, settings)
+        api_jobs.authorize_submission(form)
+        job = api_jobs.submit(staged.upload(settings), form)
     except FarmError as exc:
         db.session.rollback()
         errors = {exc.field or "file": exc.message}
@@ -168,6 +171,8 @@ def _act(action: Callable[[], Any], done: str, back: str) -> Response | ErrorAns
     """Run a button's action; scripts get JSON (the error's JSON on failure), plain forms a redirect and a note."""
     try:
         action()
+    except Forbidden:
+        raise  # not a note on the page: the button was not shown, so the request was not the page's
     except (FarmError, IllegalTransition) as exc:
         db.session.rollback()
         if isinstance(exc, IllegalTransition):

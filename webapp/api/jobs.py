@@ -65,9 +65,13 @@ def submit(upload: Upload, form: JobForm) -> Job:
     return submit_project(manifest, form)
 
 
-def submit_project(manifest: Manifest, form: JobForm) -> Job:
+def authorize_submission(form: JobForm) -> None:
+    """Before any file is read: may this user submit, at this priority?"""
     auth.require(Role.ARTIST, "submitting jobs")
     auth.require_priority(form.priority)
+
+
+def submit_project(manifest: Manifest, form: JobForm) -> Job:
     job, task_ids = create_job(
         db.session,
         services.storage(),
@@ -87,6 +91,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     render settings; answers 201 with the job."""
     settings = services.settings()
     form = parse_form(request.form, settings)
+    authorize_submission(form)
     if request.form.get("manifest") and "file" not in request.files:
         manifest = parse_manifest(request.form["manifest"])
         blob_store.require(db.session, manifest)
