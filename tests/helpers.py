@@ -78,6 +78,15 @@ def signed_in(test_client: Any, token: str) -> Any:
     return test_client
 
 
+def browser_sign_in(page: Any, base_url: str, name: str, password: str) -> None:
+    """Sign a Playwright page in through the login form, as a person would."""
+    page.goto(f"{base_url}/login")
+    page.fill("#username", name)
+    page.fill("#password", password)
+    page.click("#sign-in")
+    page.wait_for_selector("#logout")
+
+
 class FarmHttp:
     """`requests`, signed in: a request to a test farm's URL carries the admin token that farm was started with
     (each FarmProcesses registers its own), so tests written before the API needed a user keep their calls."""

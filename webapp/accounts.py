@@ -122,7 +122,7 @@ def change_user(name: str) -> Response:
             raise Forbidden("you cannot demote or disable yourself; another admin can")
         if action == "role":
             target.role = users.parse_role(request.form.get("role", ""))
-            done = f"{name} is now a {target.role}."
+            done = f"{name}'s role is now {target.role}."
         elif action in ("disable", "enable"):
             users.set_disabled(target, action == "disable")
             done = f"{name} is {action}d."
