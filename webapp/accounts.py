@@ -87,9 +87,7 @@ def revoke_token(token_id: int) -> Response:
 def users_page() -> str:
     auth.require(Role.ADMIN, "the Users page")
     everyone = db.session.scalars(db.select(User).order_by(User.name)).all()
-    return render_template(
-        "users.html", users=[(u, _token_rows(u)) for u in everyone], roles=list(Role), values=request.args
-    )
+    return render_template("users.html", users=[(u, _token_rows(u)) for u in everyone], roles=list(Role))
 
 
 @bp.post("/users")

@@ -130,14 +130,14 @@ def _is_api() -> bool:
 def gate() -> Response | None:
     g.user, g.via = None, None
     endpoint = request.endpoint
-    if endpoint is None:  # no such route: its 404
-        return None
     header = request.headers.get("Authorization")
     if header is not None and endpoint not in PUBLIC:
         g.user, g.via = _from_token(header), "token"
     else:
         g.user = _from_session()
         g.via = "session" if g.user else None
+    if endpoint is None:  # no such route: its 404 (with the header of whoever is signed in)
+        return None
     unsafe = request.method not in SAFE_METHODS
     if unsafe and g.via != "token" and cross_site():
         raise Forbidden("cross-site requests are refused; use the farm's own pages, or an API token")
