@@ -21,7 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from farm.clock import aware
 from farm.errors import Conflict, NotFound, ValidationError
-from farm.models import ApiToken, Role, User, utcnow
+from farm.models import ApiToken, Event, Role, User, utcnow
 
 TOKEN_PREFIX = "farm_"
 SHOWN_CHARS = len(TOKEN_PREFIX) + 8  # what lists show of a token: enough to tell which one leaked
@@ -74,14 +74,26 @@ def find_user(session: Session, name: str) -> User:
     return user
 
 
-def create_user(session: Session, name: str, role: Role, password: str | None = None) -> User:
+def audit(session: Session, user: User, change: str, actor: str, reason: str | None = None) -> None:
+    """One row of the audit trail (`events`, kind `user`, subject the account) per change to an account: who did
+    what to whom, next to the jobs' and workers' trails."""
+    session.add(Event(kind="user", subject=user.name, new=change, reason=reason, actor=actor))
+
+
+def create_user(session: Session, name: str, role: Role, password: str | None = None, *, actor: str) -> User:
     name = check_name(name)
     if session.scalars(select(User.id).where(User.name == name)).first() is not None:
         raise Conflict(f"a user named {name} already exists")
     user = User(name=name, role=role, password_hash=hash_password(password) if password else None)
     session.add(user)
     session.flush()
+    audit(session, user, "created", actor, f"role {role}")
     return user
+
+
+def set_role(session: Session, user: User, role: Role, *, actor: str) -> None:
+    audit(session, user, "role", actor, f"{user.role} -> {role}")
+    user.role = role
 
 
 def authenticate(session: Session, name: str, password: str) -> User | None:
@@ -96,14 +108,16 @@ def authenticate(session: Session, name: str, password: str) -> User | None:
     return user
 
 
-def set_password(user: User, password: str) -> None:
+def set_password(session: Session, user: User, password: str, *, actor: str) -> None:
     user.password_hash = hash_password(password)
     user.session_epoch += 1
+    audit(session, user, "password", actor, "password reset; sessions ended")
 
 
-def set_disabled(user: User, disabled: bool) -> None:
+def set_disabled(session: Session, user: User, disabled: bool, *, actor: str) -> None:
     user.disabled = disabled
     user.session_epoch += 1
+    audit(session, user, "disabled" if disabled else "enabled", actor)
 
 
 def token_hash(token: str) -> str:
@@ -118,13 +132,14 @@ class NewToken:
     secret: str
 
 
-def create_token(session: Session, user: User, name: str = "") -> NewToken:
+def create_token(session: Session, user: User, name: str = "", *, actor: str) -> NewToken:
     if len(name) > 100:
         raise ValidationError("name", "too_long", "a token's name is at most 100 characters")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(user=user, token_hash=token_hash(secret), prefix=secret[:SHOWN_CHARS], name=name.strip())
     session.add(row)
     session.flush()
+    audit(session, user, "token_created", actor, f"token {row.id} {row.prefix}… {row.name}".rstrip())
     return NewToken(row, secret)
 
 
@@ -154,9 +169,10 @@ def find_token(session: Session, token_or_id: str) -> ApiToken:
     return row
 
 
-def revoke(row: ApiToken) -> None:
+def revoke(session: Session, row: ApiToken, *, actor: str) -> None:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        audit(session, row.user, "token_revoked", actor, f"token {row.id} {row.prefix}…")
 
 
 def tokens_of(session: Session, user: User) -> list[ApiToken]:

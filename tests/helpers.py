@@ -67,7 +67,8 @@ def make_user(settings: Settings, role: str, name: str | None = None, password: 
     try:
         init_db(db.engine)
         with db.session() as session:
-            return name, users.create_token(session, users.create_user(session, name, Role(role), password)).secret
+            user = users.create_user(session, name, Role(role), password, actor="test")
+            return name, users.create_token(session, user, actor="test").secret
     finally:
         db.engine.dispose()
 

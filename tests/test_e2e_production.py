@@ -87,7 +87,7 @@ def test_progress_is_live_then_cancel_stops_blender_and_retry_finishes(farm, slo
     assert blender_running(farm.url, job_id)
     workers = HTTP.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
     busy = next(w for w in workers if w["current"])  # the monitor says who renders what
-    assert busy["current"] == {"job_id": job_id, "chunk": 0, "frame_start": 1, "frame_end": 6}
+    assert busy["current"] == {"job_id": job_id, "chunk": 0, "frame_start": 1, "frame_end": 6, "owner": job["owner"]}
 
     response = HTTP.post(f"{farm.url}/api/jobs/{job_id}/cancel", timeout=10)
     assert response.status_code == 202 and response.json()["job"]["status"] in ("CANCELING", "CANCELED")
@@ -178,4 +178,5 @@ def test_disabled_worker_takes_no_work_until_enabled(farm, tiny_blend):
     assert HTTP.post(f"{farm.url}/api/workers/nobody@nowhere/disable", timeout=10).status_code == 404
     trail = HTTP.get(f"{farm.url}/api/workers/w1@test/events", timeout=10).json()["events"]
     assert [(e["from"], e["to"]) for e in trail][-2:] == [("ONLINE", "DISABLED"), ("DISABLED", "ONLINE")]
-    assert trail[-1]["reason"] == "enabled" and trail[-1]["actor"].startswith("anonymous@")
+    admin = HTTP.get(f"{farm.url}/api/me", timeout=10).json()["user"]["name"]
+    assert trail[-1]["reason"] == "enabled" and trail[-1]["actor"] == admin

@@ -61,7 +61,7 @@ def create_my_token() -> str | tuple[str, int]:
     """The new token is on this answer's page only; it is stored as a hash and never shown again."""
     me = auth.user()
     try:
-        made = users.create_token(db.session, me, request.form.get("name", ""))
+        made = users.create_token(db.session, me, request.form.get("name", ""), actor=me.name)
     except FarmError as exc:
         db.session.rollback()
         flash(exc.message, "error")
@@ -76,7 +76,7 @@ def revoke_token(token_id: int) -> Response:
     row = users.find_token(db.session, str(token_id))
     if row.user_id != auth.user().id:
         auth.require(Role.ADMIN, "revoking another user's token")
-    users.revoke(row)
+    users.revoke(db.session, row, actor=auth.current_actor())
     db.session.commit()
     flash(f"Token {row.prefix}… revoked; it no longer works.", "ok")
     back = url_for("accounts.users_page") if request.form.get("back") == "users" else url_for("accounts.my_tokens")
@@ -99,6 +99,7 @@ def create_user() -> Response | tuple[str, int]:
             request.form.get("name", ""),
             users.parse_role(request.form.get("role", "")),
             request.form.get("password") or None,
+            actor=auth.current_actor(),
         )
     except FarmError as exc:
         db.session.rollback()
@@ -119,15 +120,15 @@ def change_user(name: str) -> Response:
         if target.id == me.id and action in ("role", "disable"):
             raise Forbidden("you cannot demote or disable yourself; another admin can")
         if action == "role":
-            target.role = users.parse_role(request.form.get("role", ""))
+            users.set_role(db.session, target, users.parse_role(request.form.get("role", "")), actor=me.name)
             done = f"{name}'s role is now {target.role}."
         elif action in ("disable", "enable"):
-            users.set_disabled(target, action == "disable")
+            users.set_disabled(db.session, target, action == "disable", actor=me.name)
             done = f"{name} is {action}d."
             if action == "disable":
                 done += " Their sessions and tokens stop working."
         elif action == "password":
-            users.set_password(target, request.form.get("password", ""))
+            users.set_password(db.session, target, request.form.get("password", ""), actor=me.name)
             done = f"{name}'s password is reset; their sessions are signed out."
         else:
             raise FarmError("action", "unknown_choice", "action must be role, disable, enable or password")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import click
@@ -35,8 +36,9 @@ def create_user(name: str, role: str, password_stdin: bool) -> None:
     try:
         init_db(db.engine)
         with db.session() as session:
-            user = users.create_user(session, name, Role(role), password)
-            made = users.create_token(session, user, "made by farm users create")
+            actor = f"farm users create@{socket.gethostname()}"
+            user = users.create_user(session, name, Role(role), password, actor=actor)
+            made = users.create_token(session, user, "made by farm users create", actor=actor)
     finally:
         db.engine.dispose()
     click.echo(f"created {role} {user.name}{' with a password' if password else ''}; API token (shown once):")

@@ -72,8 +72,8 @@ def demo_token(settings: Settings) -> str:
         init_db(db.engine)
         with db.session() as session:
             user = session.scalars(select(User).where(User.name == DEMO_USER)).one_or_none()
-            user = user or users.create_user(session, DEMO_USER, Role.ADMIN)
-            return users.create_token(session, user, "farm demo").secret
+            user = user or users.create_user(session, DEMO_USER, Role.ADMIN, actor="farm demo")
+            return users.create_token(session, user, "farm demo", actor="farm demo").secret
     finally:
         db.engine.dispose()
 

@@ -17,7 +17,7 @@ from sqlalchemy import select, text, update
 
 from farm import users
 from farm.db import Database
-from farm.models import ApiToken, Job, User, Worker
+from farm.models import ApiToken, Event, Job, User, Worker
 from tests.helpers import FarmProcesses, csrf_in, make_user
 from tests.rows import add_job
 
@@ -44,7 +44,7 @@ class Farm:
         """A fresh token's id, of the user named for `role`."""
         with self.database.session() as session:
             user = users.find_user(session, self.names[role])
-            return users.create_token(session, user, "matrix").row.id
+            return users.create_token(session, user, "matrix", actor="test").row.id
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def access(prod_env, prod_settings, database, tmp_path_factory) -> Any:  # type:
         names[role] = name
         tokens[role] = token
     with database.session() as session:
-        users.revoke(users.find_token(session, tokens["revoked"]))
+        users.revoke(session, users.find_token(session, tokens["revoked"]), actor="test")
         session.merge(Worker(hostname=WORKER, queues=[f"matrix-{uuid.uuid4().hex[:6]}"]))
     columns = {VIEWER: tokens["viewer"], OWN: tokens["artist"], OTHER: tokens["artist"], ADMIN: tokens["admin"]}
     columns[REVOKED] = tokens["revoked"]
@@ -283,7 +283,7 @@ def test_a_session_survives_a_restart_and_ends_on_logout_or_a_password_reset(acc
 
     browser, _ = sign_in(farm.url, name, password)
     with farm.database.session() as session:
-        users.set_password(users.find_user(session, name), password)  # the same password, reset: sessions end
+        users.set_password(session, users.find_user(session, name), password, actor="test")  # sessions end
     assert browser.get(f"{farm.url}/", allow_redirects=False, timeout=10).status_code == 302
     wrong = requests.Session().post(f"{farm.url}/login", data={"username": name, "password": "nope"}, timeout=10)
     assert wrong.status_code == 400  # no CSRF token: refused before any password is checked
@@ -317,7 +317,17 @@ def test_a_revoked_or_disabled_users_token_stops_at_once_and_tokens_are_kept_as_
         stored = " ".join(f"{h} {p}" for h, p in rows)
         assert token not in stored and made["token"] not in stored
         assert hashlib.sha256(token.encode()).hexdigest() in stored
-        users.set_disabled(users.find_user(session, name), True)
+        users.set_disabled(session, users.find_user(session, name), True, actor="test")
+        trail = session.execute(
+            select(Event.new, Event.actor).where(Event.kind == "user", Event.subject == name).order_by(Event.id)
+        ).all()
+        assert [tuple(row) for row in trail] == [
+            ("created", "test"),
+            ("token_created", "test"),
+            ("token_created", name),
+            ("token_revoked", name),
+            ("disabled", "test"),
+        ]
     assert requests.get(f"{farm.url}/api/me", headers=auth, timeout=10).status_code == 401
     log = procs.log("web")
     assert "/api/me" in log and token not in log and made["token"] not in log

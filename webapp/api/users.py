@@ -54,7 +54,11 @@ def create_user() -> tuple[Response, int]:
     auth.require(Role.ADMIN, "creating users")
     body = _body()
     made = users.create_user(
-        db.session, str(body.get("name", "")), users.parse_role(str(body.get("role", ""))), body.get("password") or None
+        db.session,
+        str(body.get("name", "")),
+        users.parse_role(str(body.get("role", ""))),
+        body.get("password") or None,
+        actor=auth.current_actor(),
     )
     db.session.commit()
     return jsonify({"user": user_json(made)}), 201
@@ -74,7 +78,7 @@ def list_tokens() -> Response:
 @bp.post("/tokens")
 def create_token() -> tuple[Response, int]:
     """`{"name"?}` → 201 `{"token": "farm_…", …}`: the only time the token itself is sent."""
-    made = users.create_token(db.session, auth.user(), str(_body().get("name", "")))
+    made = users.create_token(db.session, auth.user(), str(_body().get("name", "")), actor=auth.current_actor())
     db.session.commit()
     return jsonify({**token_json(made.row), "token": made.secret}), 201
 
@@ -90,6 +94,6 @@ def revoke_token() -> Response:
     row = users.find_token(db.session, which)
     if row.user_id != auth.user().id and not auth.may(Role.ADMIN):
         raise NotFound("token")
-    users.revoke(row)
+    users.revoke(db.session, row, actor=auth.current_actor())
     db.session.commit()
     return jsonify({"token": token_json(row)})
