@@ -21,6 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from farm.clock import aware
 from farm.errors import Conflict, NotFound, ValidationError
+from farm.jobs.inputs import DB_INT_MAX
 from farm.models import ApiToken, Event, Role, User, utcnow
 
 TOKEN_PREFIX = "farm_"
@@ -160,8 +161,8 @@ def user_for_token(session: Session, secret: str) -> User | None:
 def find_token(session: Session, token_or_id: str) -> ApiToken:
     """A token by its listed id or by the token itself."""
     value = token_or_id.strip()
-    if value.isdigit() and len(value) <= 10:
-        row = session.get(ApiToken, int(value))
+    if value.isdigit():
+        row = session.get(ApiToken, int(value)) if len(value) <= 10 and int(value) <= DB_INT_MAX else None
     else:
         row = session.scalars(select(ApiToken).where(ApiToken.token_hash == token_hash(value))).one_or_none()
     if row is None:

@@ -365,3 +365,21 @@ def test_passwords_are_stored_with_scrypt(access, prod_settings) -> None:  # typ
         assert users.authenticate(session, name, "a long enough two") is None
         assert session.scalars(select(ApiToken.prefix).join(User).where(User.name == name)).one().startswith("farm_")
         assert re.fullmatch(r"farm_[A-Za-z0-9_-]{8}", session.scalars(select(ApiToken.prefix)).first() or "")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "field"),
+    [
+        ("/api/tokens/revoke", {"id": "99999999999"}, 404, None),
+        ("/api/tokens/revoke", {}, 400, "token"),
+        ("/api/tokens", {"name": "n" * 101}, 400, "name"),
+        ("/api/users", {"name": "two words", "role": "viewer"}, 400, "name"),
+        ("/api/users", {"name": "someone", "role": "owner"}, 400, "role"),
+        ("/api/users", {"name": "someone", "role": "viewer", "password": 12345}, 400, "password"),
+    ],
+)
+def test_bad_account_input_is_a_4xx_naming_the_field(access, path, body, status, field) -> None:  # type: ignore[no-untyped-def]
+    farm, _ = access
+    admin = {"Authorization": f"Bearer {farm.tokens[ADMIN]}"}
+    response = requests.post(f"{farm.url}{path}", headers=admin, json=body, timeout=10)
+    assert response.status_code == status and response.json()["error"]["field"] == field, response.text

@@ -57,7 +57,7 @@ def create_user() -> tuple[Response, int]:
         db.session,
         str(body.get("name", "")),
         users.parse_role(str(body.get("role", ""))),
-        body.get("password") or None,
+        str(body.get("password") or "") or None,
         actor=auth.current_actor(),
     )
     db.session.commit()
