@@ -37,6 +37,7 @@ class Settings:
     blender: str | None
     secret_key: str
     api_url: str
+    token: str | None  # FARM_TOKEN: the API token client commands send; else the file `farm login` wrote
     queue: str
     max_frames: int
     max_chunks: int  # chunks (Celery tasks) one job may be split into
@@ -120,6 +121,7 @@ class Settings:
             "FARM_PRESIGN_SECONDS": str(self.presign_seconds),
             "FARM_BLENDER": self.blender or "(bpy module, else blender on PATH)",
             "FARM_API_URL": self.api_url,
+            "FARM_TOKEN": f"{self.token[:13]}… (hidden)" if self.token else "(unset: the file `farm login` wrote)",
             "FARM_QUEUE": self.queue,
             "FARM_MAX_FRAMES": str(self.max_frames),
             "FARM_MAX_CHUNKS": str(self.max_chunks),
@@ -359,6 +361,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         blender=env.get("FARM_BLENDER", "").strip() or None,
         secret_key=_secret_key(env, instance_dir, production=_shared_database(database_url)),
         api_url=(env.get("FARM_API_URL", "").strip() or "http://127.0.0.1:5000").rstrip("/"),
+        token=env.get("FARM_TOKEN", "").strip() or None,
         queue=queue,
         max_frames=_positive_int(env, "FARM_MAX_FRAMES", 100_000),
         max_chunks=_positive_int(env, "FARM_MAX_CHUNKS", 10_000),

@@ -67,3 +67,24 @@ class InsufficientStorage(FarmError):
 
     def __init__(self, message: str) -> None:
         super().__init__("file", "insufficient_storage", message)
+
+
+class Unauthenticated(FarmError):
+    """No credentials, or ones the farm does not accept (unknown, revoked, of a disabled user)."""
+
+    status = 401
+
+    def __init__(self, message: str = "sign in, or send an API token as `Authorization: Bearer <token>`") -> None:
+        super().__init__(None, "unauthenticated", message)
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="farm"'}
+
+
+class Forbidden(FarmError):
+    """Known user, but their role (or the object's owner) does not allow this."""
+
+    status = 403
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(field, "forbidden", message)

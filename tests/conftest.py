@@ -19,7 +19,7 @@ import redis
 from farm.blender.launcher import SCRIPTS, run_script
 from farm.config import Settings, load_settings
 from farm.db import Database, init_db
-from tests.helpers import FarmProcesses, free_port
+from tests.helpers import FarmProcesses, free_port, make_user, signed_in
 
 PG_HOST = os.environ.get("FARM_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("FARM_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -121,9 +121,16 @@ def app(prod_settings: Settings, database: Database):  # type: ignore[no-untyped
         db.engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def admin_token(prod_settings: Settings, database: Database) -> str:
+    """An admin's API token on the test database, for the in-process app's `client`."""
+    return make_user(prod_settings, "admin")[1]
+
+
 @pytest.fixture()
-def client(app):  # type: ignore[no-untyped-def]
-    return app.test_client()
+def client(app, admin_token):  # type: ignore[no-untyped-def]
+    """The in-process app's test client, signed in as an admin with a Bearer token."""
+    return signed_in(app.test_client(), admin_token)
 
 
 def _make_scene(settings: Settings, path: Path, frames: int, width: int, height: int, samples: int) -> Path:

@@ -17,13 +17,13 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import requests
 from PIL import Image
 
 from farm.blender.launcher import LOG_EVENT_PREFIX, run_script
-from farm.config import Settings
+from farm.config import Settings, load_settings
 
 BLENDER_FILES = Path(__file__).parent / "blender_files.py"
 PLAIN_RENDER = Path(__file__).parent / "plain_render.py"
@@ -56,8 +56,70 @@ def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: f
         time.sleep(interval)
 
 
+def make_user(settings: Settings, role: str, name: str | None = None, password: str | None = None) -> tuple[str, str]:
+    """A user of `role` in the farm's database, made as `farm users create` does: (name, a new API token)."""
+    from farm import users
+    from farm.db import Database, init_db
+    from farm.models import Role
+
+    name = name or f"{role}-{secrets.token_hex(4)}"
+    db = Database(settings.database_url)
+    try:
+        init_db(db.engine)
+        with db.session() as session:
+            user = users.create_user(session, name, Role(role), password, actor="test")
+            return name, users.create_token(session, user, actor="test").secret
+    finally:
+        db.engine.dispose()
+
+
+def signed_in(test_client: Any, token: str) -> Any:
+    """A Flask test client whose every request carries `token` as its Bearer token."""
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return test_client
+
+
+def browser_sign_in(page: Any, base_url: str, name: str, password: str) -> None:
+    """Sign a Playwright page in through the login form, as a person would."""
+    page.goto(f"{base_url}/login")
+    page.fill("#username", name)
+    page.fill("#password", password)
+    page.click("#sign-in")
+    page.wait_for_selector("#logout")
+
+
+class FarmHttp:
+    """`requests`, signed in: a request to a test farm's URL carries the admin token that farm was started with
+    (each FarmProcesses registers its own), so tests written before the API needed a user keep their calls."""
+
+    tokens: ClassVar[dict[str, str]] = {}
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        for base, token in self.tokens.items():
+            if url.startswith(base + "/"):
+                headers.setdefault("Authorization", f"Bearer {token}")  # dropped on a redirect to another host
+        return requests.request(method, url, headers=headers, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", url, **kwargs)
+
+
+HTTP = FarmHttp()
+
+
 class FarmProcesses:
-    """`farm web` and `farm worker` processes with their logs, for end-to-end tests."""
+    """`farm web` and `farm worker` processes with their logs, for end-to-end tests. The farm gets an admin of its
+    own (`admin_token`, also in the processes' FARM_TOKEN for the `farm` client commands, and in HTTP's calls)."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.port = free_port()
@@ -65,6 +127,7 @@ class FarmProcesses:
         self.env.update(env, FARM_API_URL=f"http://127.0.0.1:{self.port}", PYTHONUNBUFFERED="1")
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.admin_token = self.env.get("FARM_TOKEN") or ""
 
     @property
     def url(self) -> str:
@@ -85,6 +148,10 @@ class FarmProcesses:
         return proc
 
     def start_web(self) -> None:
+        if not self.admin_token:
+            self.admin_token = make_user(load_settings(self.env, dotenv_path=None), "admin")[1]
+            self.env["FARM_TOKEN"] = self.admin_token
+        FarmHttp.tokens[self.url] = self.admin_token
         proc = self._start("web", ["web", "--port", str(self.port), "--threads", "16"])
 
         def up() -> bool:
@@ -115,7 +182,7 @@ class FarmProcesses:
         def online() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"worker {name} exited: {self.log('worker-' + name)[-3000:]}")
-            workers = requests.get(f"{self.url}/api/workers", timeout=5).json()["workers"]
+            workers = HTTP.get(f"{self.url}/api/workers", timeout=5).json()["workers"]
             return any(w["hostname"] == hostname and w["status"] == "ONLINE" for w in workers)
 
         wait_until(online, timeout=60, what=f"worker {hostname} to register")
@@ -172,8 +239,8 @@ def plain_blender_frames(
 
 def farm_frames(base_url: str, job_id: str) -> dict[int, Any]:
     """The pixels of each frame the farm stored for the job."""
-    frames = requests.get(f"{base_url}/api/jobs/{job_id}/frames", timeout=10).json()["frames"]
-    return {f["frame"]: pixels(requests.get(f["url"], timeout=30).content) for f in frames if f["status"] == "DONE"}
+    frames = HTTP.get(f"{base_url}/api/jobs/{job_id}/frames", timeout=10).json()["frames"]
+    return {f["frame"]: pixels(HTTP.get(f["url"], timeout=30).content) for f in frames if f["status"] == "DONE"}
 
 
 def farm_events(log: str) -> list[dict[str, Any]]:
@@ -186,8 +253,8 @@ def blender_pids(base_url: str, job_id: str) -> set[int]:
     """The Blender processes that took the job's chunks, by the pid in each chunk log's `ready` event: a worker's
     spare Blender, started before the job, has no job id on its command line to be found by."""
     pids: set[int] = set()
-    for chunk in requests.get(f"{base_url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]:
-        log = requests.get(chunk["log_url"], timeout=10) if chunk.get("log_url") else None
+    for chunk in HTTP.get(f"{base_url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]:
+        log = HTTP.get(chunk["log_url"], timeout=10) if chunk.get("log_url") else None
         if log is not None and log.ok:
             pids |= {e["pid"] for e in farm_events(log.text) if e["event"] == "ready"}
     return pids
@@ -204,7 +271,7 @@ def alive(pid: int) -> bool:
 
 def submit(base_url: str, blend: Path, **fields: Any) -> requests.Response:
     with open(blend, "rb") as fh:
-        return requests.post(
+        return HTTP.post(
             f"{base_url}/api/jobs",
             files={"file": (blend.name, fh)},
             data={k: str(v) for k, v in fields.items()},
@@ -213,7 +280,7 @@ def submit(base_url: str, blend: Path, **fields: Any) -> requests.Response:
 
 
 def get_job(base_url: str, job_id: str) -> dict[str, Any]:
-    response = requests.get(f"{base_url}/api/jobs/{job_id}", timeout=10)
+    response = HTTP.get(f"{base_url}/api/jobs/{job_id}", timeout=10)
     response.raise_for_status()
     return response.json()["job"]
 

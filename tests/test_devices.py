@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
-import requests
 
 from farm.blender import devices
 from farm.blender.devices import Device, NoDevice
-from tests.helpers import FarmProcesses, wait_until
+from tests.helpers import HTTP, FarmProcesses, wait_until
 
 CPU = Device("CPU", "CPU", "AMD EPYC (2 threads)")
 OPTIX = [Device("OPTIX", f"OPTIX_0000:0{i}:00", f"RTX 4090 #{i}") for i in range(3)]
@@ -137,7 +136,7 @@ def test_cpu_workers_fan_out_into_registered_processes(prod_env, database, tmp_p
         def registered() -> list[dict]:
             if parent.poll() is not None:
                 raise AssertionError(procs.log("fanout")[-3000:])
-            workers = requests.get(f"{procs.url}/api/workers", timeout=5).json()["workers"]
+            workers = HTTP.get(f"{procs.url}/api/workers", timeout=5).json()["workers"]
             mine = [w for w in workers if w["hostname"].startswith("fan-cpu") and w["status"] == "ONLINE"]
             return mine if len(mine) == 2 else []
 
@@ -149,7 +148,7 @@ def test_cpu_workers_fan_out_into_registered_processes(prod_env, database, tmp_p
         assert parent.wait(60) == 0
 
         def offline() -> bool:
-            workers = requests.get(f"{procs.url}/api/workers", timeout=5).json()["workers"]
+            workers = HTTP.get(f"{procs.url}/api/workers", timeout=5).json()["workers"]
             return all(w["status"] == "OFFLINE" for w in workers if w["hostname"].startswith("fan-cpu"))
 
         wait_until(offline, timeout=30, what="both to go OFFLINE with their parent")

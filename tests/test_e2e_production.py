@@ -6,9 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.helpers import alive, blender_pids, check_zip, get_job, submit, wait_for_status, wait_until
+from tests.helpers import HTTP, alive, blender_pids, check_zip, get_job, submit, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,27 +26,27 @@ def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint, prod_env
     assert asset["filename"] == "cubes-0001-0006.zip" and asset["size"] > 0
     assert asset["url"] == f"{farm.url}/api/jobs/{job_id}/asset"  # the API's own URL: a JOB holds no credential
 
-    direct = requests.get(asset["url"], timeout=30)  # redirected to a presigned GET on the S3 server
+    direct = HTTP.get(asset["url"], timeout=30)  # redirected to a presigned GET on the S3 server
     assert direct.url.startswith(s3_endpoint) and "X-Amz-Signature" in direct.url
     assert len(direct.content) == asset["size"]
     manifest = check_zip(direct.content, name="cubes", frames=range(1, 7), size=(64, 36))
     assert {e["worker"] for e in manifest["frames"]} == {"w1@test"}
 
-    frames = requests.get(f"{farm.url}/api/jobs/{job_id}/frames", timeout=10).json()["frames"]
+    frames = HTTP.get(f"{farm.url}/api/jobs/{job_id}/frames", timeout=10).json()["frames"]
     assert [f["frame"] for f in frames] == list(range(1, 7))
     by_frame = {e["frame"]: e for e in manifest["frames"]}
     for frame in frames:
         assert frame["status"] == "DONE" and frame["worker"] == "w1@test" and frame["render_time"] > 0
-        image = requests.get(frame["url"], timeout=10).content
+        image = HTTP.get(frame["url"], timeout=10).content
         assert hashlib.sha256(image).hexdigest() == by_frame[frame["frame"]]["sha256"]
 
-    chunks = requests.get(f"{farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
+    chunks = HTTP.get(f"{farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
     assert [(c["frame_start"], c["frame_end"], c["status"], c["attempts"]) for c in chunks] == [
         (1, 2, "DONE", 1),
         (3, 4, "DONE", 1),
         (5, 6, "DONE", 1),
     ]
-    log = requests.get(chunks[0]["log_url"], timeout=10).text
+    log = HTTP.get(chunks[0]["log_url"], timeout=10).text
     assert "Fra:1" in log and '"event": "frame"' in log  # Blender's own output, kept, and the worker's events
     work = Path(prod_env["FARM_INSTANCE_DIR"]) / "cache" / "work"
     assert work.is_dir() and not [p for p in work.rglob("*") if p.is_file()]  # each chunk emptied its work folder
@@ -55,7 +54,7 @@ def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint, prod_env
     assert kept.is_dir() and not {e["sha256"] for e in manifest["frames"]} & {p.name for p in kept.iterdir()}  # and
     # the packager dropped them once they were zipped
 
-    events = requests.get(f"{farm.url}/api/jobs/{job_id}/events", timeout=10).json()["events"]
+    events = HTTP.get(f"{farm.url}/api/jobs/{job_id}/events", timeout=10).json()["events"]
     job_trail = [(e["from"], e["to"]) for e in events if e["kind"] == "job"]
     assert job_trail == [
         (None, "QUEUED"),
@@ -66,7 +65,7 @@ def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint, prod_env
     ]
     assert sorted(int(e["subject"].split("/")[1]) for e in events if e["kind"] == "frame") == list(range(1, 7))
 
-    workers = requests.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
+    workers = HTTP.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
     me = next(w for w in workers if w["hostname"] == "w1@test")
     assert me["status"] == "ONLINE" and me["devices"] and me["frames_rendered"] >= 6
     assert me["devices"][0].startswith("CPU: ") and {f["device"] for f in frames} == {me["devices"][0]}
@@ -86,11 +85,11 @@ def test_progress_is_live_then_cancel_stops_blender_and_retry_finishes(farm, slo
     assert job["status"] == "RENDERING" and job["render"]["frames_rendered"] < 6
     assert job["render"]["chunks_rendering"] == 1 and job["render"]["eta_seconds"] > 0
     assert blender_running(farm.url, job_id)
-    workers = requests.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
+    workers = HTTP.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
     busy = next(w for w in workers if w["current"])  # the monitor says who renders what
-    assert busy["current"] == {"job_id": job_id, "chunk": 0, "frame_start": 1, "frame_end": 6}
+    assert busy["current"] == {"job_id": job_id, "chunk": 0, "frame_start": 1, "frame_end": 6, "owner": job["owner"]}
 
-    response = requests.post(f"{farm.url}/api/jobs/{job_id}/cancel", timeout=10)
+    response = HTTP.post(f"{farm.url}/api/jobs/{job_id}/cancel", timeout=10)
     assert response.status_code == 202 and response.json()["job"]["status"] in ("CANCELING", "CANCELED")
     canceled_at = time.monotonic()
     wait_until(lambda: not blender_running(farm.url, job_id), timeout=5, what="Blender of the canceled job to stop")
@@ -99,12 +98,12 @@ def test_progress_is_live_then_cancel_stops_blender_and_retry_finishes(farm, slo
     kept = job["render"]["frames_rendered"]
     assert 2 <= kept < 12
 
-    response = requests.post(f"{farm.url}/api/jobs/{job_id}/retry", timeout=10)
+    response = HTTP.post(f"{farm.url}/api/jobs/{job_id}/retry", timeout=10)
     assert response.status_code == 202 and response.json()["job"]["status"] == "QUEUED"
     job = wait_for_status(farm.url, job_id, {"COMPLETED", "FAILED"}, timeout=240)
     assert job["status"] == "COMPLETED", job
-    check_zip(requests.get(job["asset"]["url"], timeout=30).content, name="slow", frames=range(1, 13), size=(320, 180))
-    events = requests.get(f"{farm.url}/api/jobs/{job_id}/events", timeout=10).json()["events"]
+    check_zip(HTTP.get(job["asset"]["url"], timeout=30).content, name="slow", frames=range(1, 13), size=(320, 180))
+    events = HTTP.get(f"{farm.url}/api/jobs/{job_id}/events", timeout=10).json()["events"]
     rendered = [e["subject"] for e in events if e["kind"] == "frame"]
     assert len(rendered) == len(set(rendered)) == 12  # frames kept across the cancel were not rendered again
 
@@ -130,11 +129,11 @@ def test_workbench_jpeg_at_half_resolution(farm, tiny_blend):
     assert job["status"] == "COMPLETED", job
     assert job["settings"]["engine"] == "BLENDER_WORKBENCH" and job["asset"]["filename"] == "wb-0002-0003.zip"
     manifest = check_zip(
-        requests.get(job["asset"]["url"], timeout=30).content, name="wb", frames=range(2, 4), size=(32, 18), ext="jpg"
+        HTTP.get(job["asset"]["url"], timeout=30).content, name="wb", frames=range(2, 4), size=(32, 18), ext="jpg"
     )
     # no chunk size: the submission's probe rendered frame 2 with the job's settings, and it was kept, not redone
     assert [e["worker"].split("@")[0] for e in sorted(manifest["frames"], key=lambda e: e["frame"])] == ["probe", "w1"]
-    events = requests.get(f"{farm.url}/api/jobs/{job['id']}/events", timeout=10).json()["events"]
+    events = HTTP.get(f"{farm.url}/api/jobs/{job['id']}/events", timeout=10).json()["events"]
     assert sorted(e["subject"] for e in events if e["kind"] == "frame") == [f"{job['id']}/2", f"{job['id']}/3"]
 
 
@@ -156,27 +155,28 @@ def test_gpu_job_on_a_cpu_only_farm_is_refused_and_never_renders_on_a_cpu(farm, 
         farm.stop("worker-fake-gpu")
     assert job["status"] == "FAILED" and job["asset"] is None and job["render"]["frames_rendered"] == 0
     assert "device GPU was asked for, but this worker has no GPU: Cycles found no OPTIX" in job["error"]
-    chunks = requests.get(f"{farm.url}/api/jobs/{job['id']}/chunks", timeout=10).json()["chunks"]
+    chunks = HTTP.get(f"{farm.url}/api/jobs/{job['id']}/chunks", timeout=10).json()["chunks"]
     assert chunks[0]["status"] == "FAILED" and "device GPU" in chunks[0]["error"]
     assert {c["worker"] for c in chunks} - {None} == {"fake-gpu@test"}
-    assert "device GPU" in requests.get(chunks[0]["log_url"], timeout=10).text
+    assert "device GPU" in HTTP.get(chunks[0]["log_url"], timeout=10).text
 
 
 def test_disabled_worker_takes_no_work_until_enabled(farm, tiny_blend):
-    response = requests.post(f"{farm.url}/api/workers/w1@test/disable", timeout=10)
+    response = HTTP.post(f"{farm.url}/api/workers/w1@test/disable", timeout=10)
     assert response.status_code == 202 and response.json()["worker"]["status"] == "DISABLED"
     try:
         time.sleep(2)  # let the worker's consumer stop
         job_id = submit(farm.url, tiny_blend, name="parked", frame_start=1, frame_end=2).json()["job"]["id"]
         time.sleep(5)
         assert get_job(farm.url, job_id)["status"] == "QUEUED"
-        workers = requests.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
+        workers = HTTP.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
         assert next(w for w in workers if w["hostname"] == "w1@test")["status"] == "DISABLED"
     finally:
-        response = requests.post(f"{farm.url}/api/workers/w1@test/enable", timeout=10)
+        response = HTTP.post(f"{farm.url}/api/workers/w1@test/enable", timeout=10)
     assert response.status_code == 202 and response.json()["worker"]["status"] == "ONLINE"
     assert wait_for_status(farm.url, job_id, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
-    assert requests.post(f"{farm.url}/api/workers/nobody@nowhere/disable", timeout=10).status_code == 404
-    trail = requests.get(f"{farm.url}/api/workers/w1@test/events", timeout=10).json()["events"]
+    assert HTTP.post(f"{farm.url}/api/workers/nobody@nowhere/disable", timeout=10).status_code == 404
+    trail = HTTP.get(f"{farm.url}/api/workers/w1@test/events", timeout=10).json()["events"]
     assert [(e["from"], e["to"]) for e in trail][-2:] == [("ONLINE", "DISABLED"), ("DISABLED", "ONLINE")]
-    assert trail[-1]["reason"] == "enabled" and trail[-1]["actor"].startswith("anonymous@")
+    admin = HTTP.get(f"{farm.url}/api/me", timeout=10).json()["user"]["name"]
+    assert trail[-1]["reason"] == "enabled" and trail[-1]["actor"] == admin

@@ -17,9 +17,18 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
 
-from tests.helpers import FarmProcesses, alive, blender_pids, check_zip, get_job, submit, wait_for_status, wait_until
+from tests.helpers import (
+    HTTP,
+    FarmProcesses,
+    alive,
+    blender_pids,
+    check_zip,
+    get_job,
+    submit,
+    wait_for_status,
+    wait_until,
+)
 from tests.servers import CuttableProxy, PrivatePostgres, PrivateRedis, SmallDisk
 
 pytestmark = pytest.mark.slow
@@ -74,7 +83,7 @@ def make_farm(private, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def api(farm: FarmProcesses, path: str) -> Any:
-    response = requests.get(f"{farm.url}/api{path}", timeout=30)
+    response = HTTP.get(f"{farm.url}/api{path}", timeout=30)
     response.raise_for_status()
     return response.json()
 
@@ -95,7 +104,7 @@ def assert_complete_once(
 ) -> dict[str, Any]:
     job = wait_for_status(farm.url, job_id, {"COMPLETED", "FAILED"}, timeout=timeout)
     assert job["status"] == "COMPLETED", job
-    check_zip(requests.get(job["asset"]["url"], timeout=60).content, name=job["name"], frames=frames, size=size)
+    check_zip(HTTP.get(job["asset"]["url"], timeout=60).content, name=job["name"], frames=frames, size=size)
     events = api(farm, f"/jobs/{job_id}/events")["events"]
     renders = Counter(e["subject"] for e in events if e["kind"] == "frame")
     assert sorted(int(s.split("/")[1]) for s in renders) == list(frames)
@@ -371,7 +380,7 @@ def test_workers_with_clocks_90_seconds_off_are_judged_by_the_database_clock(mak
     workers = {w["hostname"]: w for w in api(farm, "/workers")["workers"]}
     assert 85 < workers[behind]["clock_offset"] < 95 and -95 < workers[ahead]["clock_offset"] < -85, workers
     assert workers[behind]["clock_warning"] and workers[ahead]["clock_warning"]
-    assert requests.get(f"{farm.url}/workers", timeout=30).text.count('class="num clock warn"') == 2
+    assert HTTP.get(f"{farm.url}/workers", timeout=30).text.count('class="num clock warn"') == 2
     farm.stop("worker-behind", signal.SIGKILL)  # a dead one is still found within the timeout (4 s here)
     killed = time.monotonic()
     wait_until(

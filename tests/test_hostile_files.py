@@ -11,10 +11,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 
 from farm.blender.launcher import PROBE_SCRIPT, blender_command, launch, probe_scene
 from tests.helpers import (
+    HTTP,
     alive,
     blender_pids,
     build_blend,
@@ -84,9 +84,9 @@ def test_hostile_files_render_like_plain_blender(own_farm, prod_settings, sentin
     assert job["status"] == "COMPLETED", job
     assert farm_frames(own_farm.url, job_id) == plain_blender_frames(prod_settings, blend, tmp_path, 1, 4)
     assert_untouched(sentinel)
-    chunks = requests.get(f"{own_farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
+    chunks = HTTP.get(f"{own_farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
     assert all(c["attempts"] == 1 and c["status"] == "DONE" for c in chunks)
-    logs = [requests.get(c["log_url"], timeout=10).text for c in chunks if c.get("log_url")]
+    logs = [HTTP.get(c["log_url"], timeout=10).text for c in chunks if c.get("log_url")]
     if kind == "forged_events":
         assert any(f'@@FARM@@ {{"event": "frame", "frame": 1, "path": "{sentinel}"' in log for log in logs)
     # Users read the logs and the API: neither names the worker's folders nor the source's content hash.

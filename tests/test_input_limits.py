@@ -11,10 +11,9 @@ import io
 import time
 
 import pytest
-import requests
 
 from farm.jobs.probe_slots import PROBE_SLOTS, RETRY_AFTER_SECONDS
-from tests.helpers import FarmProcesses, build_blend, submit
+from tests.helpers import HTTP, FarmProcesses, build_blend, submit
 from tests.rows import make_job
 from tests.test_api_jobs import assert_error, post
 from tests.test_pages import csrf_token
@@ -118,7 +117,7 @@ def test_a_long_url_is_414_json(client):
 def test_a_long_url_is_414_json_from_farm_web(farm, length):
     """6,000 bytes reaches the app (gunicorn's default would refuse it with HTML); 20,000 is past what gunicorn reads
     at all, and its own refusal is the contract's JSON too."""
-    response = requests.get(f"{farm.url}/api/jobs?q={'a' * length}", timeout=10)
+    response = HTTP.get(f"{farm.url}/api/jobs?q={'a' * length}", timeout=10)
     assert response.status_code == 414, response.text[:300]
     assert response.headers["Content-Type"].startswith("application/json"), response.text[:300]
     assert response.json()["error"]["code"] == "uri_too_long"
@@ -126,7 +125,7 @@ def test_a_long_url_is_414_json_from_farm_web(farm, length):
 
 @pytest.mark.slow
 def test_what_gunicorn_refuses_itself_is_json(farm):
-    response = requests.get(f"{farm.url}/api/health", headers={"X-Big": "a" * 10000}, timeout=10)
+    response = HTTP.get(f"{farm.url}/api/health", headers={"X-Big": "a" * 10000}, timeout=10)
     assert response.status_code == 431, response.text[:300]
     assert response.json()["error"]["code"] == "request_header_fields_too_large"
     assert "<html" not in response.text
@@ -234,6 +233,6 @@ def test_two_submissions_at_once_with_one_probe_allowed(prod_env, database, slow
         assert second.status_code == 503, second.text
         assert second.json()["error"]["code"] == "busy" and second.headers["Retry-After"].isdigit()
         assert first.status_code == 201, first.text
-        requests.post(f"{web.url}/api/jobs/{first.json()['job']['id']}/cancel", timeout=10)
+        HTTP.post(f"{web.url}/api/jobs/{first.json()['job']['id']}/cancel", timeout=10)
     finally:
         web.stop_all()

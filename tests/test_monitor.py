@@ -14,7 +14,7 @@ from farm.celery_app import make_celery
 from farm.config import Settings, load_settings
 from farm.messaging import broker
 from tests.conftest import RUN_ID
-from tests.helpers import wait_until
+from tests.helpers import signed_in, wait_until
 from webapp import create_app
 from webapp.extensions import db
 from workers.context import get_context
@@ -71,7 +71,7 @@ def history_worker(prod_settings: Settings, database):  # type: ignore[no-untype
     get_context().db.engine.dispose()  # the recorder's connections, opened in the worker's thread
 
 
-def test_worker_records_task_history_that_the_api_serves(history_worker: Celery, client, app):
+def test_worker_records_task_history_that_the_api_serves(history_worker: Celery, client, app, admin_token):
     ok = history_worker.send_task("test.add", args=(2, 3))
     bad = history_worker.send_task("test.boom")
     flaky = history_worker.send_task("test.flaky")
@@ -98,7 +98,7 @@ def test_worker_records_task_history_that_the_api_serves(history_worker: Celery,
     by_worker = client.get(f"/api/tasks?worker={seen[ok.id]['worker']}&limit=500").get_json()["tasks"]
     assert {ok.id, bad.id, flaky.id} <= {t["id"] for t in by_worker}
     restarted = create_app(app.extensions["farm"], {"TESTING": True})  # a web app started afresh still has it
-    kept = restarted.test_client().get("/api/tasks?limit=500").get_json()["tasks"]
+    kept = signed_in(restarted.test_client(), admin_token).get("/api/tasks?limit=500").get_json()["tasks"]
     assert {ok.id, bad.id, flaky.id} <= {t["id"] for t in kept}
     with restarted.app_context():
         db.engine.dispose()

@@ -4,15 +4,14 @@ job is rendered before the rest of it (Redis priority queues; the farm's 9 is ko
 import uuid
 
 import pytest
-import requests
 
-from tests.helpers import FarmProcesses, submit, wait_for_status, wait_until
+from tests.helpers import HTTP, FarmProcesses, submit, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def chunks(farm: FarmProcesses, job_id: str) -> list[dict]:
-    return requests.get(f"{farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
+    return HTTP.get(f"{farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
 
 
 def test_priority_9_overtakes_a_long_priority_0_job(prod_env, database, tiny_blend, slow_blend, tmp_path):

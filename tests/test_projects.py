@@ -15,13 +15,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import requests
 import zstandard
 
 from farm.blender.launcher import run_script
 from farm.projects import packing
 from farm.projects.dependencies import FOUND, MISSING, OUTSIDE, check
-from tests.helpers import farm_frames, plain_blender_frames, wait_for_status
+from tests.helpers import HTTP, farm_frames, plain_blender_frames, wait_for_status
 
 PROJECT_FILES = Path(__file__).parent / "project_files.py"
 FONTS = sorted(Path("/usr/share/fonts").rglob("*.ttf"), key=lambda f: f.stat().st_size)  # smallest first
@@ -194,10 +193,10 @@ def test_a_project_renders_as_plain_blender_renders_it_in_place(own_farm, prod_s
     own_farm.start_worker("w", {"FARM_CACHE_DIR": str(cache)})
     api = own_farm.url + "/api"
     wanted = list(manifest["files"].values())
-    missing = requests.post(f"{api}/files/check", json={"files": wanted}, timeout=30).json()["missing"]
+    missing = HTTP.post(f"{api}/files/check", json={"files": wanted}, timeout=30).json()["missing"]
     for blob in missing:
-        assert requests.put(f"{api}/files/{blob['sha256']}", data=paths[blob["sha256"]].read_bytes(), timeout=60).ok
-    job_id = requests.post(
+        assert HTTP.put(f"{api}/files/{blob['sha256']}", data=paths[blob["sha256"]].read_bytes(), timeout=60).ok
+    job_id = HTTP.post(
         f"{api}/jobs",
         data={"manifest": json.dumps(manifest), "frame_start": 1, "frame_end": 3, "chunk_size": 1},
         timeout=120,
@@ -207,8 +206,8 @@ def test_a_project_renders_as_plain_blender_renders_it_in_place(own_farm, prod_s
     plain = plain_blender_frames(prod_settings, copy / "shots" / "main.blend", tmp_path / "plain", 1, 3)
     assert len({image for _, _, image in plain.values()}) == 3  # the sequence and the Alembic cube move
     assert farm_frames(own_farm.url, job_id) == plain
-    assert requests.post(f"{api}/files/check", json={"files": wanted}, timeout=30).json() == {"missing": []}
-    logs = [requests.get(f"{api}/jobs/{job_id}/chunks/{i}/log", timeout=30).text for i in range(3)]
+    assert HTTP.post(f"{api}/files/check", json={"files": wanted}, timeout=30).json() == {"missing": []}
+    logs = [HTTP.get(f"{api}/jobs/{job_id}/chunks/{i}/log", timeout=30).text for i in range(3)]
     assert "<project>/shots/main.blend" in logs[0]  # the project folder's random name keeps other jobs out
     assert not any("projects/job-" in text for text in logs)  # so no log shows it
     assert all('"warm": true' in text for text in logs[1:])  # one path for the whole job: the file stayed loaded

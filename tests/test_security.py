@@ -22,6 +22,7 @@ from farm.config import Settings, load_settings, secret_key_problem
 from farm.jobs import states
 from farm.models import JobStatus
 from farm.storage import open_storage
+from tests.helpers import signed_in
 from tests.rows import add_job
 
 PLACEHOLDERS = [
@@ -112,9 +113,9 @@ def completed_job(public_app: Flask) -> Iterator[str]:
 
 
 def test_a_jobs_asset_url_is_the_apis_own_and_redirects_to_a_short_presigned_url_for_the_public_host(
-    public_app, completed_job, prod_settings
+    public_app, completed_job, prod_settings, admin_token
 ):
-    client = public_app.test_client()
+    client = signed_in(public_app.test_client(), admin_token)
     listed = client.get("/api/jobs?limit=500")
     assert b"X-Amz-Signature" not in listed.data and b"Signature=" not in listed.data
     job = next(j for j in listed.get_json()["jobs"] if j["id"] == completed_job)
@@ -145,8 +146,8 @@ def policy(response) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return {part.split()[0]: part for part in (p.strip() for p in header.split(";"))}
 
 
-def test_every_response_carries_the_security_headers(public_app, completed_job, prod_settings):
-    client = public_app.test_client()
+def test_every_response_carries_the_security_headers(public_app, completed_job, prod_settings, admin_token):
+    client = signed_in(public_app.test_client(), admin_token)
     for path in ("/", "/jobs/new", "/workers", f"/jobs/{completed_job}", "/api/jobs", "/api/health",
                  "/api/jobs/nope", "/static/farm.js", "/no-such-page"):  # fmt: skip
         response = client.get(path, buffered=True)  # a static file's stream is read and closed
@@ -162,8 +163,8 @@ def test_every_response_carries_the_security_headers(public_app, completed_job, 
         assert response.headers["X-Frame-Options"] == "DENY", path
 
 
-def test_pages_hold_no_inline_script_or_style_but_the_nonced_one(public_app, completed_job):
-    client = public_app.test_client()
+def test_pages_hold_no_inline_script_or_style_but_the_nonced_one(public_app, completed_job, admin_token):
+    client = signed_in(public_app.test_client(), admin_token)
     for path in ("/", "/jobs/new", "/workers", f"/jobs/{completed_job}", "/?partial=1", "/workers?partial=1"):
         response = client.get(path)
         html = response.get_data(as_text=True)
@@ -179,11 +180,13 @@ def test_pages_hold_no_inline_script_or_style_but_the_nonced_one(public_app, com
     assert "--ratio: 64 / 36" in job_page  # the job's proportions still arrive before the first paint
 
 
-def test_the_session_cookie_is_same_site_lax_and_secure_behind_https(public_app, completed_job, prod_settings):
-    cookie = public_app.test_client().get("/jobs/new").headers["Set-Cookie"]
+def test_the_session_cookie_is_same_site_lax_and_secure_behind_https(
+    public_app, completed_job, prod_settings, admin_token
+):
+    cookie = signed_in(public_app.test_client(), admin_token).get("/jobs/new").headers["Set-Cookie"]
     assert "SameSite=Lax" in cookie and "Secure" not in cookie and "HttpOnly" in cookie
     with web_app(dataclasses.replace(prod_settings, https=True)) as behind_tls:
-        client = behind_tls.test_client()
+        client = signed_in(behind_tls.test_client(), admin_token)
         response = client.get("/jobs/new", headers={"X-Forwarded-Proto": "https"})
         job = client.get(f"/api/jobs/{completed_job}", headers={"X-Forwarded-Proto": "https"}).get_json()["job"]
     assert "Secure" in response.headers["Set-Cookie"] and "SameSite=Lax" in response.headers["Set-Cookie"]

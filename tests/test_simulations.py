@@ -4,9 +4,8 @@ job's Blender), and a Mantaflow domain whose cache is absent is judged by its ev
 its process (bpy 4.5 aborts in Mantaflow's teardown, and on every frame after the cache's first: see README)."""
 
 import pytest
-import requests
 
-from tests.helpers import build_blend, farm_frames, plain_blender_frames, submit, wait_for_status
+from tests.helpers import HTTP, build_blend, farm_frames, plain_blender_frames, submit, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +52,7 @@ def test_a_smoke_domain_without_its_cache_renders_its_first_frame(
     job = wait_for_status(own_farm.url, job_id, {"COMPLETED", "FAILED"}, timeout=120)
     assert job["status"] == "COMPLETED", job
     assert [w["code"] for w in job["warnings"]] == ["simulation_not_baked"]
-    frames = requests.get(f"{own_farm.url}/api/jobs/{job_id}/frames", timeout=10).json()["frames"]
+    frames = HTTP.get(f"{own_farm.url}/api/jobs/{job_id}/frames", timeout=10).json()["frames"]
     assert [f["worker"].startswith("probe@") for f in frames] == [chunk_size is None]
     assert farm_frames(own_farm.url, job_id) == plain_blender_frames(prod_settings, smoke_blend, tmp_path, 1, 1)
 
@@ -65,10 +64,10 @@ def test_a_smoke_frame_that_aborts_blender_fails_with_mantaflows_words(own_farm,
     response = submit(own_farm.url, smoke_blend, name="smoke", frame_start=1, frame_end=2, chunk_size=2)
     job_id = response.json()["job"]["id"]
     job = wait_for_status(own_farm.url, job_id, {"COMPLETED", "FAILED"}, timeout=120)
-    chunks = requests.get(f"{own_farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
+    chunks = HTTP.get(f"{own_farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
     assert job["status"] == "FAILED"
     assert "signal 6" in chunks[0]["error"] and "Manta" in chunks[0]["error"], chunks[0]
-    log = requests.get(chunks[0]["log_url"], timeout=10).text
+    log = HTTP.get(chunks[0]["log_url"], timeout=10).text
     assert "NameError" in log and "fluid" in log
-    assert [f["frame"] for f in requests.get(f"{own_farm.url}/api/jobs/{job_id}/frames", timeout=10).json()["frames"]
+    assert [f["frame"] for f in HTTP.get(f"{own_farm.url}/api/jobs/{job_id}/frames", timeout=10).json()["frames"]
             if f["status"] == "DONE"] == [1]  # fmt: skip

@@ -7,9 +7,9 @@ import subprocess
 from collections import Counter
 
 import pytest
-import requests
 
 from tests.helpers import (
+    HTTP,
     FarmProcesses,
     alive,
     blender_pids,
@@ -29,14 +29,14 @@ def farm(own_farm):  # type: ignore[no-untyped-def]
 
 
 def api(farm: FarmProcesses, path: str):  # type: ignore[no-untyped-def]
-    return requests.get(f"{farm.url}/api{path}", timeout=10).json()
+    return HTTP.get(f"{farm.url}/api{path}", timeout=10).json()
 
 
 def ready_events(farm: FarmProcesses, job_id: str) -> list[dict]:
     """The `ready` event of each chunk's log, in chunk order: Blender says whether the file was already loaded."""
     found = []
     for chunk in api(farm, f"/jobs/{job_id}/chunks")["chunks"]:
-        events = farm_events(requests.get(chunk["log_url"], timeout=10).text)
+        events = farm_events(HTTP.get(chunk["log_url"], timeout=10).text)
         found.append(next(e for e in events if e["event"] == "ready"))
     return found
 
@@ -92,6 +92,6 @@ def test_killing_warm_blender_mid_chunk_loses_only_the_current_frame(farm, slow_
     retry = api(farm, f"/jobs/{job_id}/chunks")["chunks"][1]
     assert retry["attempts"] == 2
     # the fresh process of the retry rendered exactly the frames the killed one had not stored
-    log = requests.get(retry["log_url"], timeout=10).text
+    log = HTTP.get(retry["log_url"], timeout=10).text
     events = farm_events(log)
     assert {e["frame"] for e in events if e["event"] == "frame"} == set(range(5, 9)) - done_before

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.helpers import check_zip, submit, wait_for_status
+from tests.helpers import HTTP, browser_sign_in, check_zip, make_user, submit, wait_for_status
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -43,7 +42,8 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture()
-def page(browser):  # type: ignore[no-untyped-def]
+def page(browser, farm, prod_settings):  # type: ignore[no-untyped-def]
+    """A page signed in as an admin through the login form."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     context.add_init_script(LAYOUT_SHIFTS)
     page = context.new_page()
@@ -51,6 +51,8 @@ def page(browser):  # type: ignore[no-untyped-def]
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     context.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
+    name, _ = make_user(prod_settings, "admin", password="browser test admin")
+    browser_sign_in(page, farm.url, name, "browser test admin")
     yield page
     context.close()
     assert not errors, errors  # no script error on any page, nothing the Content Security Policy refused
@@ -123,7 +125,7 @@ def test_upload_fix_a_bad_range_watch_frames_arrive_live_open_one_and_download(p
     assert page.locator("#chart rect").count() == 4 and page.locator("tr[data-chunk]").count() == 2
     page.set_viewport_size({"width": 390, "height": 844})
     shot(page, "job-phone")
-    assert requests.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).json()["job"]["status"] == "COMPLETED"
+    assert HTTP.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).json()["job"]["status"] == "COMPLETED"
 
 
 def test_monitor_shows_the_running_worker_and_its_task_then_cancel_from_the_job_page(page, farm, slow_blend):
@@ -162,4 +164,4 @@ def test_monitor_shows_the_running_worker_and_its_task_then_cancel_from_the_job_
     page.wait_for_selector("#status .s-canceled", timeout=60_000)
     assert page.is_visible("#retry") and not page.is_visible("#cancel")
     shot(page, "job-canceled")
-    assert requests.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).json()["job"]["status"] == "CANCELED"
+    assert HTTP.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).json()["job"]["status"] == "CANCELED"

@@ -13,7 +13,7 @@ from farm.config import Settings, load_settings, require_secret_key
 from farm.db import engine_options, init_db
 from farm.storage import open_storage
 from farm.webhooks import courier
-from webapp import errors, guards, metrics, pages, security
+from webapp import accounts, auth, errors, guards, metrics, pages, security
 from webapp.api import bp as api_bp
 from webapp.extensions import db, init_limiter
 
@@ -45,8 +45,10 @@ def create_app(settings: Settings | None = None, config: Mapping[str, Any] | Non
     security.init_app(app, settings, storage)
     errors.init_app(app, settings)
     guards.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(api_bp)
     app.register_blueprint(metrics.bp)
     courier.install(settings)  # the webhooks of the jobs this process cancels go out from here
     pages.init_app(app)
+    accounts.init_app(app)
     return app

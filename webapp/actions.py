@@ -12,10 +12,9 @@ from farm.errors import Conflict, NotFound
 from farm.jobs import deletion, states
 from farm.jobs.submission import JobForm, Upload, create_job
 from farm.messaging.dispatch import after_commit, assign_task_ids, send_chord, set_worker_consuming
-from farm.models import Chunk, Job, JobStatus, Worker, WorkerStatus
+from farm.models import Chunk, Job, JobStatus, Role, Worker, WorkerStatus
 from farm.projects import Manifest, intake
-from webapp import services
-from webapp.auth import current_actor
+from webapp import auth, services
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
@@ -34,6 +33,12 @@ def _online_slots() -> int:
     ).scalar_one()
 
 
+def authorize_submission(form: JobForm) -> None:
+    """Before any file is read: may this user submit, at this priority?"""
+    auth.require(Role.ARTIST, "submitting jobs")
+    auth.require_priority(form.priority)
+
+
 def submit_upload(upload: Upload, form: JobForm) -> Job:
     """Create the job from a saved upload (its files go to the blob store) and dispatch it."""
     manifest = intake.manifest_from_upload(db.session, services.storage(), services.settings(), upload, form.main)
@@ -48,7 +53,7 @@ def submit_project(manifest: Manifest, form: JobForm) -> Job:
         services.settings(),
         manifest,
         form,
-        owner=current_actor(),
+        owner=auth.current_actor(),
         slots=_online_slots(),
     )
     _dispatch(job, task_ids)
@@ -71,8 +76,9 @@ def _revoke_after_commit(job: Job) -> None:
 
 def cancel(job: Job) -> None:
     """The job is CANCELING until no chunk renders (Blender is killed within seconds), then CANCELED."""
+    auth.require_job_action(job.owner, "cancel")
     _revoke_after_commit(job)
-    states.cancel_job(db.session, job.id, actor=current_actor())
+    states.cancel_job(db.session, job.id, actor=auth.current_actor())
     db.session.commit()
     db.session.refresh(job)
 
@@ -80,26 +86,29 @@ def cancel(job: Job) -> None:
 def delete(job: Job) -> None:
     """Cancel the job if it is active, and delete it: gone for users at once; its files, the project files no other
     job uses and its rows now, or once its cancel has settled (`farm.jobs.deletion`)."""
+    auth.require_job_action(job.owner, "delete")
     _revoke_after_commit(job)
-    deletion.delete_job(db.session, services.storage(), job.id, actor=current_actor(), reason="deleted by user")
+    deletion.delete_job(db.session, services.storage(), job.id, actor=auth.current_actor(), reason="deleted by user")
     db.session.commit()
 
 
 def retry(job: Job) -> None:
     """Re-render only the frames that are not done, then package again."""
+    auth.require_job_action(job.owner, "retry")
     if job.status not in (JobStatus.FAILED, JobStatus.CANCELED):
         raise Conflict(f"only FAILED or CANCELED jobs can be retried; this one is {job.status}")
-    chunk_ids = states.retry_job(db.session, job.id, actor=current_actor())
+    chunk_ids = states.retry_job(db.session, job.id, actor=auth.current_actor())
     _dispatch(job, assign_task_ids(db.session, chunk_ids))
     db.session.refresh(job)
 
 
 def set_worker_enabled(hostname: str, enabled: bool) -> None:
     """A disabled worker finishes its chunk and takes no more work; enabling brings it back."""
+    auth.require(Role.ADMIN, "enabling or disabling workers")
     worker = db.session.get(Worker, hostname)
     if worker is None:
         raise NotFound(f"worker {hostname}")
-    states.set_worker_enabled(db.session, hostname, enabled, actor=current_actor())
+    states.set_worker_enabled(db.session, hostname, enabled, actor=auth.current_actor())
     celery, queues = services.celery(), list(worker.queues)
 
     def tell_worker() -> None:  # the fast path; the worker's heartbeat applies the database's word within seconds

@@ -26,13 +26,13 @@ from flask import (
 )
 from sqlalchemy import false, func, select
 
-from farm.errors import FarmError, ValidationError
+from farm.errors import FarmError, Forbidden, ValidationError
 from farm.jobs import staging, submission
 from farm.jobs.representation import running_chunks
 from farm.jobs.storage_usage import farm_usage
 from farm.jobs.submission import DEVICES, OUTPUT_FORMATS, parse_form, save_upload
-from farm.models import Chunk, Job, JobStatus, WorkerStatus
-from webapp import actions, csrf, services
+from farm.models import Chunk, Job, JobStatus, Role, WorkerStatus
+from webapp import actions, auth, csrf, services
 from webapp.api.monitor import TASK_STATES, queues_json, task_filters, tasks_json
 from webapp.api.serializers import job_json, workers_json
 from webapp.errors import ErrorAnswer, farm_error_response
@@ -73,6 +73,7 @@ def jobs() -> str:
         "statuses": list(JobStatus),
         "q": request.args.get("q", ""),
         "status": request.args.get("status", "").upper(),
+        "owner": request.args.get("owner", "").strip(),
         "error": error,
     }
     return render_template("_jobs_table.html" if _partial() else "jobs.html", **context)
@@ -92,6 +93,7 @@ def _form_context(values: Any, errors: dict[str, str], staged: staging.Staged | 
 
 @bp.get("/jobs/new")
 def new_job() -> str:
+    auth.require(Role.ARTIST, "submitting jobs")
     return render_template("new_job.html", **_form_context({}, {}, None))
 
 
@@ -110,7 +112,9 @@ def create_job() -> Response | tuple[str, int, dict[str, str]]:
             staged = staging.load(settings, request.form["upload"])
         else:
             raise ValidationError("file", "missing", "choose a .blend or .zip file to render")
-        job = actions.submit_upload(staged.upload(settings), parse_form(request.form, settings))
+        form = parse_form(request.form, settings)
+        actions.authorize_submission(form)
+        job = actions.submit_upload(staged.upload(settings), form)
     except FarmError as exc:
         db.session.rollback()
         errors = {exc.field or "file": exc.message}
@@ -168,6 +172,8 @@ def _act(action: Callable[[], Any], done: str, back: str) -> Response | ErrorAns
     """Run a button's action; scripts get JSON (the error's JSON on failure), plain forms a redirect and a note."""
     try:
         action()
+    except Forbidden:
+        raise  # not a note on the page: the button was not shown, so the request was not the page's
     except FarmError as exc:
         db.session.rollback()
         if request.accept_mimetypes.best == "application/json":

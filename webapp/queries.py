@@ -12,6 +12,7 @@ from farm.errors import NotFound, ValidationError
 from farm.jobs.inputs import whole_number
 from farm.jobs.representation import running_chunks
 from farm.models import Job, JobStatus
+from webapp import auth
 from webapp.api.serializers import job_json, webhooks_json
 from webapp.extensions import db
 
@@ -41,8 +42,12 @@ def query_int(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def job_search() -> Select[tuple[Job]]:
-    """Jobs newest first, narrowed by the request's `status` (comma-separated) and `q` (name contains, or an id)."""
+    """Jobs newest first, narrowed by the request's `status` (comma-separated), `q` (name contains, or an id) and
+    `owner` (a user's name, or `me`)."""
     query = select(Job).where(Job.deleted_at.is_(None)).order_by(Job.created_at.desc(), Job.id)
+    owner = request.args.get("owner", "").strip()
+    if owner:
+        query = query.where(Job.owner == (auth.current_actor() if owner == "me" else owner))
     status = request.args.get("status", "").strip().upper()
     if status:
         wanted = [s.strip() for s in status.split(",")]

@@ -24,8 +24,9 @@ class FarmClient:
     def __init__(self, base_url: str, timeout: float = 60.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.token = token
         self.http = requests.Session()
-        if token:
+        if token:  # requests drops it on a redirect to another host (a presigned storage URL)
             self.http.headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -39,9 +40,24 @@ class FarmClient:
             ) from None
         except requests.Timeout:
             raise ClientError(f"the farm at {self.base_url} did not answer within {self.timeout:.0f} s") from None
+        if response.status_code == 401 and not self.token:
+            raise ClientError("the farm wants an API token: set FARM_TOKEN, or run `farm login`")
         if response.status_code >= 400:
             raise ClientError(_error_line(response))
         return response
+
+    def me(self) -> dict[str, Any]:
+        return self._call("GET", "/api/me").json()["user"]
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/tokens").json()["tokens"]
+
+    def create_token(self, name: str) -> dict[str, Any]:
+        return self._call("POST", "/api/tokens", json={"name": name}).json()
+
+    def revoke_token(self, token_or_id: str) -> dict[str, Any]:
+        key = "id" if token_or_id.isdigit() else "token"
+        return self._call("POST", "/api/tokens/revoke", json={key: token_or_id}).json()["token"]
 
     def submit(self, path: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
         data = {k: str(v) for k, v in fields.items() if v is not None}

@@ -20,17 +20,18 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from farm.blender.launcher import BlenderFailed, BlenderNotFound
-from farm.cli import metrics_folder
+from farm.cli import accounts, metrics_folder
 from farm.cli.client import ClientError, FarmClient
 from farm.cli.progress import ProgressPrinter
 from farm.config import ConfigError, Settings, load_settings, require_secret_key
+from farm.errors import FarmError
 from farm.jobs.planning import parse_frame_range
 from farm.projects import packing, sending
 
 if TYPE_CHECKING:
     from farm.db import Database
 
-USER_ERRORS = (ClientError, ConfigError, BlenderNotFound, BlenderFailed, FileNotFoundError, ValueError)
+USER_ERRORS = (ClientError, ConfigError, FarmError, BlenderNotFound, BlenderFailed, FileNotFoundError, ValueError)
 
 
 def settings() -> Settings:
@@ -38,7 +39,7 @@ def settings() -> Settings:
 
 
 def client() -> FarmClient:
-    return FarmClient(settings().api_url)
+    return accounts.api()
 
 
 def wait_for(api: FarmClient, job_id: str) -> dict[str, Any]:
@@ -266,6 +267,7 @@ def web(host: str, port: int, workers: int, threads: int | None) -> None:
     config = settings()  # fails on a bad setting or a weak secret key in one line, before gunicorn starts
     require_secret_key(config)
     metrics_folder.prepare(config.instance_dir, "web")  # /metrics sums every gunicorn process's counts
+    say_how_to_make_the_first_admin(config)
     threads = config.web_threads
     sys.argv = [
         "farm web",
@@ -288,6 +290,26 @@ def web(host: str, port: int, workers: int, threads: int | None) -> None:
     ]
     gunicorn_json.install()
     WSGIApplication("%(prog)s").run()
+
+
+def say_how_to_make_the_first_admin(config: Settings) -> None:
+    """A farm with no users lets nobody in: say, on start, the one command that lets the first admin in."""
+    from farm.db import Database, init_db
+    from farm.users import count_users
+
+    db = Database(config.database_url)
+    try:
+        init_db(db.engine)
+        with db.session() as session:
+            empty = count_users(session) == 0
+    finally:
+        db.engine.dispose()
+    if empty:
+        click.echo(
+            "farm web: this farm has no users yet, so nobody can sign in. Create the first admin beside this "
+            "database: `farm users create NAME --role admin --password-stdin` (it prints the admin's API token)",
+            err=True,
+        )
 
 
 @cli.command()
@@ -464,6 +486,11 @@ def port_or_free(port: int) -> int:
         except OSError:
             sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+cli.add_command(accounts.users_group)
+cli.add_command(accounts.tokens_group)
+cli.add_command(accounts.login)
 
 
 def main() -> None:

@@ -13,11 +13,17 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import click
+from sqlalchemy import select
 
+from farm import users
 from farm.blender.launcher import SCRIPTS, run_script
 from farm.cli.client import ClientError, FarmClient
 from farm.cli.progress import ProgressPrinter
 from farm.config import Settings
+from farm.db import Database, init_db
+from farm.models import Role, User
+
+DEMO_USER = "demo"
 
 
 def make_demo_scene(settings: Settings, path: Path, frames: int) -> Path:
@@ -59,6 +65,19 @@ def wait_until_up(api: FarmClient, proc: subprocess.Popen[bytes], log_path: Path
         time.sleep(0.2)
 
 
+def demo_token(settings: Settings) -> str:
+    """A fresh API token of the demo's own admin (made on first use), so the demo needs nothing typed."""
+    db = Database(settings.database_url)
+    try:
+        init_db(db.engine)
+        with db.session() as session:
+            user = session.scalars(select(User).where(User.name == DEMO_USER)).one_or_none()
+            user = user or users.create_user(session, DEMO_USER, Role.ADMIN, actor="farm demo")
+            return users.create_token(session, user, "farm demo", actor="farm demo").secret
+    finally:
+        db.engine.dispose()
+
+
 def run_demo(settings: Settings, *, frames: int, chunk_size: int, port: int, out_dir: Path) -> Path:
     say = click.echo
     logs = settings.instance_dir / "logs"
@@ -73,7 +92,7 @@ def run_demo(settings: Settings, *, frames: int, chunk_size: int, port: int, out
         FARM_API_URL=f"http://127.0.0.1:{port}",
         PYTHONUNBUFFERED="1",
     )
-    api = FarmClient(env["FARM_API_URL"])
+    api = FarmClient(env["FARM_API_URL"], token=demo_token(settings))
     with ExitStack() as stack:
         web = start(["web", "--port", str(port), "--threads", "8"], logs / "web.log", env)
         stack.callback(stop, web)

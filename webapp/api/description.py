@@ -15,7 +15,7 @@ from typing import Any
 from farm.config import Settings
 from farm.jobs.inputs import CONTROL
 from farm.jobs.submission import DEVICES, ENGINES, MAX_RESOLUTION, OUTPUT_FORMATS
-from farm.models import ChunkStatus, FrameStatus, JobStatus, WorkerStatus
+from farm.models import ChunkStatus, FrameStatus, JobStatus, Role, WorkerStatus
 from farm.projects import MAX_FILES
 from webapp.api.files import MAX_CHECK
 from webapp.api.monitor import TASK_STATES
@@ -48,6 +48,7 @@ def list_of(key: str, item: Schema, **paging: Schema) -> Schema:
 STRING, INTEGER, NUMBER, BOOLEAN = ({"type": t} for t in ("string", "integer", "number", "boolean"))
 BINARY = {"type": "string", "format": "binary"}
 JOB = obj({"job": ref("Job")})
+USER = obj({"user": ref("User")})
 TIME = {"type": ["string", "null"], "format": "date-time"}
 PAGING = {"total": INTEGER, "limit": INTEGER, "offset": INTEGER}
 
@@ -133,6 +134,22 @@ SCHEMAS: dict[str, Schema] = {
             "version": INTEGER,
         },
         ("id", "name", "status", "worker_host", "created_at", "owner", "warnings", "render", "asset"),
+    ),
+    "User": obj(
+        {"name": STRING, "role": {"type": "string", "enum": list(Role)}, "disabled": BOOLEAN, "created_at": TIME}
+    ),
+    "Token": obj(
+        {
+            "id": INTEGER,
+            "prefix": {**STRING, "description": "The token's first characters, to recognise a leaked one."},
+            "name": STRING,
+            "user": STRING,
+            "created_at": TIME,
+            "last_used_at": TIME,
+            "revoked_at": TIME,
+            "token": {**STRING, "description": "Only in the answer that created it."},
+        },
+        ("id", "prefix", "name", "user", "created_at", "last_used_at", "revoked_at"),
     ),
     "Frame": obj(
         {
@@ -258,6 +275,10 @@ def file_response(description: str, media_types: tuple[str, ...]) -> dict[str, S
 
 def path_parameter(name: str, schema: Schema) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def json_body(schema: Schema, *, required: bool = True) -> Schema:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
 def query(name: str, schema: Schema, description: str, **more: Any) -> Schema:
@@ -635,6 +656,59 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
                 errors=(413, 422, 507),
             ),
         },
+        "/api/me": {
+            "get": operation("me", "users", "Who this token or session is", {"200": json_response("You.", USER)}),
+        },
+        "/api/users": {
+            "get": operation(
+                "list_users",
+                "users",
+                "Every user (admins)",
+                {"200": json_response("Users.", list_of("users", ref("User")))},
+            ),
+            "post": operation(
+                "create_user",
+                "users",
+                "Create a user (admins)",
+                {"201": json_response("The user.", USER)},
+                body=json_body(
+                    obj(
+                        {
+                            "name": {**TEXT, "minLength": 1, "maxLength": 64},
+                            "role": {"type": "string", "enum": list(Role)},
+                            "password": {**TEXT, "maxLength": 1000},
+                        },
+                        ("name", "role"),
+                    )
+                ),
+                errors=(409,),
+            ),
+        },
+        "/api/tokens": {
+            "get": operation(
+                "list_tokens",
+                "users",
+                "Your API tokens (an admin may name another user)",
+                {"200": json_response("Tokens, never the secret itself.", list_of("tokens", ref("Token")))},
+                parameters=[query("user", {**TEXT, "maxLength": 64}, "Another user's name (admins).")],
+            ),
+            "post": operation(
+                "create_token",
+                "users",
+                "Create an API token for yourself",
+                {"201": json_response("The token: the only time it is sent.", {**ref("Token"), "required": ["token"]})},
+                body=json_body(obj({"name": {**TEXT, "maxLength": 100}}, ()), required=False),
+            ),
+        },
+        "/api/tokens/revoke": {
+            "post": operation(
+                "revoke_token",
+                "users",
+                "Revoke a token (yours; anyone's for an admin)",
+                {"200": json_response("The token, revoked.", obj({"token": ref("Token")}))},
+                body=json_body(obj({"token": {**TEXT, "maxLength": 200}, "id": INTEGER}, ()), required=False),
+            ),
+        },
         "/api/health": {
             "get": operation(
                 "health",
@@ -650,7 +724,6 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
                 "meta",
                 "This description, OpenAPI 3.1",
                 {"200": json_response("The description.", {"type": "object"})},
-                public=True,
             ),
         },
         "/api/docs": {
@@ -659,16 +732,13 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
                 "meta",
                 "This description as a page for people",
                 {"200": {"description": "HTML.", "content": {"text/html": {"schema": STRING}}}},
-                public=True,
             ),
         },
     }
 
 
-# Every operation but the public ones needs a user (the contract's "Users and tokens"). While the API takes no
-# token, requiring one here would describe what the farm does not do (and schemathesis says so); when tokens land,
-# this becomes [{"bearer": []}] and tests/e2e/test_schemathesis.py sends a token.
-REQUIRED_AUTH: list[Schema] = []
+# Every operation but the public one (health) needs a user (the contract's "Users and tokens").
+REQUIRED_AUTH: list[Schema] = [{"bearer": []}]
 
 
 def describe(settings: Settings) -> Schema:
@@ -688,6 +758,7 @@ def describe(settings: Settings) -> Schema:
             {"name": "files", "description": "Content-addressed project files, uploaded once."},
             {"name": "workers", "description": "The machines that render."},
             {"name": "monitor", "description": "The broker's queues and Celery's task history."},
+            {"name": "users", "description": "Who you are, your API tokens, and (admins) users."},
             {"name": "meta", "description": "Health and this description."},
         ],
         "paths": paths(settings),

@@ -32,6 +32,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     render settings; answers 201 with the job."""
     settings = services.settings()
     form = parse_form(request.form, settings)
+    actions.authorize_submission(form)
     if request.form.get("manifest") and "file" not in request.files:
         manifest = parse_manifest(request.form["manifest"])
         blob_store.require(db.session, manifest)
@@ -51,7 +52,8 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
 
 @bp.get("/jobs")
 def list_jobs() -> Response:
-    """Newest first. Query: status (one of the contract's), q (name contains), limit (1-500), offset."""
+    """Newest first. Query: status (one of the contract's), q (name contains), owner (a name, or `me`), limit
+    (1-500), offset."""
     query = job_search()
     limit = query_int("limit", 50, 1, 500)
     offset = query_int("offset", 0, 0, 10**9)

@@ -151,6 +151,7 @@ def workers_json(session: Session, hostname: str | None = None) -> list[dict[str
                     "chunk": chunk.index,
                     "frame_start": chunk.frame_start,
                     "frame_end": chunk.frame_end,
+                    "owner": chunk.job.owner,
                 }
                 if chunk
                 else None,
