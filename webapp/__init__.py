@@ -15,7 +15,8 @@ from farm.storage import open_storage
 from farm.webhooks import courier
 from webapp import accounts, auth, errors, guards, metrics, pages, security
 from webapp.api import bp as api_bp
-from webapp.extensions import db, init_limiter
+from webapp.extensions import db
+from webapp.limits import init_limiter
 
 
 def create_app(settings: Settings | None = None, config: Mapping[str, Any] | None = None) -> Flask:

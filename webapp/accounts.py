@@ -12,6 +12,7 @@ from farm.models import Role, User
 from webapp import auth, csrf
 from webapp.api.users import token_json
 from webapp.extensions import db
+from webapp.limits import LOGIN_LIMIT
 
 bp = Blueprint("accounts", __name__)
 bp.before_request(csrf.check)
@@ -25,6 +26,7 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@LOGIN_LIMIT
 def login() -> Response | str | tuple[str, int]:
     if request.method == "GET":
         if auth.current_user() is not None:

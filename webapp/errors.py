@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from farm.config import Settings
 from farm.errors import FULL_ERRNOS, FarmError, InsufficientStorage
-from webapp.extensions import retry_after
+from webapp.limits import retry_after
 
 log = logging.getLogger(__name__)
 

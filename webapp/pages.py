@@ -36,7 +36,8 @@ from webapp import actions, auth, csrf, services
 from webapp.api.monitor import TASK_STATES, queues_json, task_filters, tasks_json
 from webapp.api.serializers import job_json, workers_json
 from webapp.errors import ErrorAnswer, farm_error_response
-from webapp.extensions import SUBMIT_LIMIT, db
+from webapp.extensions import db
+from webapp.limits import SUBMIT_LIMIT
 from webapp.live import links
 from webapp.queries import get_job, job_search, one_job, query_int
 

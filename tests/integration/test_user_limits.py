@@ -13,8 +13,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import csrf_in
-from webapp.extensions import LOGIN_LIMIT
+from tests.helpers import csrf_in, make_user
 
 ONE_JOB = {"chunk_size": "2", "samples": "1"}
 
@@ -33,15 +32,17 @@ def limited_app(prod_settings, database):  # type: ignore[no-untyped-def]
         login_limit="3 per minute",
     )
     app = create_app(settings, {"TESTING": True})
-    app.add_url_rule("/login-like", "login_like", LOGIN_LIMIT(lambda: "ok"), methods=["GET", "POST"])  # as /login
     yield app
     with app.app_context():
         db.engine.dispose()
 
 
 def as_user(app, address: str):  # type: ignore[no-untyped-def]
+    """A test client of a new artist (its Bearer token) calling from `address`; `.name` is the user's."""
+    name, token = make_user(app.extensions["farm"], "artist")
     client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = address
+    client.environ_base |= {"REMOTE_ADDR": address, "HTTP_AUTHORIZATION": f"Bearer {token}"}
+    client.name = name
     return client
 
 
@@ -61,7 +62,7 @@ def test_a_user_past_max_active_jobs_is_refused_until_one_ends(limited_app, blen
     ann, bob = as_user(limited_app, "127.0.1.1"), as_user(limited_app, "127.0.1.2")
     first = submit(ann, blend_bytes, (1, 2))
     assert first.status_code == 201, first.get_data(as_text=True)
-    assert first.get_json()["job"]["owner"] == "anonymous@127.0.1.1"
+    assert first.get_json()["job"]["owner"] == ann.name
     assert submit(ann, blend_bytes, (1, 2)).status_code == 201
     error = refused(submit(ann, blend_bytes, (1, 2)), 429, "too_many_active_jobs")
     assert "FARM_USER_MAX_ACTIVE_JOBS" in error["message"] and error["limit"] == 2 and error["field"] is None
@@ -91,11 +92,14 @@ def test_a_submission_flood_is_answered_429_per_user(limited_app):
     refused(eve.post("/api/jobs", data={"frame_start": "1"}), 400, "missing")  # not eve's flood
 
 
-def test_the_login_limit_counts_per_address(limited_app):
-    fay, gus = as_user(limited_app, "127.0.1.6"), as_user(limited_app, "127.0.1.7")
-    assert [fay.get("/login-like").status_code for _ in range(5)] == [200] * 5  # showing the form is no attempt
-    assert [fay.post("/login-like").status_code for _ in range(3)] == [200] * 3
-    page = fay.post("/login-like")  # a page: the farm's error page, not JSON
+def test_brute_force_login_is_answered_429_per_address(limited_app):
+    fay, gus = (limited_app.test_client() for _ in range(2))
+    fay.environ_base["REMOTE_ADDR"], gus.environ_base["REMOTE_ADDR"] = "127.0.1.6", "127.0.1.7"
+    assert [fay.get("/login").status_code for _ in range(5)] == [200] * 5  # showing the form is no attempt
+    wrong = {"username": "nobody", "password": "guess", "csrf_token": csrf_in(fay.get("/login").get_data(as_text=True))}
+    assert [fay.post("/login", data=wrong).status_code for _ in range(3)] == [401] * 3
+    page = fay.post("/login", data=wrong)  # a page: the farm's error page, not JSON
     assert page.status_code == 429 and "3 per 1 minute" in page.get_data(as_text=True)
     assert int(page.headers["Retry-After"]) > 0
-    assert gus.post("/login-like").status_code == 200
+    token = csrf_in(gus.get("/login").get_data(as_text=True))
+    assert gus.post("/login", data=dict(wrong, csrf_token=token)).status_code == 401  # another address counts apart

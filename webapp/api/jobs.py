@@ -19,7 +19,8 @@ from farm.storage.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
 from webapp import actions, live, services
 from webapp.api import bp
 from webapp.api.serializers import chunk_json, event_json, frame_json, job_json
-from webapp.extensions import SUBMIT_LIMIT, db
+from webapp.extensions import db
+from webapp.limits import SUBMIT_LIMIT
 from webapp.queries import get_job, job_search, one_job, query_int
 
 log = logging.getLogger(__name__)
