@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 from PIL import Image
 
 from farm.blender.launcher import run_script
-from tests.helpers import get_job
+from tests.helpers import HTTP, get_job, make_user
 
 pytestmark = pytest.mark.slow
 IN_BLENDER = Path(__file__).parent / "addon_in_blender.py"
@@ -43,17 +42,19 @@ def project(folder: Path, tiny_blend: Path) -> Path:
 
 
 def run_addon(prod_settings, addon_zip: Path, url: str, blend: Path, mode: str, frames: tuple[int, int]):  # type: ignore[no-untyped-def]
+    """The add-on in Blender, signed in as a new artist; its events, and the artist's name."""
+    artist, token = make_user(prod_settings, "artist")
     config = {
         "zip": str(addon_zip),
         "mode": mode,
         "url": url,
-        "token": "not-checked-by-this-farm",
+        "token": token,
         "blend": str(blend),
         "texture": str(blend.parent / "tex" / "green.png"),
         "frames": list(frames),
     }
     events = run_script(prod_settings, IN_BLENDER, [json.dumps(config)], timeout=360)
-    return {e["event"]: e for e in events}, [e for e in events if e["event"] == "status"]
+    return {e["event"]: e for e in events}, [e for e in events if e["event"] == "status"], artist
 
 
 def test_addon_installs_submits_unsaved_changes_and_follows_the_job(
@@ -63,7 +64,7 @@ def test_addon_installs_submits_unsaved_changes_and_follows_the_job(
     saved = hashlib.sha256(blend.read_bytes()).hexdigest()
     runs = {}
     for mode, frames in (("extension", (1, 2)), ("legacy", (2, 3))):
-        events, statuses = run_addon(prod_settings, addon_zip, farm.url, blend, mode, frames)
+        events, statuses, artist = run_addon(prod_settings, addon_zip, farm.url, blend, mode, frames)
         runs[mode] = events
         installed, submitted, followed = events["installed"], events["submitted"], events["followed"]
 
@@ -81,14 +82,15 @@ def test_addon_installs_submits_unsaved_changes_and_follows_the_job(
 
         job = get_job(farm.url, submitted["job_id"])
         assert job["status"] == "COMPLETED" and job["name"] == "shot" and job["warnings"] == [], job
+        assert job["owner"] == artist  # the add-on's token is the artist's own
         assert (job["render"]["frame_start"], job["render"]["frame_end"]) == frames
         assert job["settings"]["chunk_size"] == 1
-        frame = requests.get(f"{farm.url}/api/jobs/{job['id']}/frames/{frames[0]}", timeout=30)
+        frame = HTTP.get(f"{farm.url}/api/jobs/{job['id']}/frames/{frames[0]}", timeout=30)
         with Image.open(io.BytesIO(frame.content)) as image:
             assert image.size == (48, 32)  # the unsaved resolution
             r, g, b = image.convert("RGB").getpixel((0, 0))  # the sky: the green texture, uploaded (missing: magenta)
             assert g > r + 50 and g > b + 50, (r, g, b)  # AgX desaturates: about (110, 197, 81)
-        page = requests.get(followed["page"], timeout=30)
+        page = HTTP.get(followed["page"], timeout=30)
         assert followed["page"] == f"{farm.url}/jobs/{job['id']}" and page.status_code == 200 and job["id"] in page.text
         assert events["disabled"] == {"event": "disabled", "enabled": False, "properties": [], "operators": []}
 

@@ -9,13 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from sqlalchemy import select
 
 from farm.models import Job, JobBlob, StoredBlob
 from farm.projects import blob_key
 from farm.storage import open_storage
-from tests.helpers import submit, wait_for_status, wait_until
+from tests.helpers import HTTP, submit, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -50,7 +49,7 @@ def stored(storage, job_id: str) -> dict[str, int]:  # type: ignore[no-untyped-d
 
 
 def measured(url: str, job_id: str) -> int | None:
-    return requests.get(f"{url}/api/jobs/{job_id}", timeout=10).json()["job"]["storage"]["bytes"]
+    return HTTP.get(f"{url}/api/jobs/{job_id}", timeout=10).json()["job"]["storage"]["bytes"]
 
 
 def test_delete_button_and_storage_figures_in_chromium(page, farm, tiny_blend, prod_settings, database):  # type: ignore[no-untyped-def]
@@ -73,21 +72,21 @@ def test_delete_button_and_storage_figures_in_chromium(page, farm, tiny_blend, p
 
     page.goto(f"{farm.url}/workers")
     assert page.text_content("#storage-total").strip() not in ("", "—")
-    farm_storage = requests.get(f"{farm.url}/api/storage", timeout=10).json()
+    farm_storage = HTTP.get(f"{farm.url}/api/storage", timeout=10).json()
     assert farm_storage["jobs_bytes"] >= size and farm_storage["total_bytes"] > farm_storage["jobs_bytes"]
     page.screenshot(path=str(ARTIFACTS / "monitor-storage.png"), full_page=True)
 
     page.goto(f"{farm.url}/jobs/{job_id}")
     page.once("dialog", lambda dialog: dialog.dismiss())  # "Cancel" in the confirm: nothing happens
     page.click("#delete")
-    assert requests.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).status_code == 200
+    assert HTTP.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).status_code == 200
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#delete")
     page.wait_for_url(f"{farm.url}/")
     assert "Job to delete deleted." in page.text_content("main")
     page.screenshot(path=str(ARTIFACTS / "job-deleted.png"), full_page=True)
 
-    assert requests.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).status_code == 404
+    assert HTTP.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).status_code == 404
     assert stored(storage, job_id) == {}
     with database.session() as session:
         assert session.scalars(select(JobBlob).where(JobBlob.job_id == job_id)).all() == []
@@ -105,8 +104,8 @@ def test_farm_delete_cancels_an_active_job_and_everything_goes(farm, farm_cli, s
 
     result = farm_cli("delete", job_id)
     assert (result.returncode, result.stdout, result.stderr) == (0, f"{job_id}  deleted\n", "")
-    assert requests.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).status_code == 404
-    assert job_id not in [j["id"] for j in requests.get(f"{farm.url}/api/jobs?limit=500", timeout=10).json()["jobs"]]
+    assert HTTP.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).status_code == 404
+    assert job_id not in [j["id"] for j in HTTP.get(f"{farm.url}/api/jobs?limit=500", timeout=10).json()["jobs"]]
 
     # Blender is stopped, the cancel settles, and the worker's janitor removes the files and rows.
     def purged() -> bool:

@@ -1,34 +1,24 @@
 """Fair share on the real Redis and Postgres with a real worker: one user's big job, submitted first, does not keep
 another user's small job waiting; a single worker renders their chunks in turn.
 
-Users are told apart by their address until tokens land (the job's owner is `anonymous@<address>`); the worker
-uses the benchmark-only null renderer, since what is tested is which chunk a task renders, not Blender."""
+Each user is a real artist with a token; the worker uses the benchmark-only null renderer, since what is tested
+is which chunk a task renders, not Blender."""
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
-from tests.helpers import FarmProcesses, wait_for_status
+from farm.config import load_settings
+from tests.helpers import HTTP, FarmProcesses, make_user, wait_for_status
 
 pytestmark = pytest.mark.slow
 
 
-class FromAddress(HTTPAdapter):
-    """Connections from one loopback address (127.0.0.0/8 is all this machine's): another user, as the farm sees it."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def user(address: str) -> requests.Session:
+def user(farm: FarmProcesses) -> tuple[str, requests.Session]:
+    """A new artist of the farm: their name, and a session that calls the API as them."""
+    name, token = make_user(load_settings(farm.env, dotenv_path=None), "artist")
     session = requests.Session()
-    session.mount("http://", FromAddress(address))
-    return session
+    session.headers["Authorization"] = f"Bearer {token}"
+    return name, session
 
 
 def submit_as(http: requests.Session, farm: FarmProcesses, blend, **fields) -> dict:  # type: ignore[no-untyped-def]
@@ -44,14 +34,14 @@ def submit_as(http: requests.Session, farm: FarmProcesses, blend, **fields) -> d
 
 
 def chunks(farm: FarmProcesses, job_id: str) -> list[dict]:
-    return requests.get(f"{farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
+    return HTTP.get(f"{farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"]
 
 
 def test_a_small_job_is_rendered_in_turn_with_another_users_big_job(own_farm, tiny_blend):
-    ann, bob = user("127.0.0.2"), user("127.0.0.3")
-    big = submit_as(ann, own_farm, tiny_blend, name="big", frame_start=1, frame_end=24, chunk_size=1)
-    small = submit_as(bob, own_farm, tiny_blend, name="small", frame_start=1, frame_end=3, chunk_size=1)
-    assert (big["owner"], small["owner"]) == ("anonymous@127.0.0.2", "anonymous@127.0.0.3")
+    (ann, as_ann), (bob, as_bob) = user(own_farm), user(own_farm)
+    big = submit_as(as_ann, own_farm, tiny_blend, name="big", frame_start=1, frame_end=24, chunk_size=1)
+    small = submit_as(as_bob, own_farm, tiny_blend, name="small", frame_start=1, frame_end=3, chunk_size=1)
+    assert (big["owner"], small["owner"]) == (ann, bob)
     # Every message of the big job is in the broker ahead of the small job's when the only worker starts.
     own_farm.start_worker("fair", extra_env={"FARM_RENDERER": "null-benchmark-only"})
     assert wait_for_status(own_farm.url, small["id"], {"COMPLETED", "FAILED"}, timeout=120)["status"] == "COMPLETED"
@@ -70,8 +60,8 @@ def test_concurrent_claims_trade_each_chunk_once(own_farm, tiny_blend):
     """Three slots claim at once while three users' jobs wait: trades under the row locks render every chunk
     exactly once, and every job completes with all its frames."""
     jobs = [
-        submit_as(user(address), own_farm, tiny_blend, name=address, frame_start=1, frame_end=n, chunk_size=1)
-        for address, n in (("127.0.0.4", 20), ("127.0.0.5", 8), ("127.0.0.6", 4))
+        submit_as(user(own_farm)[1], own_farm, tiny_blend, name=f"user-{n}", frame_start=1, frame_end=n, chunk_size=1)
+        for n in (20, 8, 4)
     ]
     own_farm.start_worker("fair3", extra_env={"FARM_RENDERER": "null-benchmark-only"}, concurrency=3)
     for job in jobs:

@@ -19,7 +19,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from farm import metrics as farm_metrics
-from tests.helpers import FarmProcesses, free_port, wait_for_status, wait_until
+from tests.helpers import HTTP, FarmProcesses, free_port, wait_for_status, wait_until
 from tests.receivers import Receiver
 
 SECRET = secrets.token_hex(16)
@@ -92,7 +92,7 @@ def test_a_real_job_is_posted_and_counted(prod_env, database, tiny_blend, tmp_pa
         assert all(p.signed for p in farm_hook.received) and farm_hook.received[0].body == farm_hook.received[1].body
 
         def shown() -> dict[str, dict]:
-            job = requests.get(f"{procs.url}/api/jobs/{job_id}", timeout=10).json()["job"]
+            job = HTTP.get(f"{procs.url}/api/jobs/{job_id}", timeout=10).json()["job"]
             return {d["target"]: d for d in job["webhooks"]}
 
         wait_until(lambda: shown()["farm"]["status"] == "DELIVERED", timeout=20, what="the retry's record")
@@ -101,11 +101,11 @@ def test_a_real_job_is_posted_and_counted(prod_env, database, tiny_blend, tmp_pa
 
         # the web app: the database's and the broker's figures at scrape time
         web = scrape(f"{procs.url}/metrics")
-        completed = requests.get(f"{procs.url}/api/jobs", params={"status": "COMPLETED", "limit": 1}, timeout=10)
+        completed = HTTP.get(f"{procs.url}/api/jobs", params={"status": "COMPLETED", "limit": 1}, timeout=10)
         assert value(web, "farm_jobs", status="COMPLETED") == completed.json()["total"] >= 1
         assert value(web, "farm_jobs", status="CANCELING") >= 0  # every status is there, zero or not
         assert value(web, "farm_frames_rendered_total", worker=worker) == FRAMES
-        devices = requests.get(f"{procs.url}/api/workers", timeout=10).json()["workers"]
+        devices = HTTP.get(f"{procs.url}/api/workers", timeout=10).json()["workers"]
         (mine,) = [w for w in devices if w["hostname"] == worker]
         assert value(web, "farm_workers", status="ONLINE", device=mine["devices"][0]) >= 1
         assert value(web, "farm_broker_up") == 1
