@@ -47,6 +47,7 @@ class Settings:
     cache_max_bytes: int
     frame_cache_max_bytes: int  # a worker keeps the frames it rendered, up to this, for a packager on its machine
     blob_ttl_days: float  # a project file no job has used for this long is deleted from storage
+    preview_ttl_hours: float  # a preview job (`preview=1`) is deleted, results and all, this long after it ended
     min_free_bytes: int  # free-space floor under the cache (a worker) and instance folder (the web host)
     heartbeat_seconds: float
     worker_timeout_seconds: float
@@ -117,6 +118,7 @@ class Settings:
             "FARM_CACHE_MAX_GB": str(self.cache_max_bytes // 2**30),
             "FARM_FRAME_CACHE_GB": str(self.frame_cache_max_bytes // 2**30),
             "FARM_BLOB_TTL_DAYS": str(self.blob_ttl_days),
+            "FARM_PREVIEW_TTL_HOURS": str(self.preview_ttl_hours),
             "FARM_MIN_FREE_GB": f"{self.min_free_bytes / 2**30:g}",
             "FARM_CHUNK_ATTEMPTS": str(self.chunk_attempts),
             "FARM_PACKAGING_ATTEMPTS": str(self.packaging_attempts),
@@ -309,6 +311,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         cache_max_bytes=_positive_int(env, "FARM_CACHE_MAX_GB", 50) * 2**30,
         frame_cache_max_bytes=_positive_int(env, "FARM_FRAME_CACHE_GB", 10, minimum=0) * 2**30,
         blob_ttl_days=_positive_float(env, "FARM_BLOB_TTL_DAYS", 30.0),
+        preview_ttl_hours=_positive_float(env, "FARM_PREVIEW_TTL_HOURS", 24.0),
         min_free_bytes=int(_positive_float(env, "FARM_MIN_FREE_GB", 2.0) * 2**30),
         heartbeat_seconds=_positive_float(env, "FARM_HEARTBEAT_SECONDS", 5.0),
         worker_timeout_seconds=_positive_float(env, "FARM_WORKER_TIMEOUT_SECONDS", 30.0),

@@ -21,6 +21,7 @@ from farm.models import Job
 from workers import packaging, rendering
 from workers.context import WorkerContext, get_context
 from workers.disk import DISK_FULL, make_room
+from workers.frame_fetch import Unpackable
 
 log = logging.getLogger(__name__)
 TRANSIENT = (*retrying.TRANSIENT, BotoCoreError)  # BotoCoreError: a storage stream cut mid-read
@@ -57,7 +58,7 @@ def package_job(self: Task, job_id: str, resume: bool = False) -> str:
         if isinstance(exc, TRANSIENT) and self.request.retries < self.max_retries:
             raise  # retried by Celery after a backoff, as the same attempt
         with ctx.db.session() as session:
-            if isinstance(exc, packaging.Unpackable):
+            if isinstance(exc, Unpackable):
                 states.fail_job(session, job_id, str(exc), actor=actor)
                 return "failed"
             states.packaging_failed(

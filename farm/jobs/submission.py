@@ -9,7 +9,7 @@ import logging
 import socket
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -44,6 +44,8 @@ MAX_RESOLUTION = 16384
 RESOLUTION_FIELDS = ("resolution_x", "resolution_y", "resolution_percentage")
 PROJECT = "project"  # a job's source kind: a manifest of blobs (farm/projects/__init__.py)
 PROBE_RENDERER = f"probe@{socket.gethostname()}"  # who rendered a kept probe frame: the submitting host
+PREVIEW_PERCENTAGE = 25  # a preview job's resolution percentage (the form's own, if lower)
+PREVIEW_SAMPLES = 16  # and its samples at most
 log = logging.getLogger(__name__)
 
 
@@ -65,6 +67,8 @@ class JobForm:
     priority: int
     main: str | None
     strict: bool  # refuse the job when a file the scene uses is missing, instead of warning
+    preview: bool = False  # a quick look: PREVIEW_PERCENTAGE size, at most PREVIEW_SAMPLES, on the preview queue
+    preview_movie: bool = True  # an MP4 of the frames beside the zip (jobs of two frames or more)
 
 
 @dataclass(frozen=True)
@@ -126,14 +130,28 @@ def parse_form(form: Mapping[str, str], settings: Settings) -> JobForm:
         priority=_int(form, "priority", 0, 9) or 0,
         main=main,
         strict=_flag(form, "strict"),
+        preview=_flag(form, "preview"),
+        preview_movie=_flag(form, "preview_movie", default=True),
     )
+    if parsed.preview:
+        parsed = as_preview(parsed)
     _check_limits(settings, parsed, parsed.frame_start, parsed.frame_end, parsed.samples, _size(parsed, {}))
     return parsed
 
 
-def _flag(form: Mapping[str, str], field: str) -> bool:
+def as_preview(form: JobForm) -> JobForm:
+    """The form of a preview job: a quarter of the resolution and few samples, so it comes back in moments. Made
+    before the probe, so a probe frame it keeps is rendered with the same settings as the rest."""
+    percentage = min(form.resolution_percentage or 100, PREVIEW_PERCENTAGE)
+    samples = min(form.samples or PREVIEW_SAMPLES, PREVIEW_SAMPLES)
+    return replace(form, resolution_percentage=percentage, samples=samples)
+
+
+def _flag(form: Mapping[str, str], field: str, *, default: bool = False) -> bool:
     raw = (form.get(field) or "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
@@ -275,6 +293,8 @@ def create_job(
     queue = devices.gpu_queue(settings.queue) if form.device == "GPU" else settings.queue
     if form.device == "GPU" and not live_workers(session, queue, settings):
         raise NoGpuWorker()
+    if form.preview:
+        queue = devices.preview_queue(queue)
     tmp = settings.instance_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="probe-", dir=tmp) as workdir:
@@ -336,6 +356,8 @@ def create_job(
             device=form.device,
             priority=form.priority,
             queue=queue,
+            preview=form.preview,
+            preview_movie=form.preview_movie,
         )
         session.add(job)
         session.flush()

@@ -8,7 +8,8 @@ looks for work that fell between the cracks and puts it back on track.
 - jobs whose chunks are all done but were never packaged (the chord callback was lost) are packaged, and packaging
   that stalled (its packager died) is resumed;
 - CANCELING jobs with nothing left running become CANCELED;
-- project files (blobs) no job has used for FARM_BLOB_TTL_DAYS, and no active job needs, are deleted.
+- project files (blobs) no job has used for FARM_BLOB_TTL_DAYS, and no active job needs, are deleted;
+- preview jobs (`preview=1`) that ended longer than FARM_PREVIEW_TTL_HOURS ago are deleted, files and rows.
 
 Every action is a compare-and-set through `farm.jobs.states`, and candidate rows are locked with SKIP LOCKED on
 Postgres, so any number of janitors can run at once without doing anything twice.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from farm.clock import database_now
@@ -33,7 +34,7 @@ from farm.db import Database
 from farm.jobs import states
 from farm.messaging import broker
 from farm.messaging.dispatch import new_task_id, retire_tasks, send_packaging, send_render
-from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus
+from farm.models import Chunk, ChunkStatus, Event, Frame, Job, JobBlob, JobStatus, Worker, WorkerStatus
 from farm.projects import blob_store
 from farm.storage import Storage, open_storage
 
@@ -66,6 +67,7 @@ class Sweep:
     jobs_packaged: list[str] = field(default_factory=list)
     jobs_settled: list[str] = field(default_factory=list)
     blobs_expired: list[str] = field(default_factory=list)
+    previews_expired: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(vars(self).values())
@@ -95,6 +97,7 @@ class Janitor:
             self.resume_stalled_packaging,
             self.settle_cancels,
             self.expire_blobs,
+            self.expire_previews,
         ):
             try:
                 step(now, done)
@@ -107,6 +110,20 @@ class Janitor:
     def expire_blobs(self, now: datetime, done: Sweep) -> None:
         with self.db.session() as session:
             done.blobs_expired.extend(blob_store.expire(session, self.storage, self.settings.blob_ttl_days))
+
+    def expire_previews(self, now: datetime, done: Sweep) -> None:
+        """A preview is a quick look, not a deliverable: once it has ended for FARM_PREVIEW_TTL_HOURS, its frames,
+        zip, movie and logs go from storage, then its rows (the files first: a janitor that dies between the two
+        finds the job again and deletes what is left)."""
+        cutoff = now - timedelta(hours=self.settings.preview_ttl_hours)
+        with self.db.session() as session:
+            for job in self._locked(
+                session,
+                select(Job).where(Job.preview, Job.status.in_(states.TERMINAL_JOB), Job.finished_at < cutoff),
+            ):
+                self.storage.delete_prefix(f"jobs/{job.id}/")
+                _forget_job(session, job.id)
+                done.previews_expired.append(job.id)
 
     @functools.cached_property
     def storage(self) -> Storage:
@@ -236,3 +253,16 @@ class Janitor:
         """Sweep every FARM_JANITOR_SECONDS until `stop` is set."""
         while not stop.wait(self.settings.janitor_seconds):
             self.sweep()
+
+
+def _forget_job(session: Session, job_id: str) -> None:
+    """Delete the job's rows: frames, chunks, the blobs it named (the blobs themselves expire on their own) and its
+    events. Explicit deletes, child tables first: SQLite does not enforce the foreign keys' ON DELETE CASCADE."""
+    for table, column in (
+        (Frame, Frame.job_id),
+        (Chunk, Chunk.job_id),
+        (JobBlob, JobBlob.job_id),
+        (Event, Event.job_id),
+        (Job, Job.id),
+    ):
+        session.execute(delete(table).where(column == job_id))

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from farm.clock import OFFSET_WARNING_SECONDS, aware, database_now
-from farm.jobs import planning
+from farm.jobs import progress
 from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job, Worker, WorkerStatus
 from webapp import services
 
@@ -25,19 +25,13 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def running_chunks(session: Session, job_ids: Sequence[str]) -> dict[str, int]:
-    if not job_ids:
-        return {}
-    rows = session.execute(
-        select(Chunk.job_id, func.count())
-        .where(Chunk.job_id.in_(job_ids), Chunk.status == ChunkStatus.RENDERING)
-        .group_by(Chunk.job_id)
-    )
-    return {job_id: count for job_id, count in rows}
+def jobs_json(session: Session, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """JOBs, with their progress and ETA read for all of them at once."""
+    found = progress.paces(session, jobs)
+    return [job_json(job, found[job.id]) for job in jobs]
 
 
-def job_json(job: Job, running: int) -> dict[str, Any]:
-    average = round(job.render_ms_total / job.frames_rendered, 1) if job.frames_rendered else None
+def job_json(job: Job, pace: progress.Pace) -> dict[str, Any]:
     return {
         "id": job.id,
         "name": job.name,
@@ -55,9 +49,10 @@ def job_json(job: Job, running: int) -> dict[str, Any]:
             "frames_to_render": job.frames_to_render,
             "frames_rendered": job.frames_rendered,
             "latest_frame_rendered": job.latest_frame,
-            "average_render_time": average,
-            "eta_seconds": planning.eta_seconds(job.frames_to_render - job.frames_rendered, average, running),
-            "chunks_rendering": running,
+            "average_render_time": progress.average_ms(job),
+            "eta_seconds": pace.eta_seconds,
+            "progress": pace.progress,
+            "chunks_rendering": pace.running,
         },
         "settings": {
             "chunk_size": job.chunk_size,
@@ -69,6 +64,7 @@ def job_json(job: Job, running: int) -> dict[str, Any]:
             "output_format": job.output_format,
             "device": job.device,
             "priority": job.priority,
+            "preview_movie": job.preview_movie,
         },
         "source": {
             "kind": job.source_kind,
@@ -85,6 +81,14 @@ def job_json(job: Job, running: int) -> dict[str, Any]:
         }
         if job.asset_key
         else None,
+        "movie": {
+            "filename": job.movie_filename,
+            "url": url_for("api.job_movie", job_id=job.id, _external=True),
+            "size": job.movie_size,
+        }
+        if job.movie_key
+        else None,
+        "preview": job.preview,
         "version": job.version,
     }
 
@@ -113,6 +117,7 @@ def chunk_json(chunk: Chunk) -> dict[str, Any]:
         "started_at": iso(chunk.started_at),
         "finished_at": iso(chunk.finished_at),
         "error": chunk.error,
+        "progress": chunk.progress,
         "log_url": url_for("api.chunk_log", job_id=chunk.job_id, index=chunk.index, _external=True)
         if chunk.log_key
         else None,
