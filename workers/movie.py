@@ -37,11 +37,15 @@ CONTENT_TYPE = "video/mp4"
 
 
 def movie_fps(scene: dict[str, Any]) -> Fraction:
-    """The scene's frame rate (fps / fps_base, as the probe read it), as an exact fraction (23.976 is
-    24000/1001). The file chose it, so it is held to a sane range; a missing or odd value means 24."""
+    """The scene's frame rate (fps / fps_base, as the probe read it) as an exact fraction: 24, or 30000/1001 for
+    29.97 (Blender keeps fps_base as a 32-bit float, so the quotient is a hair off and is snapped to the whole or
+    NTSC rate it means). The file chose it, so it is held to a sane range; a missing or odd value means 24."""
     fps = scene.get("fps")
     if type(fps) not in (int, float) or not MIN_FPS <= fps <= MAX_FPS:
         return DEFAULT_FPS
+    for meant in (Fraction(round(fps)), Fraction(round(fps * 1.001) * 1000, 1001)):
+        if meant and abs(meant - Fraction(fps)) <= Fraction(fps) / 10**5:
+            return meant
     return Fraction(fps).limit_denominator(1001)
 
 

@@ -47,13 +47,12 @@ def paces(session: Session, jobs: Sequence[Job]) -> dict[str, Pace]:
             rendering[job_id].append((cid, worker, end - start + 1, min(max(fraction or 0.0, 0.0), CEILING)))
         chunk_ids = [c[0] for chunks in rendering.values() for c in chunks]
         if chunk_ids:
-            done_in = dict(
-                session.execute(
-                    select(Frame.chunk_id, func.count())
-                    .where(Frame.chunk_id.in_(chunk_ids), Frame.status == FrameStatus.DONE)
-                    .group_by(Frame.chunk_id)
-                ).tuples()
+            counted = session.execute(
+                select(Frame.chunk_id, func.count())
+                .where(Frame.chunk_id.in_(chunk_ids), Frame.status == FrameStatus.DONE)
+                .group_by(Frame.chunk_id)
             )
+            done_in = {cid: count for cid, count in counted}
         for job_id, worker, ms in session.execute(
             select(Frame.job_id, Frame.worker, func.avg(Frame.render_time_ms))
             .where(Frame.job_id.in_(active), Frame.status == FrameStatus.DONE, Frame.worker.is_not(None))

@@ -140,11 +140,15 @@ def parse_form(form: Mapping[str, str], settings: Settings) -> JobForm:
 
 
 def as_preview(form: JobForm) -> JobForm:
-    """The form of a preview job: a quarter of the resolution and few samples, so it comes back in moments. Made
-    before the probe, so a probe frame it keeps is rendered with the same settings as the rest."""
-    percentage = min(form.resolution_percentage or 100, PREVIEW_PERCENTAGE)
-    samples = min(form.samples or PREVIEW_SAMPLES, PREVIEW_SAMPLES)
-    return replace(form, resolution_percentage=percentage, samples=samples)
+    """The form of a preview job, which should come back in moments: a quarter of the resolution, one frame per
+    chunk (spread over every worker; no probe frame is rendered to size chunks), and at most PREVIEW_SAMPLES
+    samples (capped again once the probe has read the scene's own)."""
+    return replace(
+        form,
+        resolution_percentage=min(form.resolution_percentage or 100, PREVIEW_PERCENTAGE),
+        samples=min(form.samples, PREVIEW_SAMPLES) if form.samples else None,
+        chunk_size=form.chunk_size or 1,
+    )
 
 
 def _flag(form: Mapping[str, str], field: str, *, default: bool = False) -> bool:
@@ -313,6 +317,8 @@ def create_job(
         frame_start = form.frame_start if form.frame_start is not None else max(0, int(scene["frame_start"]))
         frame_end = form.frame_end if form.frame_end is not None else int(scene["frame_end"])
         samples, size = form.samples or scene.get("samples"), _size(form, scene)
+        if form.preview:
+            samples = min(samples or PREVIEW_SAMPLES, PREVIEW_SAMPLES)
         _check_limits(settings, form, frame_start, frame_end, samples, size)
         count = frame_end - frame_start + 1
         if form.chunk_size:
