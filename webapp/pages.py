@@ -114,7 +114,7 @@ def create_job() -> Response | tuple[str, int, dict[str, str]]:
         errors = {exc.field or "file": exc.message}
         return render_template("new_job.html", **_form_context(request.form, errors, staged)), exc.status, exc.headers()
     staging.discard(settings, staged)
-    kind = "Preview" if job.preview else "Job"
+    kind = "Preview of" if job.preview else "Job"
     flash(f"{kind} {job.name} queued: frames {job.frame_start}–{job.frame_end}.", "ok")
     return redirect(url_for("pages.job_page", job_id=job.id), 303)
 

@@ -2,7 +2,9 @@
 part of a frame Blender has rendered (only while its chunk renders, and only as that attempt reported it), and the
 ETA shares what is left among the rendering workers at each one's own pace."""
 
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
 
 from farm.jobs import progress, states
 from farm.models import Chunk, Job
@@ -56,3 +58,18 @@ def test_progress_moves_inside_a_frame_and_eta_favours_the_faster_worker(databas
     with database.session() as session:
         row = session.get(Chunk, slow)
         assert row.frame_progress == 0.0
+
+
+def test_during_the_first_frame_the_eta_comes_from_that_frames_progress(database):
+    job_id = make_job(database, frames=2, chunk_size=2, name="first")
+    chunk_id = claim(database, job_id, 0, "w@test")
+    with database.session() as session:
+        session.execute(update(Chunk).where(Chunk.id == chunk_id).values(started_at=func.now() - timedelta(seconds=10)))
+        assert states.chunk_progress(session, job_id, chunk_id, "w@test", 1, 0.02, 1.0)
+    assert pace(database, job_id).eta_seconds is None  # 2 % of a frame is too little to judge a pace by
+    with database.session() as session:
+        assert states.chunk_progress(session, job_id, chunk_id, "w@test", 1, 0.5, 25.0)
+    first = pace(database, job_id)
+    assert first.progress == 25.0
+    # half a frame in 10 s: 20 s a frame, and 1.5 frames left
+    assert first.eta_seconds is not None and 29 <= first.eta_seconds <= 32
