@@ -156,7 +156,8 @@ def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = F
     except NoLongerPackaging:
         return "no longer packaging"
     size = out.written
-    movie = make_movie(ctx, job)  # from the same frames, before this machine lets go of its copies
+    with packaging_lease(ctx, job_id):  # from the same frames, before this machine lets go of its copies
+        movie = make_movie(ctx, job)
     with ctx.db.session() as session:
         states.complete_job(
             session, job_id, asset_key=key, asset_filename=filename, asset_size=size, actor=actor, movie=movie
