@@ -61,8 +61,8 @@ def test_preview_button_makes_a_preview_whose_movie_plays(own_farm, prod_setting
 
 
 def test_job_page_moves_inside_a_long_frame(own_farm, prod_settings, tmp_path, page):
-    # one frame of 3,000 samples: ~25 s here, long enough for Cycles to report a batch of samples mid-frame
-    blend = build_blend(prod_settings, "many_samples", tmp_path / "samples.blend", "3000")
+    # one frame of 1,500 samples (~20 s here): Cycles reports sample 1, then a batch of 1,024 mid-frame
+    blend = build_blend(prod_settings, "many_samples", tmp_path / "samples.blend", "1500")
     own_farm.start_worker("pages2")
     job_id = submit(own_farm.url, blend, name="long frame", frame_start=1, frame_end=1, chunk_size=1)
     job_id = job_id.json()["job"]["id"]
