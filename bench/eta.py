@@ -10,8 +10,9 @@ time left until the job's last frame finished:
   rendering, each at its own worker's pace on the job, no chunk sooner than its own worker finishes it;
 - `average`: the estimate it replaced, baseline: frames left × the job's average frame time ÷ chunks rendering.
 
-At frame boundaries Blender's progress inside a frame is about 0, so the replay needs none (the live ETA also counts
-it). Measures, never asserts. With `--database-url` it reads an existing farm's database and renders nothing;
+The events do not hold Blender's progress inside the frames rendering at that moment, so the replay takes what it
+would have said: the frame's time so far at its worker's pace (capped as the farm caps it). The baseline never used
+it. Measures, never asserts. With `--database-url` it reads an existing farm's database and renders nothing;
 without, it renders its own jobs first on a farm of its own: two workers on this machine, one of them at nice 19,
 so the two go at different paces, as the machines of a real farm do.
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bench.common import make_scene, report, services
+from farm.blender.progress import CEILING
 from farm.db import Database
 from farm.jobs import planning
 from farm.models import Chunk, ChunkStatus, Event, Job, JobStatus
@@ -42,6 +44,7 @@ class Guess:
     job: str
     done: float  # share of frames done when the guess was made
     actual: float  # seconds the job really had left
+    span: float  # seconds from the job's first chunk starting to its last frame
     per_worker: float
     average: float
 
@@ -67,6 +70,7 @@ def replay(db: Database, job: Job) -> list[Guess]:
     if len(frames) < 3:
         return []
     end = max(e.created_at for e in frames)
+    began = min(e.created_at for e in events if e.kind == "chunk" and e.new == ChunkStatus.RENDERING)
     total = job.frames_to_render
     guesses = []
     for moment in sorted({e.created_at for e in frames})[:-1]:
@@ -75,28 +79,35 @@ def replay(db: Database, job: Job) -> list[Guess]:
         for e in done:
             times[e.actor or ""].append(float((e.reason or "0").split()[0]))
         average = statistics.fmean(t for ts in times.values() for t in ts)
-        rendering: dict[int, str] = {}  # chunk index → worker, as the chunk events had it at that moment
+        rendering: dict[int, tuple[str, datetime]] = {}  # chunk index → worker and start, as events had it then
         for e in events:
             if e.kind != "chunk" or e.created_at > moment:
                 continue
             index = int(e.subject.rsplit("/", 1)[1])
             if e.new == ChunkStatus.RENDERING:
-                rendering[index] = e.actor or ""
+                rendering[index] = (e.actor or "", e.created_at)
             else:
                 rendering.pop(index, None)
         done_in: dict[int, int] = defaultdict(int)
+        last_done: dict[int, datetime] = {}
         for e in done:
-            done_in[chunk_of[int(e.subject.rsplit("/", 1)[1])]] += 1
-        in_flight = [
-            (max(0, sizes[i] - done_in[i]), statistics.fmean(times[w]) if times.get(w) else None)
-            for i, w in rendering.items()
-        ]
+            index = chunk_of[int(e.subject.rsplit("/", 1)[1])]
+            done_in[index] += 1
+            last_done[index] = max(e.created_at, last_done.get(index, e.created_at))
+        in_flight = []
+        for i, (worker, started) in rendering.items():
+            pace = statistics.fmean(times[worker]) if times.get(worker) else None
+            # what Blender's progress would have said of the frame in progress: its time so far at the worker's pace
+            elapsed = (moment - max(started, last_done.get(i, started))).total_seconds() * 1000
+            share = min(CEILING, elapsed / (pace or average)) if sizes[i] > done_in[i] else 0.0
+            in_flight.append((max(0.0, sizes[i] - done_in[i] - share), pace))
         queued = max(0, total - len(done) - sum(f for f, _ in in_flight))
         guesses.append(
             Guess(
                 job=job.id,
                 done=len(done) / total,
                 actual=(end - moment).total_seconds(),
+                span=(end - began).total_seconds(),
                 per_worker=planning.eta_seconds(queued, in_flight, average) or 0.0,
                 average=average_eta(total - len(done), average, len(rendering)),
             )
@@ -120,9 +131,14 @@ def render_jobs(env: dict[str, str], tmp: Path, jobs: int, frames: int) -> None:
         procs.stop_all()
 
 
-def mape(guesses: list[Guess], pick: str) -> str:
-    errors = [abs(getattr(g, pick) - g.actual) / g.actual for g in guesses if g.actual > 0]
-    return f"{100 * statistics.fmean(errors):.0f} %" if errors else "—"
+def errors(guesses: list[Guess], pick: str) -> str:
+    """Mean absolute error in seconds, and as a share of the job's whole render: an error relative to the time left
+    would explode on the last frame, where a tenth of a second is all that is left."""
+    if not guesses:
+        return "—"
+    seconds = [abs(getattr(g, pick) - g.actual) for g in guesses]
+    share = statistics.fmean(e / g.span for e, g in zip(seconds, guesses, strict=True) if g.span > 0)
+    return f"{statistics.fmean(seconds):.1f} s ({100 * share:.0f} %)"
 
 
 def summarize(db: Database) -> None:
@@ -132,11 +148,11 @@ def summarize(db: Database) -> None:
     rows = []
     for label, lo, hi in (("first quarter", 0, 0.25), ("second", 0.25, 0.5), ("third", 0.5, 0.75), ("last", 0.75, 1)):
         part = [g for g in guesses if lo <= g.done < hi]
-        rows.append((label, len(part), mape(part, "per_worker"), mape(part, "average")))
-    rows.append(("all", len(guesses), mape(guesses, "per_worker"), mape(guesses, "average")))
+        rows.append((label, len(part), errors(part, "per_worker"), errors(part, "average")))
+    rows.append(("all", len(guesses), errors(guesses, "per_worker"), errors(guesses, "average")))
     report(
         "eta",
-        "ETA error against the real end of each job (mean absolute error, % of the time that was left)",
+        "ETA error against the real end of each job (mean absolute error; in brackets, of the job's render time)",
         ["frames done", "estimates", "per-worker pace (now)", "job average ÷ slots (before)"],
         rows,
         f"{len(jobs)} completed jobs replayed from their events, one estimate at each frame's end "
