@@ -53,6 +53,7 @@ class Settings:
     retention_days: float | None  # a finished job is deleted this long after it finished; None: kept forever
     multipart_abort_hours: float  # an S3 multipart upload started this long ago and never finished is aborted
     schema_wait_seconds: float  # how long a worker waits for the web app to upgrade the database schema
+    preview_ttl_hours: float  # a preview job (`preview=1`) is deleted, results and all, this long after it ended
     min_free_bytes: int  # free-space floor under the cache (a worker) and instance folder (the web host)
     heartbeat_seconds: float
     worker_timeout_seconds: float
@@ -137,6 +138,7 @@ class Settings:
             "FARM_RETENTION_DAYS": "(keep forever)" if self.retention_days is None else f"{self.retention_days:g}",
             "FARM_MULTIPART_ABORT_HOURS": f"{self.multipart_abort_hours:g}",
             "FARM_SCHEMA_WAIT_SECONDS": f"{self.schema_wait_seconds:g}",
+            "FARM_PREVIEW_TTL_HOURS": str(self.preview_ttl_hours),
             "FARM_MIN_FREE_GB": f"{self.min_free_bytes / 2**30:g}",
             "FARM_CHUNK_ATTEMPTS": str(self.chunk_attempts),
             "FARM_PACKAGING_ATTEMPTS": str(self.packaging_attempts),
@@ -377,6 +379,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         retention_days=_positive_float(env, "FARM_RETENTION_DAYS", 0.0) or None,
         multipart_abort_hours=_positive_float(env, "FARM_MULTIPART_ABORT_HOURS", 24.0),
         schema_wait_seconds=_positive_float(env, "FARM_SCHEMA_WAIT_SECONDS", 300.0),
+        preview_ttl_hours=_positive_float(env, "FARM_PREVIEW_TTL_HOURS", 24.0),
         min_free_bytes=int(_positive_float(env, "FARM_MIN_FREE_GB", 2.0) * 2**30),
         heartbeat_seconds=_positive_float(env, "FARM_HEARTBEAT_SECONDS", 5.0),
         worker_timeout_seconds=_positive_float(env, "FARM_WORKER_TIMEOUT_SECONDS", 30.0),

@@ -106,6 +106,8 @@ class Job(Base):
     device: Mapped[str] = mapped_column(String(8))
     priority: Mapped[int] = mapped_column(Integer, default=0)
     queue: Mapped[str] = mapped_column(String(200), default="farm")  # the broker queue its tasks go to
+    preview: Mapped[bool] = mapped_column(default=False)  # a quick look: quarter size, few samples, expires
+    preview_movie: Mapped[bool] = mapped_column(default=True)  # make an MP4 of the frames when it is packaged
 
     worker_host: Mapped[str | None] = mapped_column(String(200))
     # Kept by `states.frame_done` in the same statement that marks a frame DONE, so they are exact and cheap.
@@ -123,6 +125,9 @@ class Job(Base):
     storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
     storage_measured_at: Mapped[datetime | None]
     notify_url: Mapped[str | None] = mapped_column(Text)  # POSTed the job's end (see farm.webhooks)
+    movie_key: Mapped[str | None] = mapped_column(String(500))
+    movie_filename: Mapped[str | None] = mapped_column(String(300))
+    movie_size: Mapped[int | None] = mapped_column(BigInteger)
 
     chunks: Mapped[list[Chunk]] = relationship(back_populates="job", order_by="Chunk.index", cascade="all")
 
@@ -154,6 +159,10 @@ class Chunk(Base):
     finished_at: Mapped[datetime | None]
     log_key: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str | None] = mapped_column(Text)
+    # Live progress while it renders, from Blender's own output (untrusted: bounded, and only ever this chunk's):
+    # the share of the frame Blender renders now (0-1), and of the whole chunk (0-100).
+    frame_progress: Mapped[float] = mapped_column(Float, default=0.0)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
 
     job: Mapped[Job] = relationship(back_populates="chunks")
 

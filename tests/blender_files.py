@@ -11,6 +11,9 @@ Usage: <blender> blender_files.py -- KIND OUT.blend [ARG]. Kinds:
   subset (it reads an attribute), a text block registered to run at load, an OSL script node.
 - `file_output`: a compositor File Output node writing to ARG (a folder outside the job).
 - `smoke`, `smoke_baked`: a Mantaflow smoke domain; its cache folder absent, or baked beside the file.
+- `movie`: frames 1-4 of a moving cube at 65×37 (odd both ways) and 29.97 fps (30 / 1.001).
+- `many_samples`: 96×54 at ARG Cycles samples (adaptive sampling and denoising off), frames 1-2: a frame slow
+  enough to watch Blender's progress move inside it.
 - `rigid_body`, `rigid_body_baked`, `cloth`, `particles`, `gn_sim`, `gn_sim_baked`: other simulations, unbaked
   (they need every frame before the one rendered) or baked.
 Each scene is tiny (64×36, Cycles 4 samples, frames 1-6) so the tests stay fast on two cores.
@@ -219,6 +222,26 @@ def gn_sim(out, baked):
             bpy.ops.object.simulation_nodes_cache_bake(selected=True)
 
 
+def movie():
+    scene = base_scene()
+    scene.frame_start, scene.frame_end = 1, 4
+    scene.render.resolution_x, scene.render.resolution_y = 65, 37
+    scene.render.fps, scene.render.fps_base = 30, 1.001
+    obj = cube()
+    for frame, x in ((1, -3.0), (4, 3.0)):
+        obj.location.x = x
+        obj.keyframe_insert("location", index=0, frame=frame)
+
+
+def many_samples(samples):
+    scene = base_scene()
+    scene.frame_start, scene.frame_end = 1, 2
+    scene.render.resolution_x, scene.render.resolution_y = 96, 54
+    scene.cycles.samples = int(samples)
+    scene.cycles.use_adaptive_sampling = False
+    cube()
+
+
 def main(argv):
     kind, out, arg = argv[0], argv[1], (argv[2] if len(argv) > 2 else None)
     builders = {
@@ -236,6 +259,8 @@ def main(argv):
         "particles": particles,
         "gn_sim": lambda: gn_sim(out, baked=False),
         "gn_sim_baked": lambda: gn_sim(out, baked=True),
+        "movie": movie,
+        "many_samples": lambda: many_samples(arg),
     }
     builders[kind]()
     bpy.ops.wm.save_as_mainfile(filepath=out)

@@ -67,6 +67,7 @@ def test_submit_answers_201_with_the_job(client, blend_bytes):
         "latest_frame_rendered": None,
         "average_render_time": None,
         "eta_seconds": None,
+        "progress": 0.0,
         "chunks_rendering": 0,
     }
     chunks = client.get(f"/api/jobs/{job['id']}/chunks").get_json()["chunks"]

@@ -62,7 +62,8 @@ def test_gpus_0_2_starts_two_workers_each_pinned_to_one_card():
     plans = devices.worker_plans([*CUDA, *OPTIX, CPU], gpus="0,2", cpu_workers=1, name="farm@%h", queue="farm")
     assert [p.name for p in plans] == ["farm-gpu0@%h", "farm-gpu2@%h", "farm-cpu0@%h"]
     assert [p.devices for p in plans] == [[OPTIX[0], CPU], [OPTIX[2], CPU], [CPU]]
-    assert [p.queues for p in plans] == [["farm", "farm.gpu"], ["farm", "farm.gpu"], ["farm"]]
+    gpu_queues = ["farm.preview", "farm.gpu.preview", "farm", "farm.gpu"]  # previews first
+    assert [p.queues for p in plans] == [gpu_queues, gpu_queues, ["farm.preview", "farm"]]
     # each GPU worker renders AUTO and GPU jobs on its own card only
     assert [list(devices.choose("GPU", "CYCLES", p.devices).ids) for p in plans[:2]] == [[OPTIX[0].id], [OPTIX[2].id]]
     # and its devices survive the trip through the environment to its process

@@ -29,7 +29,7 @@ def test_a_big_chord_is_sent_whole_in_batches(prod_settings: Settings):
         renders = [m for m in sent if m["headers"]["task"] == RENDER_CHUNK]
         assert waiting == len(sent) and len(renders) == 2500
         assert sorted(m["headers"]["id"] for m in renders) == sorted(task_ids.values())
-        assert {m["properties"]["priority"] for m in renders} == {broker_priority(7)}
+        assert {m["properties"]["priority"] for m in renders} == {broker_priority(7, settings.queue)}
         celery.send_task(RENDER_CHUNK, args=("job-x", 0), queue=settings.queue)  # the batch is over: sent at once
         assert broker.queue_lengths(settings, [settings.queue])[settings.queue]["waiting"] == waiting + 1
     finally:

@@ -20,7 +20,8 @@ from farm.storage import open_storage
 from tests.rows import make_job, store_frames
 from workers.context import WorkerContext
 from workers.frame_cache import BLOCK, FrameCache
-from workers.packaging import Unpackable, package_job
+from workers.frame_fetch import Unpackable
+from workers.packaging import package_job
 
 
 def write(path: Path, data: bytes, age: float = 0) -> Path:

@@ -108,8 +108,17 @@ def test_safe_name_strips_control_characters():
 
 
 @pytest.mark.parametrize(
-    ("left", "avg", "busy", "expected"),
-    [(0, None, 0, 0.0), (10, None, 1, None), (10, 1000.0, 1, 10.0), (10, 1000.0, 2, 5.0), (3, 500.0, 0, 1.5)],
+    ("queued", "in_flight", "avg", "expected"),
+    [
+        (0, [], None, 0.0),  # nothing left
+        (10, [], None, None),  # no pace known yet
+        (10, [], 1000.0, 10.0),  # nothing rendering: one slot at the average
+        (8, [(2, 1000.0), (2, 1000.0)], 1000.0, 6.0),  # 12 frames over two equal slots
+        (0, [(1, 1000.0), (5, 250.0)], 1000.0, 1.2),  # the fast worker (4 frames/s) takes the larger share
+        (0, [(0.5, 1000.0), (0, 250.0)], 1000.0, 0.5),  # half a frame left on the slow worker: it decides
+        (3, [(1.5, None)], 500.0, 2.2),  # a worker with no frame of the job yet goes at the job's average
+        (0, [(4, 1000.0)], 1000.0, 4.0),  # a chunk is not shared: its own worker finishes it
+    ],
 )
-def test_eta_seconds(left, avg, busy, expected):
-    assert eta_seconds(left, avg, busy) == expected
+def test_eta_seconds(queued, in_flight, avg, expected):
+    assert eta_seconds(queued, in_flight, avg) == expected

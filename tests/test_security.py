@@ -158,6 +158,8 @@ def test_every_response_carries_the_security_headers(public_app, completed_job, 
         assert "unsafe-inline" not in response.headers["Content-Security-Policy"], path
         # presigned frames and thumbnails load from the S3 address browsers reach
         assert csp["img-src"] == f"img-src 'self' {prod_settings.s3_endpoint_url.replace('127.0.0.1', 'localhost')}"
+        # and so does the preview movie (its link redirects there too)
+        assert csp["media-src"] == f"media-src 'self' {prod_settings.s3_endpoint_url.replace('127.0.0.1', 'localhost')}"
         assert response.headers["X-Content-Type-Options"] == "nosniff", path
         assert response.headers["Referrer-Policy"] == "same-origin", path
         assert response.headers["X-Frame-Options"] == "DENY", path

@@ -27,11 +27,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from farm.errors import FarmError
-from farm.jobs.representation import running_chunks
 from farm.jobs.states import TERMINAL_JOB
 from farm.models import Chunk, Frame, FrameStatus, Job
 from farm.storage.previews import PREVIEWABLE
-from webapp.api.serializers import chunk_json, job_json
+from webapp.api.serializers import chunk_json, jobs_json
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ class JobState:
     def load(cls, session: Session, job: Job) -> JobState:
         rows = _done_frames(session, job.id)
         return cls(
-            job=job_json(job, running_chunks(session, [job.id]).get(job.id, 0)),
+            job=jobs_json(session, [job])[0],
             chunks={c.index: chunk_json(c) for c in job.chunks},
             frames={r.frame: frame_entry(r) for r in rows},
             latest_finish=max((r.finished_at for r in rows if r.finished_at), default=None),
@@ -84,7 +83,7 @@ class JobState:
 
     def advance(self, session: Session, job: Job) -> dict[str, Any]:
         """Read what changed since the last look; returns the update (the job, changed chunks, new frames)."""
-        self.job = job_json(job, running_chunks(session, [job.id]).get(job.id, 0))
+        self.job = jobs_json(session, [job])[0]
         changed = []
         for chunk in session.scalars(select(Chunk).where(Chunk.job_id == job.id)):
             fresh = chunk_json(chunk)

@@ -28,13 +28,12 @@ from sqlalchemy import false, func, select
 
 from farm.errors import FarmError, Forbidden, ValidationError
 from farm.jobs import staging, submission
-from farm.jobs.representation import running_chunks
 from farm.jobs.storage_usage import farm_usage
 from farm.jobs.submission import DEVICES, OUTPUT_FORMATS, parse_form, save_upload
 from farm.models import Chunk, Job, JobStatus, Role, WorkerStatus
 from webapp import actions, auth, csrf, services
 from webapp.api.monitor import TASK_STATES, queues_json, task_filters, tasks_json
-from webapp.api.serializers import job_json, workers_json
+from webapp.api.serializers import jobs_json, workers_json
 from webapp.errors import ErrorAnswer, farm_error_response
 from webapp.extensions import db
 from webapp.limits import SUBMIT_LIMIT
@@ -65,9 +64,8 @@ def jobs() -> str:
         query, error = select(Job).where(false()), exc.message
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
     found = db.session.scalars(query.limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
-    running = running_chunks(db.session, [j.id for j in found])
     context = {
-        "jobs": [job_json(j, running.get(j.id, 0)) for j in found],
+        "jobs": jobs_json(db.session, found),
         "total": total,
         "page": page,
         "pages": max(1, math.ceil(total / PAGE_SIZE)),
@@ -121,7 +119,8 @@ def create_job() -> Response | tuple[str, int, dict[str, str]]:
         errors = {exc.field or "file": exc.message}
         return render_template("new_job.html", **_form_context(request.form, errors, staged)), exc.status, exc.headers()
     staging.discard(settings, staged)
-    flash(f"Job {job.name} queued: frames {job.frame_start}–{job.frame_end}.", "ok")
+    kind = "Preview of" if job.preview else "Job"
+    flash(f"{kind} {job.name} queued: frames {job.frame_start}–{job.frame_end}.", "ok")
     return redirect(url_for("pages.job_page", job_id=job.id), 303)
 
 
@@ -166,6 +165,7 @@ def job_page(job_id: str) -> str:
         chunks=chunks,
         max_tiles=MAX_TILES,
         first_tiles=FIRST_TILES,
+        preview_ttl_hours=services.settings().preview_ttl_hours,
     )
 
 

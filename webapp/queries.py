@@ -10,10 +10,9 @@ from sqlalchemy import Select, or_, select
 
 from farm.errors import NotFound, ValidationError
 from farm.jobs.inputs import whole_number
-from farm.jobs.representation import running_chunks
 from farm.models import Job, JobStatus
 from webapp import auth
-from webapp.api.serializers import job_json, webhooks_json
+from webapp.api.serializers import jobs_json, webhooks_json
 from webapp.extensions import db
 
 
@@ -27,7 +26,7 @@ def get_job(job_id: str) -> Job:
 
 def one_job(job: Job) -> dict[str, Any]:
     """JOB, read alone, with its webhook deliveries (`webhooks`; a list would cost a query per job)."""
-    shape = job_json(job, running_chunks(db.session, [job.id]).get(job.id, 0))
+    shape = jobs_json(db.session, [job])[0]
     return {"job": shape | {"webhooks": webhooks_json(db.session, job.id)}}
 
 

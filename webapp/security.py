@@ -4,7 +4,7 @@ The pages run only the farm's own script and stylesheet, so the Content Security
 styles; data rides in `<script type="application/json">` blocks, which are never run. The one inline `<style>` (a
 job's frame proportions, needed before the first paint) carries a nonce made for that response. Images may also come
 from the storage's presigned URLs, whose origin is that of the S3 endpoint browsers reach (`FARM_S3_PUBLIC_URL`): the
-frame and thumbnail links redirect there.
+frame and thumbnail links redirect there; so may the preview movie (`media-src`), whose link redirects there too.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def content_security_policy(image_origin: str | None, nonce: str | None) -> str:
         [
             "default-src 'self'",
             " ".join(filter(None, ["img-src 'self'", image_origin])),
+            " ".join(filter(None, ["media-src 'self'", image_origin])),
             " ".join(filter(None, ["style-src 'self'", nonce and f"'nonce-{nonce}'"])),
             "object-src 'none'",
             "base-uri 'self'",

@@ -52,6 +52,7 @@ class BlenderProcess:
         self._output: threading.Thread | None = None
         self.failure: BaseException | None = None
         self.peak_rss = 0
+        self.on_output: Callable[[str], None] | None = None  # sees each line too, during `run` (progress)
 
     @property
     def proc(self) -> subprocess.Popen[str] | None:
@@ -82,10 +83,14 @@ class BlenderProcess:
                 self._log.flush()
 
     def _pump_output(self) -> None:
-        """Blender's output, to the log only: nothing in it is read as an event."""
+        """Blender's output, to the log, and to `on_output` (progress, which treats it as the untrusted text it
+        is): nothing in it is read as an event."""
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
             self.write_log(line)
+            listener = self.on_output
+            if listener is not None:
+                listener(line)
 
     def _pump_events(self) -> None:
         assert self.child is not None
@@ -198,12 +203,15 @@ class BlenderProcess:
         stall_seconds: float,
         poll_seconds: float = 1.0,
         on_tick: Callable[[], None] | None = None,
+        on_output: Callable[[str], None] | None = None,
         keep: bool = False,
     ) -> Outcome:
         """Run until Blender says `done`, or its events end (it exited or died), or `should_stop` names a reason,
         or no event came for `stall_seconds`, or a helper thread died (`failure`). Starts the process if needed.
+        `on_output` is handed each line of Blender's output (in the output thread) while this run lasts.
         `keep`: a warm process stays alive after `done`; else it is let go, and how it exits does not change the
         outcome."""
+        self.on_output = on_output
         if self.proc is None:
             self.start()
         stopped: str | None = None
@@ -236,6 +244,7 @@ class BlenderProcess:
                     if stopped:
                         self.kill()
         finally:
+            self.on_output = None
             if not finished:
                 self.close()
             elif not keep:

@@ -7,35 +7,25 @@ parts are in flight.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
-import tempfile
 import threading
 import time
 import zipfile
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import func, select
 
 from farm.jobs import planning, states
 from farm.models import Frame, FrameStatus, Job, JobStatus
 from workers.context import WorkerContext
+from workers.frame_fetch import COPY_BLOCK, fetched
+from workers.movie import make_movie
 
 log = logging.getLogger(__name__)
-COPY_BLOCK = 1024 * 1024
-PREFETCH = 4  # frames downloaded ahead of the zip writer
-
-
-class Unpackable(RuntimeError):
-    """A frame that can never be zipped (missing from storage, or not the bytes that were rendered): no later
-    attempt could do better, so the job fails at once."""
 
 
 class NoLongerPackaging(Exception):
@@ -67,65 +57,6 @@ def start_packaging(ctx: WorkerContext, job_id: str, actor: str, *, resume: bool
         ):
             return None
         return job
-
-
-def _sha256(src: IO[bytes]) -> str:
-    digest = hashlib.sha256()
-    while block := src.read(COPY_BLOCK):
-        digest.update(block)
-    src.seek(0)
-    return digest.hexdigest()
-
-
-def fetched(ctx: WorkerContext, frames: Sequence[Row[Any]], folder: Path) -> Iterator[tuple[Row[Any], IO[bytes]]]:
-    """Each frame row with its image open for reading and checked against the sha256 recorded when it was stored,
-    in order. A copy this machine kept when it rendered the frame is used as it is; the others are downloaded.
-    PREFETCH frames are fetched and checked ahead of the zip writer, on threads (hashing and downloads overlap the
-    zip's upload), so only PREFETCH copies are ever open."""
-    scratch = Path(tempfile.mkdtemp(prefix="frames-", dir=folder))
-
-    def fetch(index: int) -> IO[bytes]:
-        frame, key, sha256 = frames[index][:3]
-        kept = ctx.frames.open(sha256)
-        if kept is not None:
-            if _sha256(kept) == sha256:
-                return kept
-            kept.close()
-            ctx.frames.drop([sha256])
-        path = scratch / str(index)
-        try:
-            ctx.storage.get_file(key, path)
-        except FileNotFoundError:
-            raise Unpackable(f"frame {frame} is missing from storage ({key})") from None
-        with ExitStack() as closing:  # closed if it does not check out
-            src = closing.enter_context(open(path, "rb"))
-            path.unlink()  # the open file outlives its name: nothing is left on disk once it is closed
-            if _sha256(src) != sha256:
-                raise Unpackable(f"frame {frame} in storage does not match its recorded sha256")
-            closing.pop_all()
-        return src
-
-    pool = ThreadPoolExecutor(PREFETCH, thread_name_prefix="frame-fetch")
-    pending = deque(pool.submit(fetch, i) for i in range(min(PREFETCH, len(frames))))
-    try:
-        for index, row in enumerate(frames):
-            src = pending.popleft().result()
-            if index + PREFETCH < len(frames):
-                pending.append(pool.submit(fetch, index + PREFETCH))
-            with src:
-                yield row, src
-    finally:
-        # Fetches still running are not waited for: a download stalled on a hung storage must not hold up the end
-        # of an attempt that failed or hit its soft time limit. Each copy is closed whenever its fetch ends.
-        for future in pending:
-            future.add_done_callback(_close_fetched)
-        pool.shutdown(wait=False, cancel_futures=True)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _close_fetched(future: Future[IO[bytes]]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        future.result().close()
 
 
 def build_zip(ctx: WorkerContext, job: Job, dest: IO[bytes]) -> list[str]:
@@ -196,7 +127,8 @@ def packaging_lease(ctx: WorkerContext, job_id: str) -> Iterator[None]:
 
 
 def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = False, retried: bool = False) -> str:
-    """PACKAGING → UPLOADING → COMPLETED; returns what happened, for the task's result. `resume` picks up a job
+    """PACKAGING → UPLOADING → (the preview movie) → COMPLETED; returns what happened, for the task's result.
+    `resume` picks up a job
     left in PACKAGING or UPLOADING by a packager that failed or died, as a new attempt; `retried` goes on with an
     attempt that Celery retried after an outage."""
     job = start_packaging(ctx, job_id, actor, resume=resume, retried=retried)
@@ -224,8 +156,12 @@ def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = F
     except NoLongerPackaging:
         return "no longer packaging"
     size = out.written
+    with packaging_lease(ctx, job_id):  # from the same frames, before this machine lets go of its copies
+        movie = make_movie(ctx, job)
     with ctx.db.session() as session:
-        states.complete_job(session, job_id, asset_key=key, asset_filename=filename, asset_size=size, actor=actor)
+        states.complete_job(
+            session, job_id, asset_key=key, asset_filename=filename, asset_size=size, actor=actor, movie=movie
+        )
     ctx.frames.drop(zipped)  # they are in the zip (and in storage): this machine needs its copies no more
     log.info("job %s packaged: %s (%d bytes)", job_id, key, size)
     return "completed"

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from farm import metrics
 from farm.blender import devices
 from farm.blender.launcher import blender_command, blender_error
+from farm.blender.progress import FrameProgress
 from farm.jobs import fair_share, planning, states
 from farm.jobs.scheduling import failures, live_workers, place_chunk
 from farm.messaging.dispatch import after_commit, new_task_id, send_packaging, send_render
@@ -44,6 +45,7 @@ from workers.warm_blender import RENDER_SCRIPT, WARM
 
 log = logging.getLogger(__name__)
 LOG_UPLOAD_SECONDS = 5.0
+PROGRESS_SECONDS = 1.0  # how often a chunk's progress inside a frame may be written
 KILLED = "Blender was killed by signal 9, not by the farm"  # a retry looks for a worker with more memory
 
 
@@ -165,6 +167,9 @@ class ChunkRun:
         self.log_uploaded_at = time.monotonic()
         self.beat_at = self.beat_ok_at = time.monotonic()  # beat_ok_at: when the database last answered
         self.lost = False
+        self.progress = FrameProgress(work.frames)  # of the frame Blender renders now, from its output
+        self.shown: tuple[float, float] = (0.0, -1.0)  # (frame share, chunk %) last written to the database
+        self.shown_at = 0.0
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -248,6 +253,7 @@ class ChunkRun:
             self.ctx.frames.keep(path, sha256, size)  # for a packager on this machine
             metrics.FRAME_SECONDS.labels(worker=self.worker, device=self.device or "unknown").observe(render_ms / 1000)
         self.stored.add(frame)
+        self.progress.frame_done(frame)
 
     def should_stop(self) -> str | None:
         """A reason to kill Blender now: the job was canceled or failed, or the chunk is no longer ours."""
@@ -292,6 +298,33 @@ class ChunkRun:
                     raise
         if now - self.log_uploaded_at >= LOG_UPLOAD_SECONDS:
             self.upload_log()
+        if now - self.shown_at >= PROGRESS_SECONDS and not self.complete and not self.lost:
+            self.show_progress(now)
+
+    def chunk_percent(self, fraction: float) -> float:
+        """The chunk's share done: its frames done before this attempt, those stored since, and `fraction` of the
+        one rendering now."""
+        total = self.work.chunk.frame_end - self.work.chunk.frame_start + 1
+        done = total - len(self.work.frames) + len(self.stored)
+        return round(min(100.0, 100 * (done + fraction) / total), 1)
+
+    def show_progress(self, now: float) -> None:
+        """Write the chunk's progress if it moved (one small UPDATE a second at most, which also wakes the job's
+        live views). Best effort: an outage only delays the next one."""
+        fraction = round(self.progress.fraction, 3)
+        shown = (fraction, self.chunk_percent(fraction))
+        if shown == self.shown:
+            return
+        self.shown_at = now
+        try:
+            with self.ctx.db.session() as session:
+                states.chunk_progress(
+                    session, self.work.job_id, self.work.chunk_id, self.worker, self.work.attempt, *shown
+                )
+            self.shown = shown
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
 
     def upload_log(self) -> None:
         """Best effort: a log that cannot be stored now is stored at the next tick or at the end."""
@@ -374,7 +407,10 @@ class ChunkRun:
                 spec, self.on_event, settings.renderer, should_stop=self.should_stop, on_tick=self.on_tick
             )
         watch: dict[str, Any] = dict(
-            should_stop=self.should_stop, on_tick=self.on_tick, stall_seconds=settings.frame_timeout_seconds
+            should_stop=self.should_stop,
+            on_tick=self.on_tick,
+            on_output=self.progress.feed,
+            stall_seconds=settings.frame_timeout_seconds,
         )
         if not settings.warm_blender:
             argv = blender_command(settings, RENDER_SCRIPT, [json.dumps(spec)])

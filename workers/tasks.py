@@ -21,6 +21,7 @@ from farm.storage.s3 import STREAM_ERRORS
 from workers import packaging, rendering
 from workers.context import WorkerContext, get_context
 from workers.disk import DISK_FULL, make_room
+from workers.frame_fetch import Unpackable
 
 log = logging.getLogger(__name__)
 TRANSIENT = (*retrying.TRANSIENT, *STREAM_ERRORS)
@@ -68,7 +69,7 @@ def package_job(self: Task, job_id: str, resume: bool = False) -> str:
         if transient:
             raise  # retried by Celery after a backoff, as the same attempt
         with ctx.db.session() as session:
-            if isinstance(exc, packaging.Unpackable):
+            if isinstance(exc, Unpackable):
                 states.fail_job(session, job_id, str(exc), actor=actor)
                 return "failed"
             states.packaging_failed(

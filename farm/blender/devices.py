@@ -129,7 +129,7 @@ def worker_plans(
         else []
     )
     cpu = cpu_only(devices)
-    plans += [WorkerPlan(named(f"cpu{k}"), cpu, [queue]) for k in range(cpu_workers)]
+    plans += [WorkerPlan(named(f"cpu{k}"), cpu, queues_for(queue, cpu)) for k in range(cpu_workers)]
     return plans
 
 
@@ -142,8 +142,20 @@ def gpu_queue(queue: str) -> str:
     return f"{queue}.gpu"
 
 
+def preview_queue(queue: str) -> str:
+    """The queue of preview jobs (`preview=1`) sent to `queue`: every worker of `queue` consumes it, first."""
+    return f"{queue}.preview"
+
+
+def is_preview_queue(queue: str) -> bool:
+    return queue.endswith(".preview")
+
+
 def queues_for(queue: str, devices: Sequence[Device]) -> list[str]:
-    return [queue, gpu_queue(queue)] if gpus(devices) else [queue]
+    """What a worker consumes, preview queues first: the broker is asked for them before the others (and their
+    messages go at the top priority, farm/messaging/dispatch.py), so a preview overtakes every queued chunk."""
+    served = [queue, gpu_queue(queue)] if gpus(devices) else [queue]
+    return [*map(preview_queue, served), *served]
 
 
 def describe(devices: Sequence[Device]) -> list[str]:

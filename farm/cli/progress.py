@@ -11,11 +11,15 @@ from farm.cli.client import TERMINAL
 
 
 def progress_line(job: dict[str, Any], width: int = 30) -> str:
-    """`[#####.....] 12/48 frames  RENDERING  avg 812 ms  eta 29 s`"""
+    """`[#####.....]  27.5 %  12/48 frames  RENDERING  avg 812 ms  eta 29 s`: the bar and percentage move within a
+    frame (Blender's own progress), the frame count when a frame is stored."""
     render = job["render"]
     done, total = render["frames_rendered"], render["frames_to_render"]
-    filled = int(width * done / total) if total else width
-    parts = [f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} frames", job["status"]]
+    percent = render.get("progress")
+    if percent is None:  # a farm from before live progress
+        percent = 100 * done / total if total else 100.0
+    filled = min(width, int(width * percent / 100))
+    parts = [f"[{'#' * filled}{'.' * (width - filled)}] {percent:5.1f} %  {done}/{total} frames", job["status"]]
     if render.get("average_render_time"):
         parts.append(f"avg {render['average_render_time']:.0f} ms")
     if render.get("eta_seconds") and job["status"] not in TERMINAL:

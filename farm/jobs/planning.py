@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
@@ -65,19 +66,34 @@ def zip_filename(name: str, frame_start: int, frame_end: int) -> str:
     return f"{safe_name(name)}-{frame_start:04d}-{frame_end:04d}.zip"
 
 
+def movie_filename(name: str, frame_start: int, frame_end: int) -> str:
+    return f"{safe_name(name)}-{frame_start:04d}-{frame_end:04d}.mp4"
+
+
 def safe_name(name: str) -> str:
     """A job name as a file name: path separators and control characters become '_'."""
     cleaned = re.sub(r"[\x00-\x1f/\\:*?\"<>|]", "_", name).strip(" .")
     return cleaned or "render"
 
 
-def eta_seconds(frames_left: int, average_ms: float | None, slots_busy: int) -> float | None:
-    """Time to finish the remaining frames at the average pace, spread over the busy worker slots."""
-    if frames_left == 0:
+def eta_seconds(
+    queued_frames: float, in_flight: Sequence[tuple[float, float | None]], average_ms: float | None
+) -> float | None:
+    """Seconds until the job's last frame is rendered. `in_flight`: per rendering chunk, the frames it has left (less
+    the part of its current frame Blender has rendered) and the pace (ms a frame) its worker has shown on this job,
+    None if it has shown none yet (the job's average stands in). The frames left are shared by those slots at their
+    own rates, so a fast worker counts for more than a slow one; no chunk ends sooner than its own worker finishes
+    it. With nothing rendering, one slot at the job's average pace; None when no pace is known at all."""
+    left = queued_frames + sum(frames for frames, _ in in_flight)
+    if left <= 0:
         return 0.0
-    if not average_ms:
+    slots = [(frames, ms or average_ms) for frames, ms in in_flight] or [(0.0, average_ms)]
+    paced = [(frames, ms) for frames, ms in slots if ms]
+    if not paced:
         return None
-    return round(frames_left * average_ms / 1000 / max(1, slots_busy), 1)
+    rate = sum(1000 / ms for _, ms in paced)  # frames a second, all slots together
+    longest_chunk = max(frames * ms / 1000 for frames, ms in paced)
+    return round(max(left / rate, longest_chunk), 1)
 
 
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "OPEN_EXR": "exr"}

@@ -1,6 +1,6 @@
 """The contract's JOB, built from a job's row: the API answers with it, and a webhook carries it to receivers
-that the farm calls from a worker, where no web request (and no Flask `url_for`) exists — so the one URL it holds
-comes from the caller."""
+that the farm calls from a worker, where no web request (and no Flask `url_for`) exists — so the URLs it holds come
+from the caller."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from farm.jobs import planning
-from farm.models import Chunk, ChunkStatus, Job
+from farm.jobs import progress
+from farm.models import Job
 
 
 def iso(value: datetime | None) -> str | None:
@@ -24,21 +23,15 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def running_chunks(session: Session, job_ids: Sequence[str]) -> dict[str, int]:
-    if not job_ids:
-        return {}
-    rows = session.execute(
-        select(Chunk.job_id, func.count())
-        .where(Chunk.job_id.in_(job_ids), Chunk.status == ChunkStatus.RENDERING)
-        .group_by(Chunk.job_id)
-    )
-    return {job_id: count for job_id, count in rows}
+def jobs_json(session: Session, jobs: Sequence[Job], *, url: Callable[[str, str], str]) -> list[dict[str, Any]]:
+    """JOBs, with their progress and ETA read for all of them at once; `url(job_id, what)` is the API's URL of a
+    job's `asset` (the zip) or `movie`, which redirects to a presigned one made at that moment: a JOB, however long
+    it is kept, never carries a credential."""
+    found = progress.paces(session, jobs)
+    return [job_json(job, found[job.id], url) for job in jobs]
 
 
-def job_json(job: Job, running: int, asset_url: Callable[[str], str]) -> dict[str, Any]:
-    """JOB; `asset_url` makes the URL of a job's zip from its id (the API's own `/asset` URL, which redirects to a
-    presigned one made at that moment: a JOB, however long it is kept, never carries a credential)."""
-    average = round(job.render_ms_total / job.frames_rendered, 1) if job.frames_rendered else None
+def job_json(job: Job, pace: progress.Pace, url: Callable[[str, str], str]) -> dict[str, Any]:
     return {
         "id": job.id,
         "name": job.name,
@@ -56,9 +49,10 @@ def job_json(job: Job, running: int, asset_url: Callable[[str], str]) -> dict[st
             "frames_to_render": job.frames_to_render,
             "frames_rendered": job.frames_rendered,
             "latest_frame_rendered": job.latest_frame,
-            "average_render_time": average,
-            "eta_seconds": planning.eta_seconds(job.frames_to_render - job.frames_rendered, average, running),
-            "chunks_rendering": running,
+            "average_render_time": progress.average_ms(job),
+            "eta_seconds": pace.eta_seconds,
+            "progress": pace.progress,
+            "chunks_rendering": pace.running,
         },
         "settings": {
             "chunk_size": job.chunk_size,
@@ -70,6 +64,7 @@ def job_json(job: Job, running: int, asset_url: Callable[[str], str]) -> dict[st
             "output_format": job.output_format,
             "device": job.device,
             "priority": job.priority,
+            "preview_movie": job.preview_movie,
         },
         "source": {
             "kind": job.source_kind,
@@ -77,9 +72,14 @@ def job_json(job: Job, running: int, asset_url: Callable[[str], str]) -> dict[st
             "scene": job.scene.get("scene"),
             "blender": job.scene.get("blender"),
         },
-        "asset": {"filename": job.asset_filename, "url": asset_url(job.id), "size": job.asset_size}
+        "asset": {"filename": job.asset_filename, "url": url(job.id, "asset"), "size": job.asset_size}
         if job.asset_key
         else None,
+        "movie": {"filename": job.movie_filename, "url": url(job.id, "movie"), "size": job.movie_size}
+        if job.movie_key
+        else None,
+        "preview": job.preview,
+        "split": 1,
         "storage": {"bytes": job.storage_bytes, "measured_at": iso(job.storage_measured_at)},
         "version": job.version,
     }

@@ -130,6 +130,14 @@ CHUNK_HEARTBEAT = (
     .values(heartbeat_at=db_now())
 )
 
+# How far the renderer of this attempt is within its frame and chunk (the columns passed); no row: not its chunk.
+CHUNK_PROGRESS = update(CHUNKS).where(
+    CHUNKS.c.id == bindparam("chunk"),
+    CHUNKS.c.worker == bindparam("renderer"),
+    CHUNKS.c.status == ChunkStatus.RENDERING,
+    CHUNKS.c.attempts == bindparam("attempt"),
+)
+
 # A QUEUED chunk's lost task is replaced by a new one, compare-and-set on the old task id.
 REPLACE_TASK = (
     update(CHUNKS)

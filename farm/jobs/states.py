@@ -248,6 +248,7 @@ def claim_chunk(
         task_id=task_id,
         error=None,
         log_key=log_key(chunk, chunk.attempts + 1) if log_key else chunk.log_key,
+        frame_progress=0.0,
     )
     stale = chunk.status == C.RENDERING and stale_after is not None
     if stale and _take_over(session, chunk, worker, aware(db_time) - stale_after, claim):
@@ -275,6 +276,18 @@ def chunk_heartbeat(session: Session, chunk_id: int, worker: str, attempt: int) 
     worker, or by this one again in a later attempt)."""
     beat = session.execute(sql.CHUNK_HEARTBEAT, {"chunk": chunk_id, "renderer": worker, "attempt": attempt})
     return bool(beat.rowcount)
+
+
+def chunk_progress(
+    session: Session, job_id: str, chunk_id: int, worker: str, attempt: int, frame_progress: float, progress: float
+) -> bool:
+    """The renderer's progress within its frame (0-1) and chunk (0-100), and a nudge to the job's live views; False
+    if the chunk is no longer this attempt's (nothing is written then)."""
+    where = {"chunk": chunk_id, "renderer": worker, "attempt": attempt}
+    if not session.execute(sql.CHUNK_PROGRESS, dict(where, frame_progress=frame_progress, progress=progress)).rowcount:
+        return False
+    touch_job(session, job_id)
+    return True
 
 
 def requeue_chunk(session: Session, chunk: Chunk, *, task_id: str, reason: str, actor: str | None) -> bool:
@@ -368,6 +381,8 @@ def finish_chunk(
         attempt=attempt,
         error=reason if new == C.FAILED else None,
         log_key=log_key,
+        frame_progress=0.0,
+        **({"progress": 100.0} if new == C.DONE else {}),
     )
     if job_status is not None and new != C.DONE:
         _move_frames(session, chunk.id, [F.RENDERING], F.FAILED if new == C.FAILED else F.QUEUED)
@@ -450,8 +465,17 @@ def retry_job(session: Session, job_id: str, *, actor: str | None) -> list[int]:
 
 
 def complete_job(
-    session: Session, job_id: str, *, asset_key: str, asset_filename: str, asset_size: int, actor: str | None
+    session: Session,
+    job_id: str,
+    *,
+    asset_key: str,
+    asset_filename: str,
+    asset_size: int,
+    actor: str | None,
+    movie: tuple[str, str, int] | None = None,
 ) -> bool:
+    """UPLOADING → COMPLETED with the zip's location, and the preview movie's (key, filename, size) if one was made."""
+    movie_key, movie_filename, movie_size = movie or (None, None, None)
     return move_job(
         session,
         job_id,
@@ -462,6 +486,9 @@ def complete_job(
         asset_key=asset_key,
         asset_filename=asset_filename,
         asset_size=asset_size,
+        movie_key=movie_key,
+        movie_filename=movie_filename,
+        movie_size=movie_size,
         error=None,  # a failed packaging attempt before this one is history, in the events
     )
 

@@ -9,7 +9,7 @@ import logging
 import socket
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -45,6 +45,8 @@ MAX_RESOLUTION = 16384
 RESOLUTION_FIELDS = ("resolution_x", "resolution_y", "resolution_percentage")
 PROJECT = "project"  # a job's source kind: a manifest of blobs (farm/projects/__init__.py)
 PROBE_RENDERER = f"probe@{socket.gethostname()}"  # who rendered a kept probe frame: the submitting host
+PREVIEW_PERCENTAGE = 25  # a preview job's resolution percentage (the form's own, if lower)
+PREVIEW_SAMPLES = 16  # and its samples at most
 log = logging.getLogger(__name__)
 
 
@@ -67,6 +69,8 @@ class JobForm:
     main: str | None
     strict: bool  # refuse the job when a file the scene uses is missing, instead of warning
     notify_url: str | None = None  # POSTed the job's end (farm.webhooks)
+    preview: bool = False  # a quick look: PREVIEW_PERCENTAGE size, at most PREVIEW_SAMPLES, on the preview queue
+    preview_movie: bool = True  # an MP4 of the frames beside the zip (jobs of two frames or more)
 
 
 @dataclass(frozen=True)
@@ -129,14 +133,32 @@ def parse_form(form: Mapping[str, str], settings: Settings) -> JobForm:
         main=main,
         strict=_flag(form, "strict"),
         notify_url=addresses.check_notify_url(form.get("notify_url"), allow_private=settings.webhook_allow_private),
+        preview=_flag(form, "preview"),
+        preview_movie=_flag(form, "preview_movie", default=True),
     )
+    if parsed.preview:
+        parsed = as_preview(parsed)
     _check_limits(settings, parsed, parsed.frame_start, parsed.frame_end, parsed.samples, _size(parsed, {}))
     return parsed
 
 
-def _flag(form: Mapping[str, str], field: str) -> bool:
+def as_preview(form: JobForm) -> JobForm:
+    """The form of a preview job, which should come back in moments: a quarter of the resolution, one frame per
+    chunk (spread over every worker; no probe frame is rendered to size chunks), and at most PREVIEW_SAMPLES
+    samples (capped again once the probe has read the scene's own)."""
+    return replace(
+        form,
+        resolution_percentage=min(form.resolution_percentage or 100, PREVIEW_PERCENTAGE),
+        samples=min(form.samples, PREVIEW_SAMPLES) if form.samples else None,
+        chunk_size=form.chunk_size or 1,
+    )
+
+
+def _flag(form: Mapping[str, str], field: str, *, default: bool = False) -> bool:
     raw = (form.get(field) or "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
@@ -279,6 +301,8 @@ def create_job(
     queue = devices.gpu_queue(settings.queue) if form.device == "GPU" else settings.queue
     if form.device == "GPU" and not live_workers(session, queue, settings):
         raise NoGpuWorker()
+    if form.preview:
+        queue = devices.preview_queue(queue)
     tmp = settings.instance_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="probe-", dir=tmp) as workdir:
@@ -297,6 +321,8 @@ def create_job(
         frame_start = form.frame_start if form.frame_start is not None else max(0, int(scene["frame_start"]))
         frame_end = form.frame_end if form.frame_end is not None else int(scene["frame_end"])
         samples, size = form.samples or scene.get("samples"), _size(form, scene)
+        if form.preview:
+            samples = min(samples or PREVIEW_SAMPLES, PREVIEW_SAMPLES)
         _check_limits(settings, form, frame_start, frame_end, samples, size)
         count = frame_end - frame_start + 1
         quotas.check_queued_frames(session, settings, owner, count)
@@ -342,6 +368,8 @@ def create_job(
             priority=form.priority,
             queue=queue,
             notify_url=form.notify_url,
+            preview=form.preview,
+            preview_movie=form.preview_movie,
         )
         session.add(job)
         session.flush()

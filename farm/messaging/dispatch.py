@@ -15,6 +15,7 @@ from celery.utils import worker_direct
 from sqlalchemy import bindparam, event, update
 from sqlalchemy.orm import Session
 
+from farm.blender.devices import is_preview_queue
 from farm.clock import db_now
 from farm.models import Chunk
 
@@ -47,8 +48,12 @@ def _drop_rolled_back(session: Session) -> None:
     session.info.pop(_SENDS, None)
 
 
-def broker_priority(priority: int) -> int:
-    """A job's priority (0-9, higher first) as Redis' priority queues take it: kombu pops step 0 first."""
+def broker_priority(priority: int, queue: str) -> int:
+    """A job's priority (0-9, higher first) as Redis' priority queues take it: kombu pops step 0 first. A preview
+    job's tasks always take step 0: kombu asks for step 0 of every queue before step 1 of any, so only then does a
+    worker (which lists its preview queues first) serve previews before everything else."""
+    if is_preview_queue(queue):
+        return 0
     return 9 - max(0, min(9, priority))
 
 
@@ -74,11 +79,13 @@ def new_task_id() -> str:
 def send_chord(celery: Celery, job_id: str, task_ids: dict[int, str], *, priority: int, queue: str) -> str:
     """Dispatch the render tasks and the packaging callback; returns the chord's id."""
     header = [
-        celery.signature(RENDER_CHUNK, args=(job_id, cid), task_id=tid, queue=queue, priority=broker_priority(priority))
+        celery.signature(
+            RENDER_CHUNK, args=(job_id, cid), task_id=tid, queue=queue, priority=broker_priority(priority, queue)
+        )
         for cid, tid in task_ids.items()
     ]
     body = celery.signature(
-        PACKAGE_JOB, args=(job_id,), immutable=True, queue=queue, priority=broker_priority(priority)
+        PACKAGE_JOB, args=(job_id,), immutable=True, queue=queue, priority=broker_priority(priority, queue)
     )
     body.on_error(celery.signature(CHORD_FAILED, kwargs={"job_id": job_id}, queue=queue))
     return chord(header, body).apply_async(interval=CHORD_CHECK_SECONDS).id
@@ -100,7 +107,7 @@ def send_render(
     queue when the scheduler picked it."""
     target = worker_direct(worker) if worker else queue
     celery.send_task(
-        RENDER_CHUNK, args=(job_id, chunk_id), task_id=task_id, queue=target, priority=broker_priority(priority)
+        RENDER_CHUNK, args=(job_id, chunk_id), task_id=task_id, queue=target, priority=broker_priority(priority, queue)
     )
 
 
@@ -113,4 +120,6 @@ def retire_tasks(celery: Celery, task_ids: Sequence[str]) -> None:
 
 def send_packaging(celery: Celery, job_id: str, *, queue: str, resume: bool = False) -> None:
     """Package outside the chord: the last chunk saw every frame done, or the janitor found packaging stalled."""
-    celery.send_task(PACKAGE_JOB, args=(job_id,), kwargs={"resume": resume}, queue=queue, priority=broker_priority(9))
+    celery.send_task(
+        PACKAGE_JOB, args=(job_id,), kwargs={"resume": resume}, queue=queue, priority=broker_priority(9, queue)
+    )

@@ -12,8 +12,9 @@ looks for work that fell between the cracks and puts it back on track.
 - deleted jobs whose cancel has settled lose their files and rows, and jobs that finished FARM_RETENTION_DAYS ago
   are deleted (`farm.jobs.deletion`);
 - each job's storage used is measured again after it changed (`farm.jobs.storage_usage`);
-- S3 multipart uploads abandoned for FARM_MULTIPART_ABORT_HOURS (a packager killed mid-zip) are aborted.
-- webhook deliveries due again (a failed one's retry) are handed to this process's courier.
+- S3 multipart uploads abandoned for FARM_MULTIPART_ABORT_HOURS (a packager killed mid-zip) are aborted;
+- webhook deliveries due again (a failed one's retry) are handed to this process's courier;
+- preview jobs (`preview=1`) that ended longer than FARM_PREVIEW_TTL_HOURS ago are deleted, files and rows.
 
 What it does is counted for Prometheus (`farm_janitor_actions_total{action}`).
 
@@ -69,6 +70,7 @@ class Sweep:
     jobs_retired: list[str] = field(default_factory=list)
     jobs_measured: list[str] = field(default_factory=list)
     uploads_aborted: list[str] = field(default_factory=list)
+    previews_expired: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(vars(self).values())
@@ -103,6 +105,7 @@ class Janitor:
             self.purge_deleted_jobs,
             self.measure_storage,
             self.deliver_webhooks,
+            self.expire_previews,
         ]
         if time.monotonic() >= self.uploads_due:
             self.uploads_due = time.monotonic() + UPLOADS_EVERY
@@ -168,6 +171,24 @@ class Janitor:
         """Run every UPLOADS_EVERY, not every sweep: listing uploads is a request, and they age in hours."""
         age = timedelta(hours=self.settings.multipart_abort_hours)
         done.uploads_aborted.extend(self.storage.abort_uploads(older_than=age))
+
+    def expire_previews(self, now: datetime, done: Sweep) -> None:
+        """A preview is a quick look, not a deliverable: once it has ended for FARM_PREVIEW_TTL_HOURS, its frames,
+        zip, movie and logs go from storage, then its rows, as a user's delete does (`farm.jobs.deletion`)."""
+        cutoff = now - timedelta(hours=self.settings.preview_ttl_hours)
+        with self.db.session() as session:
+            for job in self._locked(
+                session,
+                select(Job).where(
+                    Job.preview,
+                    Job.deleted_at.is_(None),
+                    Job.status.in_(states.TERMINAL_JOB),
+                    Job.finished_at < cutoff,
+                ),
+            ):
+                reason = f"a preview, ended over {self.settings.preview_ttl_hours:g} hours ago"
+                deletion.delete_job(session, self.storage, job.id, actor=self.name, reason=reason)
+                done.previews_expired.append(job.id)
 
     @functools.cached_property
     def storage(self) -> Storage:

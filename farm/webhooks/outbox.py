@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from farm.clock import db_now
 from farm.config import Settings, load_settings
-from farm.jobs.representation import job_json, running_chunks
+from farm.jobs.representation import jobs_json
 from farm.messaging.dispatch import after_commit
 from farm.models import Job, JobStatus, WebhookDelivery, WebhookStatus
 
@@ -46,7 +46,7 @@ def body(session: Session, job_id: str, event_name: str) -> str:
     """`{"event", "job": JOB}` as the transaction sees the job now; its asset URL on FARM_API_URL."""
     job = session.execute(select(Job).where(Job.id == job_id).execution_options(populate_existing=True)).scalar_one()
     api = settings().api_url
-    shape = job_json(job, running_chunks(session, [job_id]).get(job_id, 0), lambda i: f"{api}/api/jobs/{i}/asset")
+    shape = jobs_json(session, [job], url=lambda i, what: f"{api}/api/jobs/{i}/{what}")[0]
     return json.dumps({"event": event_name, "job": shape}, separators=(",", ":"))
 
 

@@ -101,6 +101,7 @@ SCHEMAS: dict[str, Schema] = {
                     "output_format": {"type": "string", "enum": list(OUTPUT_FORMATS)},
                     "device": {"type": "string", "enum": list(DEVICES)},
                     "priority": {"type": "integer", "minimum": 0, "maximum": 9},
+                    "preview_movie": BOOLEAN,
                 }
             ),
             "source": obj({"kind": STRING, "main": nullable(STRING), "scene": {}, "blender": {}}),
@@ -131,9 +132,10 @@ SCHEMAS: dict[str, Schema] = {
             },
             "split": {"type": "integer", "minimum": 1},
             "movie": {"oneOf": [obj({"filename": STRING, "url": STRING, "size": nullable(INTEGER)}), {"type": "null"}]},
+            "preview": BOOLEAN,
             "version": INTEGER,
         },
-        ("id", "name", "status", "worker_host", "created_at", "owner", "warnings", "render", "asset"),
+        ("id", "name", "status", "worker_host", "created_at", "owner", "warnings", "render", "asset", "movie", "split"),
     ),
     "User": obj(
         {"name": STRING, "role": {"type": "string", "enum": list(Role)}, "disabled": BOOLEAN, "created_at": TIME}
@@ -174,7 +176,9 @@ SCHEMAS: dict[str, Schema] = {
             "finished_at": TIME,
             "error": nullable(STRING),
             "log_url": nullable(STRING),
-        }
+            "progress": {"type": "number", "minimum": 0, "maximum": 100, "description": "Inside its frames too."},
+        },
+        ("index", "frame_start", "frame_end", "status", "attempts", "worker", "started_at", "finished_at", "error"),
     ),
     "Event": obj(
         {
@@ -375,6 +379,8 @@ def job_form(settings: Settings) -> Schema:
         "device": choice(DEVICES, "Default: AUTO (GPU 409s while no online worker has one)."),
         "priority": whole(0, 9, "Higher renders first; default 0."),
         "strict": choice(["0", "1"], "1: refuse (422 `missing_files`) when a file the scene uses is missing."),
+        "preview": choice(["0", "1"], "1: a quick look: 25 % size, few samples, on the preview queue served first."),
+        "preview_movie": choice(["0", "1"], "0: no preview movie (made for jobs of two frames or more)."),
         "notify_url": {
             **TEXT,
             "maxLength": 2000,
@@ -499,6 +505,16 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
                 "jobs",
                 "The job's zip of frames",
                 file_response("The zip: one image per frame and a manifest.json.", ("application/zip",)),
+                parameters=job,
+                errors=(409,),
+            ),
+        },
+        "/api/jobs/{job_id}/movie": {
+            "get": operation(
+                "job_movie",
+                "jobs",
+                "The job's preview movie (H.264 MP4)",
+                file_response("The movie, inline so a <video> plays it; seekable.", ("video/mp4",)),
                 parameters=job,
                 errors=(409,),
             ),

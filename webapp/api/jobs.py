@@ -10,7 +10,6 @@ from sqlalchemy import func, select
 from farm.errors import Conflict, NotFound
 from farm.jobs import planning
 from farm.jobs.inputs import DB_INT_MAX
-from farm.jobs.representation import running_chunks
 from farm.jobs.submission import discard_upload, parse_form, save_upload
 from farm.models import Chunk, Event, Frame, FrameStatus, Job
 from farm.projects import blob_store, parse_manifest
@@ -18,7 +17,7 @@ from farm.storage.local import FileStorage
 from farm.storage.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
 from webapp import actions, live, services
 from webapp.api import bp
-from webapp.api.serializers import chunk_json, event_json, frame_json, job_json
+from webapp.api.serializers import chunk_json, event_json, frame_json, jobs_json
 from webapp.extensions import db
 from webapp.limits import SUBMIT_LIMIT
 from webapp.queries import get_job, job_search, one_job, query_int
@@ -60,10 +59,7 @@ def list_jobs() -> Response:
     offset = query_int("offset", 0, 0, 10**9)
     total = db.session.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
     jobs = db.session.scalars(query.limit(limit).offset(offset)).all()
-    running = running_chunks(db.session, [j.id for j in jobs])
-    return jsonify(
-        {"jobs": [job_json(j, running.get(j.id, 0)) for j in jobs], "total": total, "limit": limit, "offset": offset}
-    )
+    return jsonify({"jobs": jobs_json(db.session, jobs), "total": total, "limit": limit, "offset": offset})
 
 
 @bp.get("/jobs/<job_id>")
@@ -154,6 +150,15 @@ def job_asset(job_id: str) -> Response:
     if not job.asset_key or not job.asset_filename:
         raise Conflict(f"the job is {job.status}; its zip is not ready")
     return _serve(job.asset_key, job.asset_filename, "application/zip", as_attachment=True)
+
+
+@bp.get("/jobs/<job_id>/movie")
+def job_movie(job_id: str) -> Response:
+    """The preview movie (H.264 MP4), inline so a `<video>` plays it; seekable (Range) from either storage."""
+    job = get_job(job_id)
+    if not job.movie_key or not job.movie_filename:
+        raise NotFound(f"a movie of job {job.id} (none for one frame, preview_movie=0, or not packaged yet)")
+    return _serve(job.movie_key, job.movie_filename, "video/mp4", as_attachment=False)
 
 
 @bp.get("/jobs/<job_id>/chunks")

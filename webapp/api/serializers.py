@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,10 +29,10 @@ from farm.models import (
 from webapp import services
 
 
-def job_json(job: Job, running: int) -> dict[str, Any]:
-    """JOB, its zip's URL on this web app as the request reached it."""
-    return representation.job_json(
-        job, running, asset_url=lambda job_id: url_for("api.job_asset", job_id=job_id, _external=True)
+def jobs_json(session: Session, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """JOBs, their zips' and movies' URLs on this web app as the request reached it."""
+    return representation.jobs_json(
+        session, jobs, url=lambda job_id, what: url_for(f"api.job_{what}", job_id=job_id, _external=True)
     )
 
 
@@ -84,6 +85,7 @@ def chunk_json(chunk: Chunk) -> dict[str, Any]:
         "started_at": iso(chunk.started_at),
         "finished_at": iso(chunk.finished_at),
         "error": chunk.error,
+        "progress": chunk.progress,
         "log_url": url_for("api.chunk_log", job_id=chunk.job_id, index=chunk.index, _external=True)
         if chunk.log_key
         else None,

@@ -219,8 +219,9 @@ function jobPage() {
     const active = ["QUEUED", "RENDERING", "PACKAGING", "UPLOADING"].includes(j.status);
     document.getElementById("status").replaceChildren(badge(j.status));
     const bar = document.querySelector(".summary .bar");
-    bar.max = r.frames_to_render || 1;
-    bar.value = r.frames_rendered;
+    bar.max = 100;
+    bar.value = r.progress;
+    document.getElementById("percent").textContent = `${r.progress.toFixed(1)} %`;
     document.getElementById("frames-done").textContent = r.frames_rendered;
     document.getElementById("eta").textContent = active ? formatDuration(r.eta_seconds) : "—";
     document.getElementById("avg").textContent = formatMs(r.average_render_time);
@@ -232,6 +233,9 @@ function jobPage() {
     error.hidden = !j.error;
     document.querySelectorAll("[data-show]").forEach((n) => { n.hidden = !n.dataset.show.split(" ").includes(j.status); });
     document.getElementById("download").hidden = !j.asset;
+    const movie = document.getElementById("movie");
+    document.getElementById("movie-box").hidden = !j.movie;
+    if (j.movie && movie.getAttribute("src") !== j.movie.url) movie.src = j.movie.url;
     document.title = `${j.name} · ${j.status.toLowerCase()} · farm`;
   }
 
@@ -249,6 +253,9 @@ function jobPage() {
       el("td", { class: "num", text: c.index }),
       el("td", { text: c.frame_start === c.frame_end ? `${c.frame_start}` : `${c.frame_start}–${c.frame_end}` }),
       el("td", {}, badge(c.status)),
+      el("td", { class: "chunk-progress" }, ...(c.status === "RENDERING"
+        ? [el("progress", { class: "bar", max: 100, value: c.progress }), ` ${Math.round(c.progress)} %`]
+        : [])),
       el("td", { class: "num", text: c.attempts }),
       el("td", { text: c.worker || "—" }),
       el("td", { class: "small result", text: c.error || "", title: c.error || "" }),

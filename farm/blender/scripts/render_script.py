@@ -15,6 +15,7 @@ only): the same file runs under the `bpy` module or a `blender` binary.
 Usage: <blender> script.py -- '<json spec>'   or   <blender> script.py -- --serve JOB_ID
 """
 
+import ctypes
 import json
 import os
 import sys
@@ -191,6 +192,17 @@ def render_chunk(spec, loaded):
     return loaded
 
 
+def line_buffered_output():
+    """Have C's stdout send each line as it is printed. Blender prints its render progress (`Sample 37/128`) with
+    printf, which into a pipe holds lines back in 4 KiB blocks: the worker would read a frame's progress only once
+    the frame is over. Where libc cannot be reached, progress is merely late."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.setvbuf(ctypes.c_void_p.in_dll(libc, "stdout"), None, 1, 0)  # 1: _IOLBF
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def serve():
     """Chunk after chunk from stdin until it closes; an error ends the process (the worker starts a fresh one)."""
     loaded = None
@@ -207,6 +219,7 @@ def serve():
 
 
 def main(argv):
+    line_buffered_output()
     if argv[0] == "--serve":
         return serve()
     try:
