@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +98,7 @@ def _known(directory: ScriptDirectory, rev: str) -> bool:
 def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str | None]:
     """Upgrade to `target` under the migration lock; returns the revisions before and after. A database whose
     tables were made by `create_all` before migrations existed is first recorded as the baseline revision."""
-    with engine.begin() as conn:
+    with engine.connect() as conn, _foreign_keys_off(conn), conn.begin():
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
         before = _current(conn)
@@ -109,6 +111,22 @@ def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str | Non
     if before != after:
         log.info("database schema upgraded from %s to %s", before or "empty", after)
     return before, after
+
+
+@contextmanager
+def _foreign_keys_off(conn: Connection) -> Iterator[None]:
+    """On SQLite, foreign keys are off while migrations run: a batch migration copies a table and drops the old
+    one, and with them on, dropping `jobs` would delete every row that references it (ON DELETE CASCADE). SQLite
+    only changes this outside a transaction, so it goes straight to the driver's connection."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    driver = conn.connection.driver_connection
+    driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA foreign_keys=ON")
 
 
 def wait_until_ready(engine: Engine, timeout: float, *, poll: float = 1.0, who: str = "this process") -> Revision:

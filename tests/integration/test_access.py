@@ -96,7 +96,7 @@ CASES = [
     Case("GET", "/api/jobs/<job_id>", "/api/jobs/{job}", SIGNED_IN_READ),
     Case("DELETE", "/api/jobs/<job_id>", "/api/jobs/{job}", (401, 403, 204, 403, 204, 401)),
     Case("GET", "/api/jobs/<job_id>/asset", "/api/jobs/{job}/asset", (401, 409, 409, 409, 409, 401)),
-    Case("GET", "/api/jobs/<job_id>/movie", "/api/jobs/{job}/movie", (401, 409, 409, 409, 409, 401)),
+    Case("GET", "/api/jobs/<job_id>/movie", "/api/jobs/{job}/movie", (401, 404, 404, 404, 404, 401)),  # none yet
     Case("POST", "/api/jobs/<job_id>/cancel", "/api/jobs/{job}/cancel", (401, 403, 202, 403, 202, 401)),
     Case("POST", "/api/jobs/<job_id>/retry", "/api/jobs/{job}/retry", (401, 403, 409, 403, 409, 401)),
     Case("GET", "/api/jobs/<job_id>/chunks", "/api/jobs/{job}/chunks", SIGNED_IN_READ),

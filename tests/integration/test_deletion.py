@@ -107,7 +107,8 @@ def test_delete_removes_the_jobs_files_rows_and_project_files_no_other_job_uses(
     with database.session() as session:
         assert session.get(StoredBlob, own) is None and session.get(StoredBlob, shared) is not None
         event = session.scalars(select(Event).where(Event.job_id == job_id)).one()
-    assert (event.kind, event.old, event.new, event.actor) == ("job", "COMPLETED", "DELETED", "anonymous@127.0.0.1")
+    who = client.get("/api/me").get_json()["user"]["name"]  # the signed-in admin who deleted it
+    assert (event.kind, event.old, event.new, event.actor) == ("job", "COMPLETED", "DELETED", who)
     assert event.reason == "deleted by user" and abs(event.created_at - utcnow()) < timedelta(minutes=1)
 
     for path in (f"/api/jobs/{job_id}", f"/api/jobs/{job_id}/frames", f"/api/jobs/{job_id}/asset"):

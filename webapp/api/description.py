@@ -515,8 +515,8 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
                 "jobs",
                 "The job's preview movie (H.264 MP4)",
                 file_response("The movie, inline so a <video> plays it; seekable.", ("video/mp4",)),
+                description="404 while the job has no movie (not packaged yet, one frame, or `preview_movie=0`).",
                 parameters=job,
-                errors=(409,),
             ),
         },
         "/api/jobs/{job_id}/chunks": {
