@@ -56,6 +56,18 @@ def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: f
         time.sleep(interval)
 
 
+def holds_for(check: Callable[[], object], *, seconds: float, what: str, interval: float = 0.2) -> None:
+    """Something must NOT happen for `seconds`: poll `check` (falsy, or an AssertionError, is a breach) through the
+    whole window, so a breach fails as soon as it happens and names `what`, instead of one look after a blind sleep."""
+    started = time.monotonic()
+    while True:
+        if not check():
+            raise AssertionError(f"{what} stopped holding after {time.monotonic() - started:.1f} s")
+        if time.monotonic() - started >= seconds:
+            return
+        time.sleep(interval)
+
+
 class FarmProcesses:
     """`farm web` and `farm worker` processes with their logs, for end-to-end tests."""
 

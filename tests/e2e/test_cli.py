@@ -8,8 +8,6 @@ import zipfile
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 
 def test_submit_wait_status_jobs_download(farm_cli, tiny_blend, tmp_path):
     done = farm_cli("submit", str(tiny_blend), "--frames", "2-5", "--chunk-size", "2", "--name", "cli shot", "--wait")

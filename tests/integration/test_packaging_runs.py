@@ -1,27 +1,18 @@
-"""Packaging ends: its Celery time limits, a cap on its attempts that holds across the janitor's re-sends, and jobs
-whose frames can never be zipped. The end-to-end tests run a real `farm worker` (its janitor included) on a private
-Postgres, the machine's Redis and the moto S3 server behind a proxy that can hang like a stuck S3."""
+"""Packaging ends: its Celery time limits and a cap on its attempts that holds across the janitor's re-sends, on the
+real Postgres (tests/e2e/test_packaging_worker.py runs the same through a real `farm worker`)."""
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Iterator
-from types import SimpleNamespace
-
 import pytest
-from sqlalchemy import select
 
 from farm.celery_app import make_celery
 from farm.config import ConfigError, load_settings
-from farm.db import Database, init_db
+from farm.db import Database
 from farm.jobs import states
-from farm.messaging.dispatch import PACKAGE_JOB, RENDER_CHUNK, send_packaging
-from farm.models import Event, Job, JobStatus, Worker
+from farm.messaging.dispatch import PACKAGE_JOB, RENDER_CHUNK
+from farm.models import Job, JobStatus
 from farm.storage import open_storage
-from tests.helpers import FarmProcesses, wait_until
-from tests.rows import add_job, make_job, render_frame, store_frames
-from tests.servers import CuttableProxy, PrivatePostgres
+from tests.rows import make_job, render_frame
 from workers import tasks  # noqa: F401  (registers the farm's tasks with every app made here)
 from workers.context import WorkerContext
 from workers.frame_cache import FrameCache
@@ -105,134 +96,3 @@ def test_celerys_retry_goes_on_with_its_attempt_and_the_janitors_resume_begins_a
     assert start_packaging(ctx, job_id, "w", resume=False, retried=False) is None  # a duplicate first send
     with database.session() as session:
         assert states.packaging_attempts(session, job_id) == 2
-
-
-# --- a real worker ------------------------------------------------------------------------------------------------
-
-SOFT_SECONDS = 2
-
-
-@pytest.fixture(scope="module")
-def packager(redis_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    """One `farm worker` with a 2 s packaging soft limit, 2 packaging attempts and a janitor that resumes stalled
-    packaging after 3 s; its S3 goes through a proxy the tests can hang."""
-    postgres = PrivatePostgres()
-    proxy = CuttableProxy(int(s3_endpoint.rsplit(":", 1)[1]))
-    run = uuid.uuid4().hex[:8]
-    env = {
-        "FARM_INSTANCE_DIR": str(tmp_path_factory.mktemp("instance")),
-        "FARM_DATABASE_URL": postgres.url,
-        "FARM_BROKER_URL": redis_url,
-        "FARM_RESULT_BACKEND": f"db+{postgres.url}",
-        "FARM_STORAGE_URL": f"s3://packaging-{run}/renders",
-        "FARM_S3_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
-        "FARM_QUEUE": f"packaging-{run}",
-        "FARM_HEARTBEAT_SECONDS": "1",
-        "FARM_WORKER_TIMEOUT_SECONDS": "3",
-        "FARM_JANITOR_SECONDS": "1",
-        "FARM_PACKAGING_SOFT_SECONDS": str(SOFT_SECONDS),
-        "FARM_PACKAGING_HARD_SECONDS": "60",
-        "FARM_PACKAGING_ATTEMPTS": "2",
-        "FARM_WARM_BLENDER": "0",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    settings = load_settings(dict(env, FARM_S3_ENDPOINT_URL=s3_endpoint), dotenv_path=None)
-    database = Database(settings.database_url)
-    init_db(database.engine)
-    storage = open_storage(settings)  # straight to moto: the test's own writes never hang
-    storage.ensure_ready()
-    procs = FarmProcesses(env, tmp_path_factory.mktemp("logs"))
-    procs._start("worker", ["worker", "--name", "packager@test"])
-
-    def online() -> bool:
-        with database.session() as session:
-            return session.scalar(select(Worker.status).where(Worker.hostname == "packager@test")) == "ONLINE"
-
-    try:
-        wait_until(online, timeout=90, what="the packaging worker to register")
-        yield SimpleNamespace(
-            database=database,
-            storage=storage,
-            proxy=proxy,
-            procs=procs,
-            celery=make_celery(settings),
-            queue=env["FARM_QUEUE"],
-        )
-    finally:
-        proxy.flow()
-        procs.stop_all()
-        proxy.close()
-        database.engine.dispose()
-        postgres.stop()
-
-
-def stored_job(farm: SimpleNamespace, frames: int) -> tuple[str, dict[int, str]]:
-    """A job whose frames are stored and recorded DONE, still RENDERING as its last chunk left it; returns its id
-    and each frame's storage key."""
-    with farm.database.session() as session:
-        job_id = add_job(session, frames, frames, name="zip-me", queue=farm.queue)
-    stored = store_frames(farm.storage, farm.database, job_id, frames)
-    return job_id, {frame: key for frame, (_, key) in stored.items()}
-
-
-def attempts_of(farm: SimpleNamespace, job_id: str) -> list[str | None]:
-    with farm.database.session() as session:
-        return list(
-            session.scalars(
-                select(Event.reason)
-                .where(Event.job_id == job_id, Event.kind == "job", Event.new == JobStatus.PACKAGING)
-                .order_by(Event.id)
-            )
-        )
-
-
-def ended(farm: SimpleNamespace, job_id: str, timeout: float) -> Job:
-    return wait_until(
-        lambda: (job := job_row(farm.database, job_id)).status in states.TERMINAL_JOB and job,
-        timeout=timeout,
-        what=f"job {job_id} to end",
-    )
-
-
-def test_frames_that_can_never_be_zipped_fail_the_job_with_why_and_are_not_retried(packager):
-    missing, missing_keys = stored_job(packager, 3)
-    packager.storage.delete(missing_keys[2])
-    corrupt, keys = stored_job(packager, 2)
-    packager.storage.put_bytes(keys[1], b"not the rendered frame", "image/png")
-    for job_id in (missing, corrupt):
-        send_packaging(packager.celery, job_id, queue=packager.queue)
-
-    job = ended(packager, missing, timeout=60)
-    assert (job.status, job.error) == (JobStatus.FAILED, f"frame 2 is missing from storage ({missing_keys[2]})")
-    assert job.asset_key is None
-    job = ended(packager, corrupt, timeout=60)
-    assert (job.status, job.error) == (JobStatus.FAILED, "frame 1 in storage does not match its recorded sha256")
-    time.sleep(5)  # past the janitor's stall timeout (3 s): a FAILED job is never packaged again
-    assert attempts_of(packager, missing) == attempts_of(packager, corrupt) == ["all frames rendered"]
-    assert job_row(packager.database, missing).status == JobStatus.FAILED
-
-
-def test_a_soft_time_limit_ends_an_attempt_with_its_reason_and_the_attempts_are_capped(packager):
-    """S3 hangs: each attempt waits on a frame's download until its soft limit ends it (not waiting for the stuck
-    download), records why, and the janitor resumes it; after FARM_PACKAGING_ATTEMPTS (2) the job is FAILED."""
-    job_id, _ = stored_job(packager, 2)
-    packager.proxy.stall()
-    started = time.monotonic()
-    send_packaging(packager.celery, job_id, queue=packager.queue)
-
-    first = wait_until(
-        lambda: (job := job_row(packager.database, job_id)).error and job, timeout=30, what="the first attempt's end"
-    )
-    soft = f"it ran past its soft time limit of {SOFT_SECONDS} s (FARM_PACKAGING_SOFT_SECONDS)"
-    assert (first.status, first.error) == (JobStatus.PACKAGING, f"packaging attempt 1 of 2 failed: {soft}")
-    job = ended(packager, job_id, timeout=60)
-    assert (job.status, job.error) == (JobStatus.FAILED, f"packaging failed 2 times; last: {soft}")
-    assert time.monotonic() - started < 40  # each attempt ended at its soft limit, far before the hard one (60 s)
-    assert attempts_of(packager, job_id) == ["all frames rendered", "packaging attempt 2 of 2"]
-    assert not packager.storage.exists(f"jobs/{job_id}/zip-me-0001-0002.zip")
-    packager.proxy.flow()
-    time.sleep(5)  # S3 answers again, the janitor sweeps on: a FAILED job stays FAILED
-    assert job_row(packager.database, job_id).status == JobStatus.FAILED
-    assert len(attempts_of(packager, job_id)) == 2
