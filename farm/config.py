@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from dotenv import dotenv_values
@@ -22,6 +23,18 @@ class ConfigError(ValueError):
     """A setting has a value the farm cannot use; the message names the variable."""
 
 
+def _listed(variable: str | None = None, *, unit: int = 1, unset: str | None = None, secret: bool = False) -> Any:
+    """How `farm check` lists a field, where the field alone does not say: its variable when that is not
+    FARM_<FIELD>, the unit the variable counts in (the field holds bytes, pixels), what an empty value means, or a
+    secret that is never printed."""
+    return field(metadata={"variable": variable, "unit": unit, "unset": unset, "secret": secret})
+
+
+def variable(setting: Field[Any]) -> str:
+    """The FARM_* variable a Settings field is read from."""
+    return setting.metadata.get("variable") or f"FARM_{setting.name.upper()}"
+
+
 @dataclass(frozen=True)
 class Settings:
     instance_dir: Path
@@ -29,25 +42,29 @@ class Settings:
     broker_url: str
     result_backend: str
     storage_url: str
-    s3_endpoint_url: str | None
-    s3_public_url: str | None  # the S3 endpoint as browsers reach it; presigned URLs are signed for this host
+    s3_endpoint_url: str | None = _listed(unset="(AWS default)")
+    # the S3 endpoint as browsers reach it; presigned URLs are signed for this host
+    s3_public_url: str | None = _listed(unset="(FARM_S3_ENDPOINT_URL)")
     presign_seconds: int  # how long a presigned download URL lasts
-    blender: str | None
-    secret_key: str
+    blender: str | None = _listed(unset="(bpy module, else blender on PATH)")
+    secret_key: str = _listed(secret=True)
     api_url: str
     queue: str
     max_frames: int
     max_chunks: int  # chunks (Celery tasks) one job may be split into
     max_samples: int
-    max_pixels: int  # pixels in one rendered frame, after the resolution percentage
+    # pixels in one rendered frame, after the resolution percentage
+    max_pixels: int = _listed("FARM_MAX_MEGAPIXELS", unit=10**6)
     max_probes: int  # Blender probes one web process runs at once; past that a submission is answered 503 busy
-    max_upload_bytes: int
-    max_zip_bytes: int
+    max_upload_bytes: int = _listed("FARM_MAX_UPLOAD_MB", unit=2**20)
+    max_zip_bytes: int = _listed("FARM_MAX_ZIP_MB", unit=2**20)
     cache_dir: Path
-    cache_max_bytes: int
-    frame_cache_max_bytes: int  # a worker keeps the frames it rendered, up to this, for a packager on its machine
+    cache_max_bytes: int = _listed("FARM_CACHE_MAX_GB", unit=2**30)
+    # a worker keeps the frames it rendered, up to this, for a packager on its machine
+    frame_cache_max_bytes: int = _listed("FARM_FRAME_CACHE_GB", unit=2**30)
     blob_ttl_days: float  # a project file no job has used for this long is deleted from storage
-    min_free_bytes: int  # free-space floor under the cache (a worker) and instance folder (the web host)
+    # free-space floor under the cache (a worker) and instance folder (the web host)
+    min_free_bytes: int = _listed("FARM_MIN_FREE_GB", unit=2**30)
     heartbeat_seconds: float
     worker_timeout_seconds: float
     probe_timeout_seconds: float
@@ -58,15 +75,15 @@ class Settings:
     packaging_hard_seconds: float  # and its hard limit: the pool process is killed
     blocklist_failures: int
     janitor_seconds: float
-    visibility_seconds: float
+    visibility_seconds: float = _listed("FARM_BROKER_VISIBILITY_SECONDS")
     warm_blender: bool
     warm_max_chunks: int
-    warm_max_bytes: int
+    warm_max_bytes: int = _listed("FARM_WARM_MAX_MB", unit=2**20)
     chunk_target_seconds: float
     probe_frame_seconds: float
     probe_spare: bool  # the web app keeps a started Blender for the next submission's probe
     renderer: str  # "blender", or "null-benchmark-only" for bench/orchestration.py
-    blender_max_memory_mb: int  # RLIMIT_AS of every Blender the farm starts; 0: no cap
+    blender_max_memory_mb: int = _listed(unset="(no cap)")  # RLIMIT_AS of every Blender the farm starts; 0: no cap
     blender_nice: int  # added to every Blender's nice value; 0: the farm's own priority
     trusted_scripts: bool  # files' own Python runs (drivers, registered text blocks): only where every file is trusted
     web_threads: int  # threads per `farm web` process; live streams may hold three in four
@@ -93,49 +110,22 @@ class Settings:
         return Path(path) if path not in ("", "/") else self.instance_dir / "broker"
 
     def describe(self) -> dict[str, str]:
-        """The effective settings for `farm check`, with secrets hidden."""
-        return {
-            "FARM_INSTANCE_DIR": str(self.instance_dir),
-            "FARM_DATABASE_URL": _hide_password(self.database_url),
-            "FARM_BROKER_URL": _hide_password(self.broker_url),
-            "FARM_RESULT_BACKEND": _hide_password(self.result_backend),
-            "FARM_STORAGE_URL": self.storage_url,
-            "FARM_S3_ENDPOINT_URL": self.s3_endpoint_url or "(AWS default)",
-            "FARM_S3_PUBLIC_URL": self.s3_public_url or "(FARM_S3_ENDPOINT_URL)",
-            "FARM_PRESIGN_SECONDS": str(self.presign_seconds),
-            "FARM_BLENDER": self.blender or "(bpy module, else blender on PATH)",
-            "FARM_API_URL": self.api_url,
-            "FARM_QUEUE": self.queue,
-            "FARM_MAX_FRAMES": str(self.max_frames),
-            "FARM_MAX_CHUNKS": str(self.max_chunks),
-            "FARM_MAX_SAMPLES": str(self.max_samples),
-            "FARM_MAX_MEGAPIXELS": str(self.max_pixels // 10**6),
-            "FARM_MAX_PROBES": str(self.max_probes),
-            "FARM_MAX_UPLOAD_MB": str(self.max_upload_bytes // 2**20),
-            "FARM_MAX_ZIP_MB": str(self.max_zip_bytes // 2**20),
-            "FARM_CACHE_DIR": str(self.cache_dir),
-            "FARM_CACHE_MAX_GB": str(self.cache_max_bytes // 2**30),
-            "FARM_FRAME_CACHE_GB": str(self.frame_cache_max_bytes // 2**30),
-            "FARM_BLOB_TTL_DAYS": str(self.blob_ttl_days),
-            "FARM_MIN_FREE_GB": f"{self.min_free_bytes / 2**30:g}",
-            "FARM_CHUNK_ATTEMPTS": str(self.chunk_attempts),
-            "FARM_PACKAGING_ATTEMPTS": str(self.packaging_attempts),
-            "FARM_PACKAGING_SOFT_SECONDS": str(self.packaging_soft_seconds),
-            "FARM_PACKAGING_HARD_SECONDS": str(self.packaging_hard_seconds),
-            "FARM_BLOCKLIST_FAILURES": str(self.blocklist_failures),
-            "FARM_JANITOR_SECONDS": str(self.janitor_seconds),
-            "FARM_WARM_BLENDER": "1" if self.warm_blender else "0",
-            "FARM_WARM_MAX_CHUNKS": str(self.warm_max_chunks),
-            "FARM_WARM_MAX_MB": str(self.warm_max_bytes // 2**20),
-            "FARM_CHUNK_TARGET_SECONDS": str(self.chunk_target_seconds),
-            "FARM_PROBE_FRAME_SECONDS": str(self.probe_frame_seconds),
-            "FARM_PROBE_SPARE": "1" if self.probe_spare else "0",
-            "FARM_RENDERER": self.renderer,
-            "FARM_BLENDER_MAX_MEMORY_MB": str(self.blender_max_memory_mb or "(no cap)"),
-            "FARM_BLENDER_NICE": str(self.blender_nice),
-            "FARM_TRUSTED_SCRIPTS": "1" if self.trusted_scripts else "0",
-            "FARM_HTTPS": "1" if self.https else "0",
-        }
+        """The effective settings for `farm check`: every field under its variable, so a new setting is listed
+        without a change here; secrets and the passwords in URLs hidden."""
+        return {variable(setting): _shown(getattr(self, setting.name), setting) for setting in fields(self)}
+
+
+def _shown(value: Any, setting: Field[Any]) -> str:
+    if setting.metadata.get("secret"):
+        return "(set, hidden)" if value else "(not set)"
+    if not value and setting.metadata.get("unset"):
+        return setting.metadata["unset"]
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        number = value / setting.metadata.get("unit", 1)
+        return str(int(number)) if float(number).is_integer() else f"{number:g}"
+    return _hide_password(str(value))
 
 
 def _shared_database(url: str) -> bool:

@@ -8,6 +8,8 @@ import zipfile
 
 import pytest
 
+from farm.config import load_settings
+
 
 def test_submit_wait_status_jobs_download(farm_cli, tiny_blend, tmp_path):
     done = farm_cli("submit", str(tiny_blend), "--frames", "2-5", "--chunk-size", "2", "--name", "cli shot", "--wait")
@@ -72,8 +74,12 @@ def test_bad_setting_is_one_line(farm, tmp_path):
     assert result.stderr == "farm: FARM_MAX_FRAMES must be a whole number, got 'many'\n"
 
 
-def test_check_reports_every_service(farm_cli):
+def test_check_reports_every_service(farm, farm_cli):
     result = farm_cli("check", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     for line in ("ok    database  postgresql answers", "ok    broker", "ok    storage   s3://", "ok    blender"):
         assert line in result.stdout, result.stdout
+    printed = dict(line.split(maxsplit=1) for line in result.stdout.splitlines() if line.startswith("FARM_"))
+    assert printed == load_settings(farm.env, dotenv_path=None).describe()  # every setting, as the worker reads it
+    assert printed["FARM_HEARTBEAT_SECONDS"] == "1" and printed["FARM_SECRET_KEY"] == "(set, hidden)"
+    assert farm.env["FARM_SECRET_KEY"] not in result.stdout
