@@ -119,7 +119,8 @@ def shared_database(prod_settings: Settings) -> Iterator[Database]:
 
 class RolledBackDatabase(Database):
     """A `Database` whose sessions all run on one connection inside a transaction that the test rolls back: each
-    `session()` commits a savepoint (as Warehouse's tests do), so a test sees its own writes and leaves nothing."""
+    `session()` commits a savepoint (as Warehouse's tests do), so a test sees its own writes and leaves nothing.
+    Postgres' now() is then the test's start throughout; `engine` is the real one, outside the transaction."""
 
     def __init__(self, connection: Connection) -> None:
         self.engine = connection.engine
