@@ -3,6 +3,7 @@ a moto S3 server over HTTP, real Blender, and real `farm web` / `farm worker` pr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -15,8 +16,9 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from flask.globals import app_ctx
 from sqlalchemy import Connection
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import scoped_session, sessionmaker
 
 from farm.blender.launcher import SCRIPTS, run_script
 from farm.config import Settings, load_settings
@@ -128,26 +130,40 @@ class RolledBackDatabase(Database):
 
 
 def needs_commits(item: pytest.Item) -> bool:
-    """Rows another connection must see, or real transactions: end-to-end tests (other processes), tests of the web
-    app (its own connections) and tests marked `commits` (they race commits across threads, or count transactions)."""
-    return (
-        item.path.is_relative_to(E2E)
-        or item.get_closest_marker("commits") is not None
-        or "app" in getattr(item, "fixturenames", ())
+    """Rows another connection must see, or real transactions: end-to-end tests (other processes) and tests marked
+    `commits` (they race commits across threads, or count transactions)."""
+    return item.path.is_relative_to(E2E) or item.get_closest_marker("commits") is not None
+
+
+@contextlib.contextmanager
+def app_sessions_on(connection: Connection) -> Iterator[None]:
+    """The in-process web app's sessions (Flask-SQLAlchemy's `db.session`, one per app context) on the test's
+    connection, savepoints too, so the app sees the test's rows and its commits roll back with them."""
+    from webapp.extensions import db
+
+    app_sessions = db.session
+    db.session = scoped_session(
+        sessionmaker(bind=connection, join_transaction_mode="create_savepoint"),
+        scopefunc=lambda: id(app_ctx._get_current_object()),
     )
+    try:
+        yield  # Flask-SQLAlchemy removes each app context's session as the context ends
+    finally:
+        db.session = app_sessions
 
 
 @pytest.fixture()
 def database(request: pytest.FixtureRequest, shared_database: Database) -> Iterator[Database]:
-    """Per test, a rolled-back transaction on the run's database, unless the test needs real commits (see
-    `needs_commits`): then the shared database itself."""
+    """Per test, a rolled-back transaction on the run's database (the in-process app's sessions joined to it),
+    unless the test needs real commits (see `needs_commits`): then the shared database itself."""
     if needs_commits(request.node):
         yield shared_database
         return
     with shared_database.engine.connect() as connection:
         transaction = connection.begin()
         try:
-            yield RolledBackDatabase(connection)
+            with app_sessions_on(connection) if "app" in request.fixturenames else contextlib.nullcontext():
+                yield RolledBackDatabase(connection)
         finally:
             transaction.rollback()
 
