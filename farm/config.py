@@ -10,8 +10,9 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from dotenv import dotenv_values
@@ -24,6 +25,18 @@ class ConfigError(ValueError):
     """A setting has a value the farm cannot use; the message names the variable."""
 
 
+def _listed(variable: str | None = None, *, unit: int = 1, unset: str | None = None, secret: bool = False) -> Any:
+    """How `farm check` lists a field, where the field alone does not say: its variable when that is not
+    FARM_<FIELD>, the unit the variable counts in (the field holds bytes, pixels), what an empty value means, or a
+    secret that is never printed."""
+    return field(metadata={"variable": variable, "unit": unit, "unset": unset, "secret": secret})
+
+
+def variable(setting: Field[Any]) -> str:
+    """The FARM_* variable a Settings field is read from."""
+    return setting.metadata.get("variable") or f"FARM_{setting.name.upper()}"
+
+
 @dataclass(frozen=True)
 class Settings:
     instance_dir: Path
@@ -31,30 +44,36 @@ class Settings:
     broker_url: str
     result_backend: str
     storage_url: str
-    s3_endpoint_url: str | None
-    s3_public_url: str | None  # the S3 endpoint as browsers reach it; presigned URLs are signed for this host
+    s3_endpoint_url: str | None = _listed(unset="(AWS default)")
+    # the S3 endpoint as browsers reach it; presigned URLs are signed for this host
+    s3_public_url: str | None = _listed(unset="(FARM_S3_ENDPOINT_URL)")
     presign_seconds: int  # how long a presigned download URL lasts
-    blender: str | None
-    secret_key: str
+    blender: str | None = _listed(unset="(bpy module, else blender on PATH)")
+    secret_key: str = _listed(secret=True)
     api_url: str
-    token: str | None  # FARM_TOKEN: the API token client commands send; else the file `farm login` wrote
+    # FARM_TOKEN: the API token client commands send; else the file `farm login` wrote
+    token: str | None = _listed(secret=True)
     queue: str
     max_frames: int
     max_chunks: int  # chunks (Celery tasks) one job may be split into
     max_samples: int
-    max_pixels: int  # pixels in one rendered frame, after the resolution percentage
+    # pixels in one rendered frame, after the resolution percentage
+    max_pixels: int = _listed("FARM_MAX_MEGAPIXELS", unit=10**6)
     max_probes: int  # Blender probes one web process runs at once; past that a submission is answered 503 busy
-    max_upload_bytes: int
-    max_zip_bytes: int
+    max_upload_bytes: int = _listed("FARM_MAX_UPLOAD_MB", unit=2**20)
+    max_zip_bytes: int = _listed("FARM_MAX_ZIP_MB", unit=2**20)
     cache_dir: Path
-    cache_max_bytes: int
-    frame_cache_max_bytes: int  # a worker keeps the frames it rendered, up to this, for a packager on its machine
+    cache_max_bytes: int = _listed("FARM_CACHE_MAX_GB", unit=2**30)
+    # a worker keeps the frames it rendered, up to this, for a packager on its machine
+    frame_cache_max_bytes: int = _listed("FARM_FRAME_CACHE_GB", unit=2**30)
     blob_ttl_days: float  # a project file no job has used for this long is deleted from storage
-    retention_days: float | None  # a finished job is deleted this long after it finished; None: kept forever
+    # a finished job is deleted this long after it finished; None: kept forever
+    retention_days: float | None = _listed(unset="(keep forever)")
     multipart_abort_hours: float  # an S3 multipart upload started this long ago and never finished is aborted
     schema_wait_seconds: float  # how long a worker waits for the web app to upgrade the database schema
     preview_ttl_hours: float  # a preview job (`preview=1`) is deleted, results and all, this long after it ended
-    min_free_bytes: int  # free-space floor under the cache (a worker) and instance folder (the web host)
+    # free-space floor under the cache (a worker) and instance folder (the web host)
+    min_free_bytes: int = _listed("FARM_MIN_FREE_GB", unit=2**30)
     heartbeat_seconds: float
     worker_timeout_seconds: float
     probe_timeout_seconds: float
@@ -65,29 +84,33 @@ class Settings:
     packaging_hard_seconds: float  # and its hard limit: the pool process is killed
     blocklist_failures: int
     janitor_seconds: float
-    visibility_seconds: float
+    visibility_seconds: float = _listed("FARM_BROKER_VISIBILITY_SECONDS")
     warm_blender: bool
     warm_max_chunks: int
-    warm_max_bytes: int
+    warm_max_bytes: int = _listed("FARM_WARM_MAX_MB", unit=2**20)
     chunk_target_seconds: float
     probe_frame_seconds: float
     probe_spare: bool  # the web app keeps a started Blender for the next submission's probe
     renderer: str  # "blender"; for benchmarks only: "null-benchmark-only", "sleep-benchmark-only:SECONDS"
-    blender_max_memory_mb: int  # RLIMIT_AS of every Blender the farm starts; 0: no cap
+    blender_max_memory_mb: int = _listed(unset="(no cap)")  # RLIMIT_AS of every Blender the farm starts; 0: no cap
     blender_nice: int  # added to every Blender's nice value; 0: the farm's own priority
     trusted_scripts: bool  # files' own Python runs (drivers, registered text blocks): only where every file is trusted
     web_threads: int  # threads per `farm web` process; live streams may hold three in four
     https: bool  # browsers reach the web app over https (a proxy in front terminates TLS)
-    webhook_url: str | None  # every job's end is also POSTed here (the operator's own endpoint: never refused)
-    webhook_secret: str  # HMAC-SHA256 key of X-Farm-Signature; empty: deliveries go unsigned
+    # every job's end is also POSTed here (the operator's own endpoint: never refused)
+    webhook_url: str | None = _listed(unset="(none)")
+    webhook_secret: str = _listed(secret=True)  # HMAC-SHA256 key of X-Farm-Signature; empty: deliveries go unsigned
     webhook_allow_private: bool  # notify_url may point at loopback and private addresses
     webhook_backoff_seconds: float  # the first retry of a failed delivery waits this long, each next one twice as long
     webhook_retry_seconds: float  # after this long since the job ended, a delivery that still fails is given up
-    metrics_port: int  # where `farm worker` serves its /metrics for Prometheus; 0: it serves none
-    user_max_active_jobs: int | None  # jobs one owner may have not yet ended; None: no limit
-    user_max_queued_frames: int | None  # frames one owner may have waiting or rendering; None: no limit
-    submit_limit: str | None  # rate of submissions per user, in flask-limiter's notation; None: no limit
-    login_limit: str | None  # rate of login attempts per client address; None: no limit
+    # where `farm worker` serves its /metrics for Prometheus; 0: it serves none
+    metrics_port: int = _listed(unset="(none)")
+    user_max_active_jobs: int | None = _listed(unset="(no limit)")  # jobs one owner may have not yet ended
+    # frames one owner may have waiting or rendering
+    user_max_queued_frames: int | None = _listed(unset="(no limit)")
+    # rate of submissions per user, in flask-limiter's notation; None: no limit
+    submit_limit: str | None = _listed(unset="off")
+    login_limit: str | None = _listed(unset="off")  # rate of login attempts per client address; None: no limit
 
     @property
     def max_streams(self) -> int:
@@ -110,64 +133,22 @@ class Settings:
         return Path(path) if path not in ("", "/") else self.instance_dir / "broker"
 
     def describe(self) -> dict[str, str]:
-        """The effective settings for `farm check`, with secrets hidden."""
-        return {
-            "FARM_INSTANCE_DIR": str(self.instance_dir),
-            "FARM_DATABASE_URL": _hide_password(self.database_url),
-            "FARM_BROKER_URL": _hide_password(self.broker_url),
-            "FARM_RESULT_BACKEND": _hide_password(self.result_backend),
-            "FARM_STORAGE_URL": self.storage_url,
-            "FARM_S3_ENDPOINT_URL": self.s3_endpoint_url or "(AWS default)",
-            "FARM_S3_PUBLIC_URL": self.s3_public_url or "(FARM_S3_ENDPOINT_URL)",
-            "FARM_PRESIGN_SECONDS": str(self.presign_seconds),
-            "FARM_BLENDER": self.blender or "(bpy module, else blender on PATH)",
-            "FARM_API_URL": self.api_url,
-            "FARM_TOKEN": f"{self.token[:13]}… (hidden)" if self.token else "(unset: the file `farm login` wrote)",
-            "FARM_QUEUE": self.queue,
-            "FARM_MAX_FRAMES": str(self.max_frames),
-            "FARM_MAX_CHUNKS": str(self.max_chunks),
-            "FARM_MAX_SAMPLES": str(self.max_samples),
-            "FARM_MAX_MEGAPIXELS": str(self.max_pixels // 10**6),
-            "FARM_MAX_PROBES": str(self.max_probes),
-            "FARM_MAX_UPLOAD_MB": str(self.max_upload_bytes // 2**20),
-            "FARM_MAX_ZIP_MB": str(self.max_zip_bytes // 2**20),
-            "FARM_CACHE_DIR": str(self.cache_dir),
-            "FARM_CACHE_MAX_GB": str(self.cache_max_bytes // 2**30),
-            "FARM_FRAME_CACHE_GB": str(self.frame_cache_max_bytes // 2**30),
-            "FARM_BLOB_TTL_DAYS": str(self.blob_ttl_days),
-            "FARM_RETENTION_DAYS": "(keep forever)" if self.retention_days is None else f"{self.retention_days:g}",
-            "FARM_MULTIPART_ABORT_HOURS": f"{self.multipart_abort_hours:g}",
-            "FARM_SCHEMA_WAIT_SECONDS": f"{self.schema_wait_seconds:g}",
-            "FARM_PREVIEW_TTL_HOURS": str(self.preview_ttl_hours),
-            "FARM_MIN_FREE_GB": f"{self.min_free_bytes / 2**30:g}",
-            "FARM_CHUNK_ATTEMPTS": str(self.chunk_attempts),
-            "FARM_PACKAGING_ATTEMPTS": str(self.packaging_attempts),
-            "FARM_PACKAGING_SOFT_SECONDS": str(self.packaging_soft_seconds),
-            "FARM_PACKAGING_HARD_SECONDS": str(self.packaging_hard_seconds),
-            "FARM_BLOCKLIST_FAILURES": str(self.blocklist_failures),
-            "FARM_JANITOR_SECONDS": str(self.janitor_seconds),
-            "FARM_WARM_BLENDER": "1" if self.warm_blender else "0",
-            "FARM_WARM_MAX_CHUNKS": str(self.warm_max_chunks),
-            "FARM_WARM_MAX_MB": str(self.warm_max_bytes // 2**20),
-            "FARM_CHUNK_TARGET_SECONDS": str(self.chunk_target_seconds),
-            "FARM_PROBE_FRAME_SECONDS": str(self.probe_frame_seconds),
-            "FARM_PROBE_SPARE": "1" if self.probe_spare else "0",
-            "FARM_RENDERER": self.renderer,
-            "FARM_BLENDER_MAX_MEMORY_MB": str(self.blender_max_memory_mb or "(no cap)"),
-            "FARM_BLENDER_NICE": str(self.blender_nice),
-            "FARM_TRUSTED_SCRIPTS": "1" if self.trusted_scripts else "0",
-            "FARM_HTTPS": "1" if self.https else "0",
-            "FARM_WEBHOOK_URL": self.webhook_url or "(none)",
-            "FARM_WEBHOOK_SECRET": "***" if self.webhook_secret else "(none: deliveries are unsigned)",
-            "FARM_WEBHOOK_ALLOW_PRIVATE": "1" if self.webhook_allow_private else "0",
-            "FARM_WEBHOOK_BACKOFF_SECONDS": str(self.webhook_backoff_seconds),
-            "FARM_WEBHOOK_RETRY_SECONDS": str(self.webhook_retry_seconds),
-            "FARM_METRICS_PORT": str(self.metrics_port or "(none)"),
-            "FARM_USER_MAX_ACTIVE_JOBS": str(self.user_max_active_jobs or "(no limit)"),
-            "FARM_USER_MAX_QUEUED_FRAMES": str(self.user_max_queued_frames or "(no limit)"),
-            "FARM_SUBMIT_LIMIT": self.submit_limit or "off",
-            "FARM_LOGIN_LIMIT": self.login_limit or "off",
-        }
+        """The effective settings for `farm check`: every field under its variable, so a new setting is listed
+        without a change here; secrets and the passwords in URLs hidden."""
+        return {variable(setting): _shown(getattr(self, setting.name), setting) for setting in fields(self)}
+
+
+def _shown(value: Any, setting: Field[Any]) -> str:
+    if setting.metadata.get("secret"):
+        return "(set, hidden)" if value else "(not set)"
+    if not value and setting.metadata.get("unset"):
+        return setting.metadata["unset"]
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        number = value / setting.metadata.get("unit", 1)
+        return str(int(number)) if float(number).is_integer() else f"{number:g}"
+    return _hide_password(str(value))
 
     @property
     def rate_limit_storage(self) -> str:

@@ -3,6 +3,7 @@ a moto S3 server over HTTP, real Blender, and real `farm web` / `farm worker` pr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -15,6 +16,9 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from flask.globals import app_ctx
+from sqlalchemy import Connection
+from sqlalchemy.orm import scoped_session, sessionmaker
 
 from farm.blender.launcher import SCRIPTS, run_script
 from farm.config import Settings, load_settings
@@ -24,6 +28,14 @@ from tests.helpers import FarmProcesses, free_port, make_user, signed_in
 PG_HOST = os.environ.get("FARM_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("FARM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:10]
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e is `slow` (real processes and Blender): `pytest -m "not slow"` leaves it out."""
+    for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.slow)
 
 
 def _admin() -> psycopg.Connection:
@@ -99,15 +111,65 @@ def prod_settings(prod_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def database(prod_settings: Settings) -> Iterator[Database]:
+def shared_database(prod_settings: Settings) -> Iterator[Database]:
+    """The run's database with real commits: what the web app, workers and other processes read and write."""
     db = Database(prod_settings.database_url)
     init_db(db.engine)
     yield db
     db.engine.dispose()
 
 
+class RolledBackDatabase(Database):
+    """A `Database` whose sessions all run on one connection inside a transaction that the test rolls back: each
+    `session()` commits a savepoint (as Warehouse's tests do), so a test sees its own writes and leaves nothing.
+    Postgres' now() is then the test's start throughout; `engine` is the real one, outside the transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.engine = connection.engine
+        self.sessions = sessionmaker(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+
+
+def needs_commits(item: pytest.Item) -> bool:
+    """Rows another connection must see, or real transactions: end-to-end tests (other processes) and tests marked
+    `commits` (they race commits across threads, or count transactions)."""
+    return item.path.is_relative_to(E2E) or item.get_closest_marker("commits") is not None
+
+
+@contextlib.contextmanager
+def app_sessions_on(connection: Connection) -> Iterator[None]:
+    """The in-process web app's sessions (Flask-SQLAlchemy's `db.session`, one per app context) on the test's
+    connection, savepoints too, so the app sees the test's rows and its commits roll back with them."""
+    from webapp.extensions import db
+
+    app_sessions = db.session
+    db.session = scoped_session(
+        sessionmaker(bind=connection, join_transaction_mode="create_savepoint"),
+        scopefunc=lambda: id(app_ctx._get_current_object()),
+    )
+    try:
+        yield  # Flask-SQLAlchemy removes each app context's session as the context ends
+    finally:
+        db.session = app_sessions
+
+
+@pytest.fixture()
+def database(request: pytest.FixtureRequest, shared_database: Database) -> Iterator[Database]:
+    """Per test, a rolled-back transaction on the run's database (the in-process app's sessions joined to it),
+    unless the test needs real commits (see `needs_commits`): then the shared database itself."""
+    if needs_commits(request.node):
+        yield shared_database
+        return
+    with shared_database.engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            with app_sessions_on(connection) if "app" in request.fixturenames else contextlib.nullcontext():
+                yield RolledBackDatabase(connection)
+        finally:
+            transaction.rollback()
+
+
 @pytest.fixture(scope="session")
-def app(prod_settings: Settings, database: Database):  # type: ignore[no-untyped-def]
+def app(prod_settings: Settings, shared_database: Database):  # type: ignore[no-untyped-def]
     from webapp import create_app
     from webapp.extensions import db
 
@@ -162,7 +224,7 @@ def slow_blend(prod_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="session")
 def farm(
-    prod_env: dict[str, str], database: Database, tmp_path_factory: pytest.TempPathFactory
+    prod_env: dict[str, str], shared_database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FarmProcesses]:
     """`farm web` and one `farm worker` as real processes in production mode, shared by the e2e tests."""
     procs = FarmProcesses(prod_env, tmp_path_factory.mktemp("logs"))
@@ -173,7 +235,7 @@ def farm(
 
 
 @pytest.fixture()
-def own_farm(prod_env, database, tmp_path):  # type: ignore[no-untyped-def]
+def own_farm(prod_env, shared_database, tmp_path):  # type: ignore[no-untyped-def]
     """`farm web` on a queue of this test's own: the test starts the workers it needs, with the settings it needs."""
     procs = FarmProcesses(dict(prod_env, FARM_QUEUE=f"{prod_env['FARM_QUEUE']}-{uuid.uuid4().hex[:8]}"), tmp_path)
     procs.start_web()

@@ -117,6 +117,18 @@ class FarmHttp:
 HTTP = FarmHttp()
 
 
+def holds_for(check: Callable[[], object], *, seconds: float, what: str, interval: float = 0.2) -> None:
+    """Something must NOT happen for `seconds`: poll `check` (falsy, or an AssertionError, is a breach) through the
+    whole window, so a breach fails as soon as it happens and names `what`, instead of one look after a blind sleep."""
+    started = time.monotonic()
+    while True:
+        if not check():
+            raise AssertionError(f"{what} stopped holding after {time.monotonic() - started:.1f} s")
+        if time.monotonic() - started >= seconds:
+            return
+        time.sleep(interval)
+
+
 class FarmProcesses:
     """`farm web` and `farm worker` processes with their logs, for end-to-end tests. The farm gets an admin of its
     own (`admin_token`, also in the processes' FARM_TOKEN for the `farm` client commands, and in HTTP's calls)."""

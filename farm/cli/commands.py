@@ -449,8 +449,10 @@ def check() -> None:
     from farm.cli.health import run_checks
 
     conf = settings()
-    for key, value in conf.describe().items():
-        click.echo(f"{key:<22} {value}")
+    listed = conf.describe()
+    width = max(map(len, listed))
+    for key, value in listed.items():
+        click.echo(f"{key:<{width}} {value}")
     failed = 0
     for name, ok, detail in run_checks(conf):
         failed += not ok

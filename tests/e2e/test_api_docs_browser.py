@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import requests
+
+from tests.helpers import HTTP
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -20,7 +21,7 @@ def test_the_api_page_is_reached_from_the_header_and_shows_every_operation(own_f
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (make test does: tools/system-packages)")
     from playwright.sync_api import sync_playwright
 
-    spec = requests.get(f"{own_farm.url}/api/openapi.json", timeout=30).json()
+    spec = HTTP.get(f"{own_farm.url}/api/openapi.json", timeout=30).json()
     operations = [op for methods in spec["paths"].values() for op in methods.values()]
     ARTIFACTS.mkdir(exist_ok=True)
     refused: list[str] = []

@@ -10,15 +10,14 @@ import threading
 from typing import Any
 
 import pytest
-import requests
 
-from tests.helpers import build_blend, get_job, submit
+from tests.helpers import HTTP, build_blend, get_job, submit
 
 pytestmark = pytest.mark.slow
 
 
 def stream_events(url: str, seen: list[tuple[str, dict[str, Any]]], stop: threading.Event) -> None:
-    with requests.get(url, headers={"Accept": "text/event-stream"}, stream=True, timeout=300) as response:
+    with HTTP.get(url, headers={"Accept": "text/event-stream"}, stream=True, timeout=300) as response:
         kind = None
         for line in response.iter_lines(decode_unicode=True):
             if line.startswith("event: "):
@@ -49,7 +48,7 @@ def test_progress_moves_inside_a_frame_everywhere(own_farm, prod_settings, tmp_p
     )
     polled = []
     while (job := get_job(own_farm.url, job_id))["status"] not in {"COMPLETED", "FAILED"}:
-        chunk = requests.get(f"{own_farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"][0]
+        chunk = HTTP.get(f"{own_farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"][0]
         polled.append((job["render"]["frames_rendered"], job["render"]["progress"], chunk["progress"]))
         threading.Event().wait(0.3)
     out, err = cli.communicate(timeout=60)
@@ -62,7 +61,7 @@ def test_progress_moves_inside_a_frame_everywhere(own_farm, prod_settings, tmp_p
     assert inside and all(p == c and p <= 99 for p, c in inside), polled
     assert any(5 < p < 99 for p, _ in inside), polled  # a batch of samples reported mid-frame, as it happened
     assert job["render"]["progress"] == 100.0
-    done = requests.get(f"{own_farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"][0]
+    done = HTTP.get(f"{own_farm.url}/api/jobs/{job_id}/chunks", timeout=10).json()["chunks"][0]
     assert done["status"] == "DONE" and done["progress"] == 100.0
 
     # the live stream carried it too, in its updates of the job and of the chunk
@@ -76,5 +75,5 @@ def test_progress_moves_inside_a_frame_everywhere(own_farm, prod_settings, tmp_p
     percents = [float(m.group(1)) for m in re.finditer(r"\]\s+([\d.]+) %\s+0/1 frames", err)]
     assert any(5 < p < 99 for p in percents), err
 
-    log = requests.get(done["log_url"], timeout=10).text
+    log = HTTP.get(done["log_url"], timeout=10).text
     assert "Sample 1500/1500" in log  # Blender's lines still reach the log people read

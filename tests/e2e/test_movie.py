@@ -9,10 +9,9 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-import requests
 from PIL import Image
 
-from tests.helpers import build_blend, submit, wait_for_status
+from tests.helpers import HTTP, build_blend, submit, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +23,7 @@ def movie_blend(prod_settings, tmp_path_factory):
 
 
 def decoded(url: str, s3_endpoint: str) -> tuple[av.video.stream.VideoStream, list[np.ndarray], bytes]:
-    response = requests.get(url, timeout=30)  # redirected to a presigned GET on the S3 server
+    response = HTTP.get(url, timeout=30)  # redirected to a presigned GET on the S3 server
     assert response.ok and response.url.startswith(s3_endpoint) and "X-Amz-Signature" in response.url
     assert response.headers["Content-Type"] == "video/mp4"
     with av.open(io.BytesIO(response.content)) as movie:
@@ -53,7 +52,7 @@ def test_a_jobs_movie_decodes_back_as_the_scene_asks(own_farm, movie_blend, s3_e
     assert stream.average_rate == Fraction(30000, 1001)  # the scene's 30 / 1.001, exactly
     assert len(frames) == 4 and all(f.shape == (38, 66, 3) for f in frames)
     # each movie frame is its rendered frame (the cube moves, so they differ); CRF 19 keeps them close
-    archive = zipfile.ZipFile(io.BytesIO(requests.get(job["asset"]["url"], timeout=30).content))
+    archive = zipfile.ZipFile(io.BytesIO(HTTP.get(job["asset"]["url"], timeout=30).content))
     for n, frame in enumerate(frames, start=1):
         rendered = np.asarray(Image.open(archive.open(f"{n:04d}.png")).convert("RGB"), dtype=np.int16)
         assert np.abs(frame[:37, :65].astype(np.int16) - rendered).mean() < 6
@@ -68,7 +67,7 @@ def test_a_jobs_movie_decodes_back_as_the_scene_asks(own_farm, movie_blend, s3_e
     for other in (none_id, still_id):
         done = wait_for_status(own_farm.url, other, {"COMPLETED", "FAILED"})
         assert done["status"] == "COMPLETED" and done["asset"] and done["movie"] is None, done
-        answer = requests.get(f"{own_farm.url}/api/jobs/{other}/movie", timeout=10)
+        answer = HTTP.get(f"{own_farm.url}/api/jobs/{other}/movie", timeout=10)
         assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
     assert job["settings"]["preview_movie"] is True
     assert wait_for_status(own_farm.url, none_id, {"COMPLETED"})["settings"]["preview_movie"] is False

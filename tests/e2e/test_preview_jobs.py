@@ -7,14 +7,13 @@ import time
 import zipfile
 
 import pytest
-import requests
 
 from farm.celery_app import make_celery
 from farm.config import load_settings
 from farm.db import Database
 from farm.messaging.janitor import Janitor
 from farm.storage import open_storage
-from tests.helpers import check_zip, get_job, submit, wait_for_status, wait_until
+from tests.helpers import HTTP, check_zip, get_job, submit, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +35,7 @@ def test_a_preview_overtakes_queued_work_and_expires(own_farm, slow_blend, tiny_
     assert done["status"] == "COMPLETED", done
     still = get_job(own_farm.url, big_id)
     assert still["status"] == "RENDERING" and still["render"]["frames_rendered"] < 12  # it went first
-    zipped = requests.get(done["asset"]["url"], timeout=30).content
+    zipped = HTTP.get(done["asset"]["url"], timeout=30).content
     check_zip(zipped, name="look", frames=range(1, 3), size=(16, 9))  # 64×36 at 25 %
     assert done["movie"]["filename"] == "look-0001-0002.mp4"
 
@@ -52,7 +51,7 @@ def test_a_preview_overtakes_queued_work_and_expires(own_farm, slow_blend, tiny_
     short = dataclasses.replace(settings, preview_ttl_hours=1 / 3600)  # one second
     swept = Janitor(database, make_celery(short), short, name="janitor@test").sweep()
     assert done["id"] in swept.previews_expired and big_id not in swept.previews_expired
-    assert requests.get(f"{own_farm.url}/api/jobs/{done['id']}", timeout=10).status_code == 404
+    assert HTTP.get(f"{own_farm.url}/api/jobs/{done['id']}", timeout=10).status_code == 404
     assert not any(storage.exists(k) for k in keys)
     assert get_job(own_farm.url, big_id)["status"] in {"RENDERING", "PACKAGING", "UPLOADING", "COMPLETED"}
     zipfile.ZipFile(io.BytesIO(zipped)).testzip()

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,7 +25,7 @@ from sqlalchemy import update
 from farm.config import load_settings
 from farm.models import Chunk, Worker
 from tests.conftest import RUN_ID
-from tests.helpers import FarmProcesses
+from tests.helpers import HTTP, FarmProcesses
 from tests.rows import add_job, claim_first_chunk, render_frame
 from webapp.api.description import describe
 
@@ -123,7 +122,7 @@ def test_a_method_a_path_does_not_have_is_405_naming_those_it_has(api_farm, api_
         url = path.format(job_id=uuid.uuid4(), hostname="h", sha256="0" * 64, frame=1, index=0)
         methods = {m for other, pattern in templates.items() if pattern.match(url) for m in described[other]}
         for method in sorted({"get", "post", "put", "delete", "patch"} - methods):
-            response = requests.request(method, api_farm.url + url, headers=signed_in(api_farm), timeout=30)
+            response = HTTP.request(method, api_farm.url + url, headers=signed_in(api_farm), timeout=30)
             assert response.status_code == 405, (method, url, response.status_code)
             assert response.json()["error"]["code"] == "method_not_allowed"
             allowed = {m.strip().lower() for m in response.headers["Allow"].split(",")}

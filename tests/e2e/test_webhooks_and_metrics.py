@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,7 +29,7 @@ SUFFIX = re.compile(r"_(bucket|count|sum|total|created)$")
 
 def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of a /metrics answer, by name and labels."""
-    answer = requests.get(url, timeout=20)
+    answer = HTTP.get(url, timeout=20)
     assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/plain")
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value

@@ -6,12 +6,11 @@ import io
 import zipfile
 
 import pytest
-import requests
 from werkzeug.test import EnvironBuilder
 
 from farm.jobs import states
 from farm.models import Job, JobStatus
-from tests.helpers import build_blend
+from tests.helpers import HTTP, build_blend
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
 
@@ -254,7 +253,7 @@ def test_list_filters_and_searches(client, blend_bytes):
 def fetched(response) -> bytes:  # type: ignore[no-untyped-def]
     """A served file's bytes: from the app, or from S3 when the app redirects to a presigned URL."""
     if response.status_code in (302, 303, 307):
-        response = requests.get(response.headers["Location"], timeout=10)
+        response = HTTP.get(response.headers["Location"], timeout=10)
         assert response.status_code == 200
         return response.content
     assert response.status_code == 200

@@ -80,9 +80,9 @@ def check(response: requests.Response, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzz_job(database) -> str:
+def fuzz_job(shared_database) -> str:
     """The job the fuzzer may cancel and retry: its tasks go to a queue of this run that no worker reads."""
-    with database.session() as session:
+    with shared_database.session() as session:
         return add_job(session, 4, 2, name="fuzz", queue=f"fuzz-{RUN_ID}")
 
 
@@ -115,7 +115,6 @@ def fuzz_route(browser: requests.Session, base_url: str, token: str, rule: str, 
     fuzz()
 
 
-@pytest.mark.slow
 def test_no_input_makes_a_5xx_on_any_route(app, farm, fuzz_job):
     browser = requests.Session()
     browser.headers["Authorization"] = f"Bearer {farm.admin_token}"  # past the sign-in, to reach every view

@@ -3,12 +3,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import requests
 
 from farm.config import load_settings
 from farm.storage import open_storage, sha256_file
 from farm.storage.local import FileStorage
 from farm.storage.s3 import S3Storage
+from tests.helpers import HTTP
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -77,7 +77,7 @@ def test_s3_download_url_is_presigned_and_works(s3_endpoint, tmp_path):
     store.put_bytes("jobs/x/out.zip", b"zipbytes")
     url = store.download_url("jobs/x/out.zip", "out.zip")
     assert url.startswith(s3_endpoint) and "Signature" in url
-    response = requests.get(url, timeout=10)
+    response = HTTP.get(url, timeout=10)
     assert response.content == b"zipbytes"
     assert 'filename="out.zip"' in response.headers["Content-Disposition"]
 

@@ -1,22 +1,20 @@
 """Input that once answered 500 (or gunicorn's HTML) now answers the contract's JSON 4xx naming the field: numbers
-of thousands of digits, control characters in any text, over-long URLs (in-process and through a live `farm web`);
-the limits on what one submission may ask of the farm, in its form or in its scene; and the 503 `busy` of a web
-process already running as many Blender probes as it may."""
+of thousands of digits, control characters in any text, over-long URLs; the limits on what one submission may ask of
+the farm, in its form or in its scene; and the 503 `busy` of a web process already running as many Blender probes as
+it may. The same through a live `farm web` process: tests/e2e/test_input_limits_live.py."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import io
-import time
 
 import pytest
 
 from farm.jobs.probe_slots import PROBE_SLOTS, RETRY_AFTER_SECONDS
-from tests.helpers import HTTP, FarmProcesses, build_blend, submit
+from tests.helpers import build_blend
+from tests.integration.test_api_jobs import assert_error, post
+from tests.integration.test_pages import csrf_token
 from tests.rows import make_job
-from tests.test_api_jobs import assert_error, post
-from tests.test_pages import csrf_token
 
 
 def csrf(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -112,25 +110,6 @@ def test_a_long_url_is_414_json(client):
     assert client.get("/api/jobs?q=" + "a" * 3000).status_code == 200
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("length", [6000, 20000])
-def test_a_long_url_is_414_json_from_farm_web(farm, length):
-    """6,000 bytes reaches the app (gunicorn's default would refuse it with HTML); 20,000 is past what gunicorn reads
-    at all, and its own refusal is the contract's JSON too."""
-    response = HTTP.get(f"{farm.url}/api/jobs?q={'a' * length}", timeout=10)
-    assert response.status_code == 414, response.text[:300]
-    assert response.headers["Content-Type"].startswith("application/json"), response.text[:300]
-    assert response.json()["error"]["code"] == "uri_too_long"
-
-
-@pytest.mark.slow
-def test_what_gunicorn_refuses_itself_is_json(farm):
-    response = HTTP.get(f"{farm.url}/api/health", headers={"X-Big": "a" * 10000}, timeout=10)
-    assert response.status_code == 431, response.text[:300]
-    assert response.json()["error"]["code"] == "request_header_fields_too_large"
-    assert "<html" not in response.text
-
-
 @pytest.fixture(scope="module")
 def huge_blend(prod_settings, tmp_path_factory):  # type: ignore[no-untyped-def]
     return build_blend(prod_settings, "huge", tmp_path_factory.mktemp("huge") / "huge.blend").read_bytes()
@@ -209,30 +188,3 @@ def test_past_max_probes_a_submission_is_503_busy_with_retry_after(client, app, 
     response = post(client, ONE_FRAME, blend_bytes)  # the slots are free again
     assert response.status_code == 201, response.get_data(as_text=True)
     client.post(f"/api/jobs/{response.get_json()['job']['id']}/cancel")
-
-
-@pytest.mark.slow
-def test_two_submissions_at_once_with_one_probe_allowed(prod_env, database, slow_blend, tmp_path):
-    """A live `farm web` allowed one probe: while a slow probe (a frame of 4,096 samples, stopped after 4 s) runs,
-    a second submission is answered 503 busy at once; the first still succeeds."""
-    env = {
-        **prod_env,
-        "FARM_MAX_PROBES": "1",
-        "FARM_PROBE_FRAME_SECONDS": "4",
-        "FARM_QUEUE": prod_env["FARM_QUEUE"] + "-busy",  # no worker renders what is accepted here
-    }
-    web = FarmProcesses(env, tmp_path)
-    web.start_web()
-    try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(submit, web.url, slow_blend, frame_start=1, frame_end=2, samples=4096)
-            time.sleep(1.5)
-            second = submit(web.url, slow_blend, frame_start=1, frame_end=1, chunk_size=1)
-            assert not slow.done()  # answered while the first probe runs, not after it
-            first = slow.result()
-        assert second.status_code == 503, second.text
-        assert second.json()["error"]["code"] == "busy" and second.headers["Retry-After"].isdigit()
-        assert first.status_code == 201, first.text
-        HTTP.post(f"{web.url}/api/jobs/{first.json()['job']['id']}/cancel", timeout=10)
-    finally:
-        web.stop_all()

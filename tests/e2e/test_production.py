@@ -5,11 +5,7 @@ import hashlib
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import HTTP, alive, blender_pids, check_zip, get_job, submit, wait_for_status, wait_until
-
-pytestmark = pytest.mark.slow
+from tests.helpers import HTTP, alive, blender_pids, check_zip, get_job, holds_for, submit, wait_for_status, wait_until
 
 
 def test_render_job_end_to_end_over_http(farm, tiny_blend, s3_endpoint, prod_env):
@@ -162,13 +158,21 @@ def test_gpu_job_on_a_cpu_only_farm_is_refused_and_never_renders_on_a_cpu(farm, 
 
 
 def test_disabled_worker_takes_no_work_until_enabled(farm, tiny_blend):
+    stopped_before = farm.log("worker-w1").count("w1@test stopped consuming")
     response = HTTP.post(f"{farm.url}/api/workers/w1@test/disable", timeout=10)
     assert response.status_code == 202 and response.json()["worker"]["status"] == "DISABLED"
     try:
-        time.sleep(2)  # let the worker's consumer stop
+        wait_until(
+            lambda: farm.log("worker-w1").count("w1@test stopped consuming") > stopped_before,
+            timeout=30,
+            what="the worker's next heartbeat to stop its consumer",
+        )
         job_id = submit(farm.url, tiny_blend, name="parked", frame_start=1, frame_end=2).json()["job"]["id"]
-        time.sleep(5)
-        assert get_job(farm.url, job_id)["status"] == "QUEUED"
+        holds_for(
+            lambda: get_job(farm.url, job_id)["status"] == "QUEUED",
+            seconds=5,
+            what="the job queued for a disabled worker",
+        )
         workers = HTTP.get(f"{farm.url}/api/workers", timeout=10).json()["workers"]
         assert next(w for w in workers if w["hostname"] == "w1@test")["status"] == "DISABLED"
     finally:

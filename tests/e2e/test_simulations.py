@@ -7,8 +7,6 @@ import pytest
 
 from tests.helpers import HTTP, build_blend, farm_frames, plain_blender_frames, submit, wait_for_status
 
-pytestmark = pytest.mark.slow
-
 SWEEP = [
     ("rigid_body", "0"),
     ("rigid_body_baked", "0"),

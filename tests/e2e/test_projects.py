@@ -22,7 +22,7 @@ from farm.projects import packing
 from farm.projects.dependencies import FOUND, MISSING, OUTSIDE, check
 from tests.helpers import HTTP, farm_frames, plain_blender_frames, wait_for_status
 
-PROJECT_FILES = Path(__file__).parent / "project_files.py"
+PROJECT_FILES = Path(__file__).parent.parent / "project_files.py"
 FONTS = sorted(Path("/usr/share/fonts").rglob("*.ttf"), key=lambda f: f.stat().st_size)  # smallest first
 MISSING_TEXTURE = "//../textures/missing.png"
 
@@ -123,7 +123,6 @@ def test_a_manifest_naming_files_not_uploaded_is_refused(client):
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_path"
 
 
-@pytest.mark.slow
 def test_every_missing_dependency_is_named_and_strict_refuses(client, project):
     root, outside = project
     manifest, paths = manifest_of(root)
@@ -143,7 +142,6 @@ def test_every_missing_dependency_is_named_and_strict_refuses(client, project):
     assert any("outside the uploaded project" in w["message"] for w in warnings)
 
 
-@pytest.mark.slow
 def test_the_new_job_form_lists_found_and_missing_files(app, client, project, tmp_path, monkeypatch):
     root, _ = project
     roomy = dataclasses.replace(app.extensions["farm"], max_zip_bytes=2**26)  # the project unpacks to over 1 MiB
@@ -179,7 +177,6 @@ def without_outside(project):  # type: ignore[no-untyped-def]
     hidden.write_bytes(kept)
 
 
-@pytest.mark.slow
 @pytest.mark.usefixtures("without_outside")
 def test_a_project_renders_as_plain_blender_renders_it_in_place(own_farm, prod_settings, project, tmp_path):
     """Uploaded by content (every file PUT once, a second job uploads nothing) and rendered by a worker from its
@@ -233,7 +230,6 @@ def test_packing_lists_each_file_once_and_repoints_what_is_outside(project, tmp_
     assert (root / "shots" / "main.blend").read_bytes() != packed.files["shots/main.blend"].read_bytes()  # a copy
 
 
-@pytest.mark.slow
 def test_farm_submit_sends_what_the_blend_uses_and_then_only_what_changed(own_farm, prod_settings, project, tmp_path):
     root, _ = project
     work = tmp_path / "root"
@@ -261,7 +257,6 @@ def test_farm_submit_sends_what_the_blend_uses_and_then_only_what_changed(own_fa
     assert f"uploaded 1 of 14 files ({len(write_png_like) + 1} bytes)" in again.stdout
 
 
-@pytest.mark.slow
 def test_compressed_blend_files_are_sent_and_render_as_plain_blender(own_farm, prod_settings, tiny_blend, tmp_path):
     """zstd (Blender ≥ 3.0) and gzip (older Blenders) wrap a .blend; both the artist's tracer and the farm read them."""
     own_farm.start_worker("w")

@@ -20,8 +20,6 @@ from tests.helpers import (
     wait_until,
 )
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture()
 def farm(own_farm):  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from farm.config import load_settings
 
 
 def test_submit_wait_status_jobs_download(farm_cli, tiny_blend, tmp_path):
@@ -74,7 +74,7 @@ def test_bad_setting_is_one_line(farm, tmp_path):
     assert result.stderr == "farm: FARM_MAX_FRAMES must be a whole number, got 'many'\n"
 
 
-def test_check_reports_every_service(farm_cli):
+def test_check_reports_every_service(farm, farm_cli):
     result = farm_cli("check", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     for line in (
@@ -85,3 +85,7 @@ def test_check_reports_every_service(farm_cli):
         "ok    blender",
     ):
         assert line in result.stdout, result.stdout
+    printed = dict(line.split(maxsplit=1) for line in result.stdout.splitlines() if line.startswith("FARM_"))
+    assert printed == load_settings(farm.env, dotenv_path=None).describe()  # every setting, as the worker reads it
+    assert printed["FARM_HEARTBEAT_SECONDS"] == "1" and printed["FARM_SECRET_KEY"] == "(set, hidden)"
+    assert farm.env["FARM_SECRET_KEY"] not in result.stdout

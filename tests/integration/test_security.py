@@ -15,14 +15,13 @@ from contextlib import contextmanager
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-import requests
 from flask import Flask
 
 from farm.config import Settings, load_settings, secret_key_problem
 from farm.jobs import states
 from farm.models import JobStatus
 from farm.storage import open_storage
-from tests.helpers import signed_in
+from tests.helpers import HTTP, signed_in
 from tests.rows import add_job
 
 PLACEHOLDERS = [
@@ -130,7 +129,7 @@ def test_a_jobs_asset_url_is_the_apis_own_and_redirects_to_a_short_presigned_url
     assert location.netloc == public.netloc  # signed for the host browsers reach, not the farm's own
     query = parse_qs(location.query)
     assert "X-Amz-Signature" in query and int(query["X-Amz-Expires"][0]) <= 3600
-    assert requests.get(redirect.headers["Location"], timeout=10).content == b"the zip"
+    assert HTTP.get(redirect.headers["Location"], timeout=10).content == b"the zip"
 
 
 def test_presigned_urls_last_as_long_as_configured(prod_env, tmp_path):

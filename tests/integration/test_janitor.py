@@ -143,6 +143,7 @@ def test_a_task_taken_by_a_worker_that_died_before_claiming_is_sent_again(databa
             message.ack()
 
 
+@pytest.mark.commits  # threads race on their own connections: the real database
 def test_two_janitors_at_once_send_a_lost_task_once(database, celery, settings):
     job_id, ids = new_job(database, settings.queue, frames=8, chunk_size=1)
     with database.session() as session:

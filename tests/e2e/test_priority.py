@@ -3,11 +3,7 @@ job is rendered before the rest of it (Redis priority queues; the farm's 9 is ko
 
 import uuid
 
-import pytest
-
 from tests.helpers import HTTP, FarmProcesses, submit, wait_for_status, wait_until
-
-pytestmark = pytest.mark.slow
 
 
 def chunks(farm: FarmProcesses, job_id: str) -> list[dict]:

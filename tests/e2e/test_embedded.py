@@ -6,11 +6,7 @@ import subprocess
 import sys
 import zipfile
 
-import pytest
-
 from tests.helpers import check_zip, free_port
-
-pytestmark = pytest.mark.slow
 
 
 def test_demo_renders_end_to_end_without_servers(tmp_path):

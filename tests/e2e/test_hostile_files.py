@@ -26,7 +26,6 @@ from tests.helpers import (
     wait_until,
 )
 
-pytestmark = pytest.mark.slow
 SECRET = "do-not-leak-this-secret"
 
 

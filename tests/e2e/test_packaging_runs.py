@@ -19,7 +19,7 @@ from farm.jobs import states
 from farm.messaging.dispatch import PACKAGE_JOB, RENDER_CHUNK, send_packaging
 from farm.models import Event, Job, JobStatus, Worker
 from farm.storage import open_storage
-from tests.helpers import FarmProcesses, wait_until
+from tests.helpers import FarmProcesses, holds_for, wait_until
 from tests.rows import add_job, make_job, render_frame, store_frames
 from tests.servers import CuttableProxy, PrivatePostgres
 from workers import tasks  # noqa: F401  (registers the farm's tasks with every app made here)
@@ -209,9 +209,12 @@ def test_frames_that_can_never_be_zipped_fail_the_job_with_why_and_are_not_retri
     assert job.asset_key is None
     job = ended(packager, corrupt, timeout=60)
     assert (job.status, job.error) == (JobStatus.FAILED, "frame 1 in storage does not match its recorded sha256")
-    time.sleep(5)  # past the janitor's stall timeout (3 s): a FAILED job is never packaged again
-    assert attempts_of(packager, missing) == attempts_of(packager, corrupt) == ["all frames rendered"]
-    assert job_row(packager.database, missing).status == JobStatus.FAILED
+
+    def never_packaged_again() -> bool:
+        assert attempts_of(packager, missing) == attempts_of(packager, corrupt) == ["all frames rendered"]
+        return job_row(packager.database, missing).status == JobStatus.FAILED
+
+    holds_for(never_packaged_again, seconds=5, what="failed jobs left alone past the janitor's stall timeout (3 s)")
 
 
 def test_a_soft_time_limit_ends_an_attempt_with_its_reason_and_the_attempts_are_capped(packager):
@@ -233,6 +236,9 @@ def test_a_soft_time_limit_ends_an_attempt_with_its_reason_and_the_attempts_are_
     assert attempts_of(packager, job_id) == ["all frames rendered", "packaging attempt 2 of 2"]
     assert not packager.storage.exists(f"jobs/{job_id}/zip-me-0001-0002.zip")
     packager.proxy.flow()
-    time.sleep(5)  # S3 answers again, the janitor sweeps on: a FAILED job stays FAILED
-    assert job_row(packager.database, job_id).status == JobStatus.FAILED
-    assert len(attempts_of(packager, job_id)) == 2
+
+    def stays_failed() -> bool:
+        assert len(attempts_of(packager, job_id)) == 2
+        return job_row(packager.database, job_id).status == JobStatus.FAILED
+
+    holds_for(stays_failed, seconds=5, what="the FAILED job staying FAILED while S3 answers and the janitor sweeps")

@@ -1,8 +1,15 @@
+import ast
+import re
+import secrets
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from farm.config import ConfigError, load_settings
+from farm.config import ConfigError, load_settings, variable
+
+ROOT = Path(__file__).resolve().parents[2]
+VARIABLE = re.compile(r"FARM_[A-Z0-9_]+")
 
 
 def test_embedded_defaults_need_no_servers(tmp_path):
@@ -72,8 +79,51 @@ def test_submission_limits_are_settings(tmp_path):
 
 
 def test_describe_hides_passwords(tmp_path):
+    key = secrets.token_hex(32)
     settings = load_settings(
-        {"FARM_INSTANCE_DIR": str(tmp_path), "FARM_DATABASE_URL": "postgresql://farm:s3cret@db/farm"},
+        {
+            "FARM_INSTANCE_DIR": str(tmp_path),
+            "FARM_DATABASE_URL": "postgresql://farm:s3cret@db/farm",
+            "FARM_BROKER_URL": "redis://:br0ker@redis:6379/0",
+            "FARM_SECRET_KEY": key,
+        },
         dotenv_path=None,
     )
-    assert "s3cret" not in str(settings.describe())
+    described = settings.describe()
+    assert "s3cret" not in str(described) and "br0ker" not in str(described) and key not in str(described)
+    assert described["FARM_DATABASE_URL"] == "postgresql://farm:***@db/farm"
+    assert described["FARM_SECRET_KEY"] == "(set, hidden)"
+
+
+# Variables the farm sets for its own children, not settings: `farm worker` hands each child process its devices,
+# and each Blender gets the descriptor of its private event pipe.
+HANDOFFS = {"FARM_WORKER_DEVICES", "FARM_EVENTS_FD"}
+
+
+def variables_in_code() -> set[str]:
+    """Every FARM_* name the code spells out as a string (what it reads or sets), from its syntax trees."""
+    names = set()
+    for package in ("farm", "webapp", "workers"):
+        for source in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text(), str(source))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and VARIABLE.fullmatch(node.value):
+                    names.add(node.value)
+    return names
+
+
+def variables_in_readme() -> set[str]:
+    """The variables the README's settings table has a row for (one row may name several: `A` / `B`)."""
+    rows = re.findall(r"^\| (`FARM_[^|]*)\|", (ROOT / "README.md").read_text(), re.MULTILINE)
+    return {name for row in rows for name in re.findall(r"`(FARM_[A-Z0-9_]+)`", row)}
+
+
+def test_every_setting_the_code_reads_is_listed_by_farm_check_and_the_readme(tmp_path):
+    settings = load_settings({"FARM_INSTANCE_DIR": str(tmp_path)}, dotenv_path=None)
+    listed = set(settings.describe())
+    read = variables_in_code() - HANDOFFS
+    assert len(read) > 40 and {"FARM_HEARTBEAT_SECONDS", "FARM_BROKER_VISIBILITY_SECONDS"} <= read
+    assert sorted(read - listed) == [], "read but not listed by `farm check`"
+    assert sorted(listed - read) == [], "listed by `farm check` but read nowhere"
+    assert sorted(read - variables_in_readme()) == [], "read but missing from the README's settings table"
+    assert sorted(variables_in_readme() - read) == [], "in the README's settings table but read nowhere"
+    assert {variable(setting) for setting in fields(settings)} == listed  # one per field

@@ -48,6 +48,7 @@ def test_claim_starts_chunk_job_and_frames(database, job_id):
         assert ("chunk", "QUEUED", "RENDERING") in trail and ("job", "QUEUED", "RENDERING") in trail
 
 
+@pytest.mark.commits  # threads race on their own connections: the real database
 def test_a_chunk_is_claimed_once_even_when_racing(database, job_id):
     first = chunk_ids(database, job_id)[0]
     winners = []
@@ -86,6 +87,7 @@ def job_version(database, job_id):
         return session.get(Job, job_id).version
 
 
+@pytest.mark.commits  # counts real transactions, which a savepoint is not
 def test_every_change_of_a_job_bumps_its_version_once(database, job_id):
     """Live pages follow `version`: each frame, a chunk's end, a touch and a move each add one, and a touch reports
     the status the same transaction's move left."""

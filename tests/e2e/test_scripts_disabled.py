@@ -15,8 +15,6 @@ from tests.helpers import (
     wait_for_status,
 )
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def scripted_blend(prod_settings, tmp_path_factory):  # type: ignore[no-untyped-def]

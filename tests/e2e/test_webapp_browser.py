@@ -13,9 +13,8 @@ import pytest
 
 from tests.helpers import HTTP, browser_sign_in, check_zip, make_user, submit, wait_for_status
 
-pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 NAME = '<i>shot 010</i> & "co"'  # user input that must show as text, never as markup
 LAYOUT_SHIFTS = """
 window.layoutShift = 0;
