@@ -137,6 +137,12 @@ class Settings:
         without a change here; secrets and the passwords in URLs hidden."""
         return {variable(setting): _shown(getattr(self, setting.name), setting) for setting in fields(self)}
 
+    @property
+    def rate_limit_storage(self) -> str:
+        """Where request counts live: the broker's Redis, shared by every web process; on the embedded defaults
+        (no Redis) each web process counts in its own memory."""
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else "memory://"
+
 
 def _shown(value: Any, setting: Field[Any]) -> str:
     if setting.metadata.get("secret"):

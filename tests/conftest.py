@@ -184,8 +184,8 @@ def app(prod_settings: Settings, shared_database: Database):  # type: ignore[no-
 
 
 @pytest.fixture(scope="session")
-def admin_token(prod_settings: Settings, database: Database) -> str:
-    """An admin's API token on the test database, for the in-process app's `client`."""
+def admin_token(prod_settings: Settings, shared_database: Database) -> str:
+    """An admin's API token on the test shared_database, for the in-process app's `client`."""
     return make_user(prod_settings, "admin")[1]
 
 

@@ -43,7 +43,7 @@ OPERATIONS = [  # which operations there are (labels only: the cases come from w
 
 
 @pytest.fixture(scope="module")
-def api_farm(prod_env, database, tmp_path_factory) -> Iterator[FarmProcesses]:  # type: ignore[no-untyped-def]
+def api_farm(prod_env, shared_database, tmp_path_factory) -> Iterator[FarmProcesses]:  # type: ignore[no-untyped-def]
     """`farm web` alone, on a queue of its own: nothing the generated cases queue is ever rendered."""
     queue = f"{prod_env['FARM_QUEUE']}-api-{uuid.uuid4().hex[:8]}"
     procs = FarmProcesses(dict(prod_env, FARM_QUEUE=queue), tmp_path_factory.mktemp("api-logs"))
@@ -53,17 +53,17 @@ def api_farm(prod_env, database, tmp_path_factory) -> Iterator[FarmProcesses]:  
 
 
 @pytest.fixture(scope="module")
-def known(database) -> dict[str, list[object]]:  # type: ignore[no-untyped-def]
+def known(shared_database) -> dict[str, list[object]]:  # type: ignore[no-untyped-def]
     """The objects generated cases may name besides made-up ones: a queued job, a job rendering on a worker with
     frame 1 done and chunk 0's log named, and that worker."""
     queue = f"api-{RUN_ID}"
-    with database.session() as session:
+    with shared_database.session() as session:
         queued = add_job(session, 4, 2, name="schemathesis", queue=queue)
         rendering = add_job(session, 2, 2, name="schemathesis-rendering", queue=queue)
         session.add(Worker(hostname=WORKER, devices=["CPU"], queues=[queue]))
-    claim_first_chunk(database, rendering, WORKER)
-    render_frame(database, rendering, 1, WORKER)
-    with database.session() as session:  # the log a worker names as it starts, not uploaded yet
+    claim_first_chunk(shared_database, rendering, WORKER)
+    render_frame(shared_database, rendering, 1, WORKER)
+    with shared_database.session() as session:  # the log a worker names as it starts, not uploaded yet
         session.execute(update(Chunk).where(Chunk.job_id == rendering).values(log_key=f"logs/{rendering}/0.log"))
     return {"job_id": [queued, rendering], "hostname": [WORKER], "frame": [1], "index": [0]}
 

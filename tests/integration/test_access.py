@@ -48,7 +48,7 @@ class Farm:
 
 
 @pytest.fixture(scope="module")
-def access(prod_env, prod_settings, database, tmp_path_factory) -> Any:  # type: ignore[no-untyped-def]
+def access(prod_env, prod_settings, shared_database, tmp_path_factory) -> Any:  # type: ignore[no-untyped-def]
     """`farm web` on a queue of its own, a user of each kind, a revoked token and a registered worker."""
     procs = FarmProcesses(dict(prod_env, FARM_QUEUE=f"{prod_env['FARM_QUEUE']}-access"), tmp_path_factory.mktemp("a"))
     procs.start_web()
@@ -58,12 +58,12 @@ def access(prod_env, prod_settings, database, tmp_path_factory) -> Any:  # type:
         name, token = make_user(settings, "artist" if role in ("other-artist", "revoked") else role)
         names[role] = name
         tokens[role] = token
-    with database.session() as session:
+    with shared_database.session() as session:
         users.revoke(session, users.find_token(session, tokens["revoked"]), actor="test")
         session.merge(Worker(hostname=WORKER, queues=[f"matrix-{uuid.uuid4().hex[:6]}"]))
     columns = {VIEWER: tokens["viewer"], OWN: tokens["artist"], OTHER: tokens["artist"], ADMIN: tokens["admin"]}
     columns[REVOKED] = tokens["revoked"]
-    yield Farm(procs.url, database, columns, names), procs
+    yield Farm(procs.url, shared_database, columns, names), procs
     procs.stop_all()
 
 

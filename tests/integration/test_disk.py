@@ -15,6 +15,7 @@ import pytest
 from farm.config import Settings
 from farm.projects import Blob, BlobCache
 from farm.storage import sha256_file
+from tests.helpers import signed_in
 from tests.servers import SmallDisk
 from workers.disk import DISK_FULL, blame_disk, failure_reason, make_room, refuse_if_full, room_for
 from workers.frame_cache import FrameCache
@@ -83,7 +84,7 @@ def test_a_full_disk_is_named_as_the_reason(disk: SmallDisk):
 
 
 @pytest.fixture()
-def web_client(prod_settings: Settings, database, disk: SmallDisk):  # type: ignore[no-untyped-def]
+def web_client(prod_settings: Settings, database, disk: SmallDisk, admin_token: str):  # type: ignore[no-untyped-def]
     """A web app whose instance folder (staged uploads) and cache (the probe's Blender) are on the small disk."""
     from webapp import create_app
     from webapp.extensions import db
@@ -99,7 +100,7 @@ def web_client(prod_settings: Settings, database, disk: SmallDisk):  # type: ign
             probe_spare=False,
         )
         apps.append(create_app(local, {"TESTING": True}))
-        return apps[-1].test_client()
+        return signed_in(apps[-1].test_client(), admin_token)
 
     yield make
     for app in apps:

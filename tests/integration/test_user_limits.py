@@ -19,7 +19,7 @@ ONE_JOB = {"chunk_size": "2", "samples": "1"}
 
 
 @pytest.fixture(scope="module")
-def limited_app(prod_settings, database):  # type: ignore[no-untyped-def]
+def limited_app(prod_settings, shared_database):  # type: ignore[no-untyped-def]
     from webapp import create_app
     from webapp.extensions import db
 

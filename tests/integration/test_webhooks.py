@@ -23,6 +23,8 @@ from tests.helpers import wait_until
 from tests.receivers import Receiver
 from tests.rows import make_job
 
+pytestmark = pytest.mark.commits  # deliveries go out after real commits, from other threads
+
 SECRET = secrets.token_hex(16)
 
 
