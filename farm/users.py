@@ -21,7 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from farm.clock import aware
 from farm.errors import Conflict, NotFound, ValidationError
-from farm.jobs.inputs import DB_INT_MAX
+from farm.jobs.inputs import DB_INT_MAX, has_control_characters
 from farm.models import ApiToken, Event, Role, User, utcnow
 
 TOKEN_PREFIX = "farm_"
@@ -136,6 +136,8 @@ class NewToken:
 def create_token(session: Session, user: User, name: str = "", *, actor: str) -> NewToken:
     if len(name) > 100:
         raise ValidationError("name", "too_long", "a token's name is at most 100 characters")
+    if has_control_characters(name):
+        raise ValidationError("name", "control_characters", "a token's name is plain text, without control characters")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(user=user, token_hash=token_hash(secret), prefix=secret[:SHOWN_CHARS], name=name.strip())
     session.add(row)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from farm import users
 from farm.config import Settings
 from farm.jobs.inputs import CONTROL
 from farm.jobs.submission import DEVICES, ENGINES, MAX_RESOLUTION, OUTPUT_FORMATS
@@ -690,9 +691,9 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
                 body=json_body(
                     obj(
                         {
-                            "name": {**TEXT, "minLength": 1, "maxLength": 64},
+                            "name": {"type": "string", "pattern": f"^{users.NAME.pattern}$"},
                             "role": {"type": "string", "enum": list(Role)},
-                            "password": {**TEXT, "maxLength": 1000},
+                            "password": {**TEXT, "minLength": users.MIN_PASSWORD, "maxLength": 1000},
                         },
                         ("name", "role"),
                     )
@@ -722,7 +723,12 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
                 "users",
                 "Revoke a token (yours; anyone's for an admin)",
                 {"200": json_response("The token, revoked.", obj({"token": ref("Token")}))},
-                body=json_body(obj({"token": {**TEXT, "maxLength": 200}, "id": INTEGER}, ()), required=False),
+                body=json_body(
+                    {
+                        **obj({"token": {**TEXT, "minLength": 1, "maxLength": 200}, "id": INTEGER}, ()),
+                        "anyOf": [{"required": ["token"]}, {"required": ["id"]}],
+                    }
+                ),
             ),
         },
         "/api/health": {
