@@ -88,6 +88,14 @@ def browser_sign_in(page: Any, base_url: str, name: str, password: str) -> None:
     page.wait_for_selector("#logout")
 
 
+def sign_in_new_admin(page: Any, base_url: str, settings: Settings) -> str:
+    """A new admin with a password, signed in in the browser `page` (the pages need a user); their name."""
+    password = "browser test admin"
+    name, _ = make_user(settings, "admin", password=password)
+    browser_sign_in(page, base_url, name, password)
+    return name
+
+
 class FarmHttp:
     """`requests`, signed in: a request to a test farm's URL carries the admin token that farm was started with
     (each FarmProcesses registers its own), so tests written before the API needed a user keep their calls."""

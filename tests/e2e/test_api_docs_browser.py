@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import HTTP
+from farm.config import load_settings
+from tests.helpers import HTTP, sign_in_new_admin
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -30,6 +31,7 @@ def test_the_api_page_is_reached_from_the_header_and_shows_every_operation(own_f
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.on("pageerror", lambda exc: refused.append(str(exc)))
         page.on("console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None)
+        sign_in_new_admin(page, own_farm.url, load_settings(own_farm.env, dotenv_path=None))
         page.goto(f"{own_farm.url}/")
         page.click("header nav >> text=API")
         page.wait_for_url("**/api/docs")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import build_blend, get_job, submit
+from tests.helpers import build_blend, get_job, sign_in_new_admin, submit
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -41,6 +41,7 @@ def page() -> Iterator[object]:
 def test_preview_button_makes_a_preview_whose_movie_plays(own_farm, prod_settings, tmp_path, page):
     blend = build_blend(prod_settings, "movie", tmp_path / "movie.blend")  # 4 frames, 65×37
     own_farm.start_worker("pages")
+    sign_in_new_admin(page, own_farm.url, prod_settings)
     page.goto(f"{own_farm.url}/jobs/new")
     page.set_input_files("#f-file", str(blend))
     page.wait_for_function("() => document.getElementById('f-frame_end').value === '4'")  # the scene was read
@@ -66,6 +67,7 @@ def test_job_page_moves_inside_a_long_frame(own_farm, prod_settings, tmp_path, p
     own_farm.start_worker("pages2")
     job_id = submit(own_farm.url, blend, name="long frame", frame_start=1, frame_end=1, chunk_size=1)
     job_id = job_id.json()["job"]["id"]
+    sign_in_new_admin(page, own_farm.url, prod_settings)
     page.goto(f"{own_farm.url}/jobs/{job_id}")
     page.wait_for_function(
         "() => { const b = document.querySelector('#chunks .chunk-progress progress');"

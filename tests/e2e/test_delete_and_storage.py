@@ -14,7 +14,7 @@ from sqlalchemy import select
 from farm.models import Job, JobBlob, StoredBlob
 from farm.projects import blob_key
 from farm.storage import open_storage
-from tests.helpers import HTTP, submit, wait_for_status, wait_until
+from tests.helpers import HTTP, sign_in_new_admin, submit, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -64,6 +64,7 @@ def test_delete_button_and_storage_figures_in_chromium(page, farm, tiny_blend, p
     size = sum(files.values())
     wait_until(lambda: measured(farm.url, job_id) == size, timeout=150, what="the janitor to measure the job")
 
+    sign_in_new_admin(page, farm.url, prod_settings)
     page.goto(f"{farm.url}/jobs/{job_id}")
     page.wait_for_selector("#chunks tr")  # the stream's first event has arrived: the page is whole
     shown = page.text_content("#storage")
