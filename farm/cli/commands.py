@@ -213,32 +213,29 @@ def retry(job_id: str, wait: bool) -> None:
         wait_for(api, job_id)
 
 
+def output_folder(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`-o/--output DIR`, the current folder by default, passed as `out_dir`."""
+    return click.option(
+        "-o",
+        "--output",
+        "out_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("."),
+        show_default=True,
+        help=help_text,
+    )
+
+
 @cli.command()
 @click.argument("job_id")
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder to save the zip in.",
-)
+@output_folder("Folder to save the zip in.")
 def download(job_id: str, out_dir: Path) -> None:
     """Save a completed job's zip."""
     click.echo(client().download(job_id, out_dir))
 
 
 @cli.command()
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder to write farm_submit.zip in.",
-)
+@output_folder("Folder to write farm_submit.zip in.")
 def addon(out_dir: Path) -> None:
     """Write the Blender add-on, farm_submit.zip: in Blender 4.2+, Preferences > Get Extensions > Install from Disk
     (or Add-ons > Install for a legacy add-on); its panel is under Render Properties."""

@@ -4,9 +4,7 @@ job page's Delete button in headless Chromium, whose screenshots land in test-ar
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -14,30 +12,10 @@ from sqlalchemy import select
 from farm.models import Job, JobBlob, StoredBlob
 from farm.projects import blob_key
 from farm.storage import open_storage
+from tests.e2e.conftest import ARTIFACTS
 from tests.helpers import HTTP, sign_in_new_admin, submit, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def page() -> Iterator[object]:
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (make test does: tools/system-packages)")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(60_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
-        yield page
-        browser.close()
-    assert not errors, errors  # no script error, nothing the Content Security Policy refused
 
 
 def stored(storage, job_id: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -52,7 +30,7 @@ def measured(url: str, job_id: str) -> int | None:
     return HTTP.get(f"{url}/api/jobs/{job_id}", timeout=10).json()["job"]["storage"]["bytes"]
 
 
-def test_delete_button_and_storage_figures_in_chromium(page, farm, tiny_blend, prod_settings, database):  # type: ignore[no-untyped-def]
+def test_delete_button_and_storage_figures_in_chromium(chromium_page: Any, farm, tiny_blend, prod_settings, database):  # type: ignore[no-untyped-def]
     storage = open_storage(prod_settings)
     created = submit(farm.url, tiny_blend, frame_start=1, frame_end=2, chunk_size=1, name="to delete")
     assert created.status_code == 201, created.text
@@ -64,28 +42,28 @@ def test_delete_button_and_storage_figures_in_chromium(page, farm, tiny_blend, p
     size = sum(files.values())
     wait_until(lambda: measured(farm.url, job_id) == size, timeout=150, what="the janitor to measure the job")
 
-    sign_in_new_admin(page, farm.url, prod_settings)
-    page.goto(f"{farm.url}/jobs/{job_id}")
-    page.wait_for_selector("#chunks tr")  # the stream's first event has arrived: the page is whole
-    shown = page.text_content("#storage")
+    sign_in_new_admin(chromium_page, farm.url, prod_settings)
+    chromium_page.goto(f"{farm.url}/jobs/{job_id}")
+    chromium_page.wait_for_selector("#chunks tr")  # the stream's first event has arrived: the page is whole
+    shown = chromium_page.text_content("#storage")
     assert shown == (f"{size} bytes" if size < 1024 else f"{size / 1024:.1f} KiB"), shown
-    page.screenshot(path=str(ARTIFACTS / "job-delete-button.png"), full_page=True)
+    chromium_page.screenshot(path=str(ARTIFACTS / "job-delete-button.png"), full_page=True)
 
-    page.goto(f"{farm.url}/workers")
-    assert page.text_content("#storage-total").strip() not in ("", "—")
+    chromium_page.goto(f"{farm.url}/workers")
+    assert chromium_page.text_content("#storage-total").strip() not in ("", "—")
     farm_storage = HTTP.get(f"{farm.url}/api/storage", timeout=10).json()
     assert farm_storage["jobs_bytes"] >= size and farm_storage["total_bytes"] > farm_storage["jobs_bytes"]
-    page.screenshot(path=str(ARTIFACTS / "monitor-storage.png"), full_page=True)
+    chromium_page.screenshot(path=str(ARTIFACTS / "monitor-storage.png"), full_page=True)
 
-    page.goto(f"{farm.url}/jobs/{job_id}")
-    page.once("dialog", lambda dialog: dialog.dismiss())  # "Cancel" in the confirm: nothing happens
-    page.click("#delete")
+    chromium_page.goto(f"{farm.url}/jobs/{job_id}")
+    chromium_page.once("dialog", lambda dialog: dialog.dismiss())  # "Cancel" in the confirm: nothing happens
+    chromium_page.click("#delete")
     assert HTTP.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).status_code == 200
-    page.once("dialog", lambda dialog: dialog.accept())
-    page.click("#delete")
-    page.wait_for_url(f"{farm.url}/")
-    assert "Job to delete deleted." in page.text_content("main")
-    page.screenshot(path=str(ARTIFACTS / "job-deleted.png"), full_page=True)
+    chromium_page.once("dialog", lambda dialog: dialog.accept())
+    chromium_page.click("#delete")
+    chromium_page.wait_for_url(f"{farm.url}/")
+    assert "Job to delete deleted." in chromium_page.text_content("main")
+    chromium_page.screenshot(path=str(ARTIFACTS / "job-deleted.png"), full_page=True)
 
     assert HTTP.get(f"{farm.url}/api/jobs/{job_id}", timeout=10).status_code == 404
     assert stored(storage, job_id) == {}

@@ -5,16 +5,13 @@ console whatever it refuses."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import ARTIFACTS
 from tests.helpers import HTTP, browser_sign_in, check_zip, make_user, submit, wait_for_status
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 NAME = '<i>shot 010</i> & "co"'  # user input that must show as text, never as markup
 LAYOUT_SHIFTS = """
 window.layoutShift = 0;
@@ -24,26 +21,10 @@ new PerformanceObserver((list) => {
 """  # the page's cumulative layout shift, as Chrome scores it
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (make test does: tools/system-packages)")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture()
-def page(browser, farm, prod_settings):  # type: ignore[no-untyped-def]
+def page(chromium, farm, prod_settings):  # type: ignore[no-untyped-def]
     """A page signed in as an admin through the login form."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     context.add_init_script(LAYOUT_SHIFTS)
     page = context.new_page()
     page.set_default_timeout(60_000)
