@@ -5,26 +5,13 @@ Users page. Screenshots land in test-artifacts/ for a person to look at."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
+from tests.e2e.test_webapp_browser import shot
 from tests.helpers import HTTP, browser_sign_in, make_user, wait_for_status
-from tests.test_webapp_browser import ARTIFACTS, CHROMIUM, shot
 
 pytestmark = pytest.mark.slow
 PASSWORD = "a browser's password"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield browser
-        browser.close()
 
 
 def new_page(chromium):  # type: ignore[no-untyped-def]
