@@ -89,7 +89,9 @@ def browser_sign_in(page: Any, base_url: str, name: str, password: str) -> None:
 
 
 def sign_in_new_admin(page: Any, base_url: str, settings: Settings) -> str:
-    """A new admin with a password, signed in in the browser `page` (the pages need a user); their name."""
+    """A new admin with a password, signed in in the browser `page` (the pages need a user), in place of whoever
+    was signed in there before; their name."""
+    page.context.clear_cookies()
     password = "browser test admin"
     name, _ = make_user(settings, "admin", password=password)
     browser_sign_in(page, base_url, name, password)

@@ -42,6 +42,9 @@ def authorize_submission(form: JobForm) -> None:
 def submit_upload(upload: Upload, form: JobForm) -> Job:
     """Create the job from a saved upload (its files go to the blob store) and dispatch it."""
     manifest = intake.manifest_from_upload(db.session, services.storage(), services.settings(), upload, form.main)
+    # The files are stored for good now (by content): commit their rows before the probe, which may take a while,
+    # so another upload of the same bytes meanwhile finds them instead of waiting on this transaction.
+    db.session.commit()
     return submit_project(manifest, form)
 
 

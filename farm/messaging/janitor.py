@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import select
@@ -81,11 +82,14 @@ class Janitor:
         self.db, self.celery, self.settings, self.name = db, celery, settings, name
         self.timeout = timedelta(seconds=settings.worker_timeout_seconds)
         self.uploads_due = time.monotonic() + UPLOADS_EVERY  # abandoned uploads age in hours: no hurry at start
+        self.storage_tally: threading.Thread | None = None
 
     def _locked(self, session: Session, query):  # type: ignore[no-untyped-def]
         return session.scalars(query.with_for_update(skip_locked=True)).all()
 
-    def sweep(self) -> Sweep:
+    def sweep(self, *, storage_apart: bool = False) -> Sweep:
+        """One pass over every duty. With `storage_apart` (the janitor's own loop), measuring storage runs in a
+        thread of its own; a test's sweep runs it in line, on its one connection."""
         done = Sweep()
         try:  # every judgement of staleness by the database's clock, which wrote every heartbeat
             with self.db.session() as session:
@@ -93,6 +97,7 @@ class Janitor:
         except Exception:
             log.exception("janitor %s cannot read the database's clock", self.name)
             return done
+        tally = self._tally_storage(now, done) if storage_apart else None
         steps = [
             self.mark_silent_workers,
             self.recover_silent_chunks,
@@ -103,18 +108,13 @@ class Janitor:
             self.expire_blobs,
             self.retire_old_jobs,
             self.purge_deleted_jobs,
-            self.measure_storage,
             self.deliver_webhooks,
             self.expire_previews,
+            *([] if storage_apart else self._storage_steps()),
         ]
-        if time.monotonic() >= self.uploads_due:
-            self.uploads_due = time.monotonic() + UPLOADS_EVERY
-            steps.append(self.abort_stale_uploads)
-        for step in steps:
-            try:
-                step(now, done)
-            except Exception:  # one failing step (say, the broker is down) must not stop the others
-                log.exception("janitor step %s failed", step.__name__)
+        self._run(steps, now, done)
+        if tally is not None:
+            tally.join(self.settings.janitor_seconds)  # its findings join this sweep's report if it is quick
         if done:
             log.info("janitor %s: %s", self.name, {k: v for k, v in vars(done).items() if v})
         for action, subjects in vars(done).items():
@@ -122,6 +122,32 @@ class Janitor:
                 metrics.JANITOR_ACTIONS.labels(action=action).inc(len(subjects))
         metrics.CHUNK_RETRIES.labels(reason="silent").inc(len(done.chunks_requeued))
         return done
+
+    def _run(self, steps: list[Any], now: datetime, done: Sweep) -> None:
+        for step in steps:
+            try:
+                step(now, done)
+            except Exception:  # one failing step (say, the broker is down) must not stop the others
+                log.exception("janitor step %s failed", step.__name__)
+
+    def _tally_storage(self, now: datetime, done: Sweep) -> threading.Thread | None:
+        """Measure jobs' storage (and abort abandoned uploads, when due) in a thread of its own: listing what storage
+        holds hangs while storage does, and must never hold up the duties that keep jobs moving. One at a time: a
+        sweep while the last is still listing starts none."""
+        if self.storage_tally is not None and self.storage_tally.is_alive():
+            return None
+        self.storage_tally = threading.Thread(
+            target=self._run, args=(self._storage_steps(), now, done), name="janitor-storage", daemon=True
+        )
+        self.storage_tally.start()
+        return self.storage_tally
+
+    def _storage_steps(self) -> list[Any]:
+        steps: list[Any] = [self.measure_storage]
+        if time.monotonic() >= self.uploads_due:
+            self.uploads_due = time.monotonic() + UPLOADS_EVERY
+            steps.append(self.abort_stale_uploads)
+        return steps
 
     def deliver_webhooks(self, now: datetime, done: Sweep) -> None:
         """Failed deliveries due for another try, and any whose sender died before trying: this process's courier
@@ -318,4 +344,4 @@ class Janitor:
     def run(self, stop: threading.Event) -> None:
         """Sweep every FARM_JANITOR_SECONDS until `stop` is set."""
         while not stop.wait(self.settings.janitor_seconds):
-            self.sweep()
+            self.sweep(storage_apart=True)

@@ -39,7 +39,8 @@ def test_preview_button_makes_a_preview_whose_movie_plays(own_farm, prod_setting
 
 
 def test_job_page_moves_inside_a_long_frame(own_farm, prod_settings, tmp_path, chromium_page: Any):
-    # one frame of 1,500 samples (~20 s here): Cycles reports sample 1, then a batch of 1,024 mid-frame
+    # one frame of 1,500 samples (~20 s here): Cycles reports sample 1 mid-frame, and on a slower machine a batch
+    # of 1,024 too (it sizes its batches by speed)
     blend = build_blend(prod_settings, "many_samples", tmp_path / "samples.blend", "1500")
     own_farm.start_worker("pages2")
     job_id = submit(own_farm.url, blend, name="long frame", frame_start=1, frame_end=1, chunk_size=1)
@@ -48,13 +49,13 @@ def test_job_page_moves_inside_a_long_frame(own_farm, prod_settings, tmp_path, c
     chromium_page.goto(f"{own_farm.url}/jobs/{job_id}")
     chromium_page.wait_for_function(
         "() => { const b = document.querySelector('#chunks .chunk-progress progress');"
-        " return b && b.value > 5 && b.value < 99; }"
+        " return b && b.value > 0 && b.value < 99; }"
     )
-    chromium_page.wait_for_function("() => document.getElementById('eta').textContent.endsWith(' s')")  # judged from it
+    chromium_page.wait_for_function("() => !['', '—'].includes(document.getElementById('eta').textContent.trim())")
     bar, percent, frames = chromium_page.evaluate(
         "() => [document.querySelector('#chunks .chunk-progress progress').value,"
         " document.getElementById('percent').textContent, document.getElementById('frames-done').textContent]"
     )
-    assert frames == "0" and 5 < bar < 99 and 5 < float(percent.rstrip(" %")) < 99, (bar, percent, frames)
+    assert frames == "0" and 0 < bar < 99 and 0 < float(percent.rstrip(" %")) < 99, (bar, percent, frames)
     chromium_page.screenshot(path=str(ARTIFACTS / "job-progress-inside-a-frame.png"), full_page=True)
     assert get_job(own_farm.url, job_id)["render"]["frames_rendered"] <= 1

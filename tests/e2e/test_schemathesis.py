@@ -30,7 +30,7 @@ from tests.rows import add_job, claim_first_chunk, render_frame
 from webapp.api.description import describe
 
 pytestmark = pytest.mark.slow
-EXAMPLES = 25  # per operation; the whole run stays within a few minutes on 2 cores
+EXAMPLES = 12  # per operation, valid and invalid: the whole run stays near a minute on 2 cores
 WORKER = f"api-{RUN_ID}@test"
 # Operations whose valid requests depend on what no schema can say (the bytes are a .blend; they hash to the URL's
 # sha256): a schema-valid request may rightly be refused there, so that one check does not apply.

@@ -33,8 +33,15 @@ def token_json(row: ApiToken) -> dict[str, Any]:
 
 
 def _body() -> dict[str, Any]:
+    """The fields sent: none without a body, a form's, or a JSON object's; anything else is a 400."""
+    if not request.content_length:
+        return {}
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return request.form.to_dict()
     body = request.get_json(silent=True)
-    return body if isinstance(body, dict) else request.form.to_dict()
+    if not isinstance(body, dict):
+        raise ValidationError(None, "bad_body", "send a JSON object (or a form)")
+    return body
 
 
 @bp.get("/me")
@@ -88,7 +95,8 @@ def revoke_token() -> Response:
     """`{"token": "farm_…"}` or `{"id": n}` (in the body, so a token never lands in an access log's URL). Yours,
     or anyone's for an admin; another user's token is not found for anyone else."""
     body = _body()
-    which = str(body.get("token") or body.get("id") or "")
+    token, token_id = body.get("token"), body.get("id")
+    which = str(token) if token else "" if token_id is None else str(token_id)
     if not which:
         raise ValidationError("token", "missing", 'send {"token": "farm_…"} or {"id": n}')
     row = users.find_token(db.session, which)
