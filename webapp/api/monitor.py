@@ -74,8 +74,8 @@ def tasks_json(
 def task_filters() -> dict[str, Any]:
     """The query of `GET /api/tasks` (and the workers page): state (comma-separated), worker, job, limit, offset."""
     raw = request.args.get("state", "").strip().upper()
-    states = [s.strip() for s in raw.split(",") if s.strip()]
-    unknown = [s for s in states if s not in TASK_STATES]
+    states = [s.strip() for s in raw.split(",")] if raw else []
+    unknown = [s for s in states if s not in TASK_STATES]  # an empty item too: `state=,` is a typo, not "all"
     if unknown:
         raise ValidationError("state", "unknown_choice", f"state must be one of {', '.join(TASK_STATES)}")
     return {

@@ -32,6 +32,14 @@ def token_json(row: ApiToken) -> dict[str, Any]:
     }
 
 
+def _text(body: dict[str, Any], field: str) -> str:
+    """A text field of the body ("" when absent); anything but a string is a 400 naming it."""
+    value = body.get(field, "")
+    if value is None or not isinstance(value, str):
+        raise ValidationError(field, "not_text", f"{field} must be a string")
+    return value
+
+
 def _body() -> dict[str, Any]:
     """The fields sent: none without a body, a form's, or a JSON object's; anything else is a 400."""
     if not request.content_length:
@@ -62,9 +70,9 @@ def create_user() -> tuple[Response, int]:
     body = _body()
     made = users.create_user(
         db.session,
-        str(body.get("name", "")),
-        users.parse_role(str(body.get("role", ""))),
-        str(body.get("password") or "") or None,
+        _text(body, "name"),
+        users.parse_role(_text(body, "role")),
+        _text(body, "password") or None,
         actor=auth.current_actor(),
     )
     db.session.commit()
@@ -85,7 +93,7 @@ def list_tokens() -> Response:
 @bp.post("/tokens")
 def create_token() -> tuple[Response, int]:
     """`{"name"?}` → 201 `{"token": "farm_…", …}`: the only time the token itself is sent."""
-    made = users.create_token(db.session, auth.user(), str(_body().get("name", "")), actor=auth.current_actor())
+    made = users.create_token(db.session, auth.user(), _text(_body(), "name"), actor=auth.current_actor())
     db.session.commit()
     return jsonify({**token_json(made.row), "token": made.secret}), 201
 
