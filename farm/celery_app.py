@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 
 from farm.config import Settings, load_settings
+from farm.db import pool_options
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -69,7 +70,8 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
-        database_engine_options={"pool_pre_ping": True},
+        # the result backend's engine in a worker's pool process keeps what the worker's own engines keep
+        database_engine_options={"pool_pre_ping": True, **pool_options(settings.worker_db_connections)},
         worker_hijack_root_logger=False,
         broker_connection_max_retries=None,
         # Packaging streams a whole job through one task: its soft limit raises SoftTimeLimitExceeded inside it, so

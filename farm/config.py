@@ -84,6 +84,8 @@ class Settings:
     packaging_hard_seconds: float  # and its hard limit: the pool process is killed
     blocklist_failures: int
     janitor_seconds: float
+    # database connections each worker process keeps open between transactions; 0: one opened per transaction
+    worker_db_connections: int
     visibility_seconds: float = _listed("FARM_BROKER_VISIBILITY_SECONDS")
     warm_blender: bool
     warm_max_chunks: int
@@ -378,6 +380,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         packaging_hard_seconds=packaging_hard,
         blocklist_failures=_positive_int(env, "FARM_BLOCKLIST_FAILURES", 3),
         janitor_seconds=_positive_float(env, "FARM_JANITOR_SECONDS", 10.0),
+        worker_db_connections=_positive_int(env, "FARM_WORKER_DB_CONNECTIONS", 1, minimum=0),
         visibility_seconds=_positive_float(env, "FARM_BROKER_VISIBILITY_SECONDS", 6 * 3600.0),
         warm_blender=_flag(env, "FARM_WARM_BLENDER", True),
         warm_max_chunks=_positive_int(env, "FARM_WARM_MAX_CHUNKS", 50),

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from farm import schema
 
@@ -37,19 +38,29 @@ def _sqlite_begin_immediate(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def engine_options(url: str, *, pre_ping: bool = True) -> dict[str, Any]:
+def engine_options(url: str, *, pre_ping: bool = True, keep: int = 5) -> dict[str, Any]:
     """Options for `create_engine` (and Flask-SQLAlchemy) that suit this database. `pre_ping`: test each pooled
-    connection before use (a round trip), for callers that would fail on a connection the server dropped."""
+    connection before use (a round trip), for callers that would fail on a connection the server dropped. `keep`:
+    connections kept open between transactions (more are opened when threads overlap, and closed after); 0 opens
+    one per transaction, so a process that waits holds none: Postgres serves a limited number of connections, and
+    each farm worker runs several processes (FARM_WORKER_DB_CONNECTIONS)."""
     if make_url(url).get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_pre_ping": pre_ping, "pool_recycle": 1800, "pool_size": 5, "max_overflow": 10}
+    return {"pool_pre_ping": pre_ping, "pool_recycle": 1800, **pool_options(keep)}
 
 
-def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
+def pool_options(keep: int) -> dict[str, Any]:
+    """The connection pool's part of `engine_options` (Celery's database result backend takes these too)."""
+    if keep == 0:
+        return {"poolclass": NullPool}
+    return {"pool_size": keep, "max_overflow": 10}
+
+
+def make_engine(url: str, *, pre_ping: bool = True, keep: int = 5) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(url, **engine_options(url, pre_ping=pre_ping))
+    return create_engine(url, **engine_options(url, pre_ping=pre_ping, keep=keep))
 
 
 def init_db(engine: Engine) -> None:
@@ -61,8 +72,8 @@ def init_db(engine: Engine) -> None:
 class Database:
     """One engine and its session factory, created once per process."""
 
-    def __init__(self, url: str, *, pre_ping: bool = True) -> None:
-        self.engine = make_engine(url, pre_ping=pre_ping)
+    def __init__(self, url: str, *, pre_ping: bool = True, keep: int = 5) -> None:
+        self.engine = make_engine(url, pre_ping=pre_ping, keep=keep)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

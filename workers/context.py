@@ -48,8 +48,9 @@ def get_context() -> WorkerContext:
         _contexts[pid] = WorkerContext(
             settings=settings,
             # No pre-ping round trip per session: worker code retries a dropped connection (with_retries), and
-            # its loops (heartbeat, janitor, history) try again on their next turn.
-            db=Database(settings.database_url, pre_ping=False),
+            # its loops (heartbeat, janitor, history) try again on their next turn. Few connections kept: a farm
+            # has many workers, each of several processes, on one Postgres.
+            db=Database(settings.database_url, pre_ping=False, keep=settings.worker_db_connections),
             storage=open_storage(settings),
             devices=found,
             frames=FrameCache(settings.cache_dir / "frames", settings.frame_cache_max_bytes),

@@ -335,7 +335,8 @@ def worker(name: str, concurrency: int, queues: str | None, gpus: str | None, cp
     from farm.celery_app import make_celery
 
     conf = settings()
-    wait_for_schema(conf, f"worker {name.replace('%h', socket.gethostname())}")
+    # closed before Celery forks its pool processes: the worker's processes make their own (workers.context)
+    wait_for_schema(conf, f"worker {name.replace('%h', socket.gethostname())}").engine.dispose()
     found = devices.from_env() or devices.detect(conf)
     if gpus or cpu_workers:
         from farm.cli.supervisor import supervise

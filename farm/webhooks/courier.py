@@ -209,7 +209,8 @@ class Courier:
             self._wake.clear()
             try:
                 if self._db is None:
-                    self._db = Database(self.settings.database_url)
+                    # one thread: one connection at most, and none kept where workers keep none
+                    self._db = Database(self.settings.database_url, keep=min(1, self.settings.worker_db_connections))
                 deliver_due(self._db, self.settings)
             except Exception:  # the database is away: the janitor's next sweep wakes this again
                 log.exception("webhook deliveries failed")

@@ -23,6 +23,7 @@ def test_embedded_defaults_need_no_servers(tmp_path):
     assert settings.max_pixels == 100_000_000
     assert settings.warm_blender and settings.renderer == "blender" and settings.chunk_target_seconds == 60
     assert settings.frame_cache_max_bytes == 10 * 2**30
+    assert settings.worker_db_connections == 1  # each worker process keeps one; 0: none between transactions
     off = load_settings({"FARM_INSTANCE_DIR": str(tmp_path), "FARM_FRAME_CACHE_GB": "0"}, dotenv_path=None)
     assert off.frame_cache_max_bytes == 0  # a worker keeps no frames
     assert len(settings.secret_key) == 64
@@ -45,6 +46,7 @@ def test_dotenv_is_read_and_environment_wins(tmp_path):
         ("FARM_MAX_FRAMES", "0", "FARM_MAX_FRAMES must be at least 1"),
         ("FARM_MAX_PROBES", "0", "FARM_MAX_PROBES must be at least 1"),
         ("FARM_FRAME_CACHE_GB", "-1", "FARM_FRAME_CACHE_GB must be at least 0"),
+        ("FARM_WORKER_DB_CONNECTIONS", "-1", "FARM_WORKER_DB_CONNECTIONS must be at least 0"),
         ("FARM_HEARTBEAT_SECONDS", "-1", "FARM_HEARTBEAT_SECONDS must be above 0"),
         ("FARM_STORAGE_URL", "ftp://x", "FARM_STORAGE_URL must start with one of s3://, file://"),
         ("FARM_STORAGE_URL", "s3://", "must name a bucket"),
