@@ -71,6 +71,21 @@ def pending_task_ids(settings: Settings, queues: Iterable[str], *, held_within: 
     return {tid for tid in map(_task_id, messages) if tid}
 
 
+def janitor_turn(settings: Settings, janitor: str, seconds: float) -> bool:
+    """Whether this janitor sweeps now: on Redis, the first to ask takes the turn for `seconds` (one SET NX), so a
+    farm of many workers, each running a janitor, sweeps about as often as one janitor would. The embedded broker
+    (one machine), or a Redis that does not answer (a broker outage is what sweeps recover from), says yes."""
+    if settings.embedded_broker:
+        return True
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
+    try:
+        return bool(client.set(f"farm-janitor:{settings.queue}", janitor, nx=True, px=max(1, int(seconds * 1000))))
+    except redis.RedisError:
+        return True
+    finally:
+        client.close()
+
+
 def queue_names(queue: str, workers: Iterable[str]) -> list[str]:
     """A shared queue and the given workers' own queues."""
     return [queue, *(worker_direct(w).name for w in workers)]

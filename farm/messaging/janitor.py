@@ -342,6 +342,10 @@ class Janitor:
         done.jobs_packaged.append(job.id)
 
     def run(self, stop: threading.Event) -> None:
-        """Sweep every FARM_JANITOR_SECONDS until `stop` is set."""
-        while not stop.wait(self.settings.janitor_seconds):
-            self.sweep(storage_apart=True)
+        """Every FARM_JANITOR_SECONDS until `stop` is set, sweep if no other janitor of the farm has lately. Every
+        worker runs a janitor; without turns, 64 workers would sweep 64 times as often as one, each sweep reading
+        the broker's whole queue once chunks wait longer than the worker timeout."""
+        seconds = self.settings.janitor_seconds
+        while not stop.wait(seconds):
+            if broker.janitor_turn(self.settings, self.name, 0.9 * seconds):
+                self.sweep(storage_apart=True)

@@ -16,11 +16,12 @@ from sqlalchemy import select, update
 from farm.celery_app import make_celery
 from farm.jobs import states
 from farm.jobs.scheduling import place_chunk
-from farm.messaging.broker import pending_task_ids, queue_names
+from farm.messaging.broker import janitor_turn, pending_task_ids, queue_names
 from farm.messaging.dispatch import assign_task_ids, send_render
 from farm.messaging.janitor import Janitor
 from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
 from tests.conftest import RUN_ID
+from tests.helpers import wait_until
 from tests.rows import add_job
 
 
@@ -254,3 +255,36 @@ def test_after_an_out_of_memory_kill_the_retry_prefers_a_worker_with_more_memory
         assert place_chunk(session, job_id, 0, **place).worker == least_busy_first
         asking_big = dict(place, asking=names["big"])  # nobody has more than the biggest: placed as usual (mid
         assert place_chunk(session, job_id, 0, more_memory=True, **asking_big).worker == names["small"]  # failed it)
+
+
+def test_janitors_of_one_farm_take_turns(settings):
+    assert janitor_turn(settings, "janitor@a", 0.5)
+    assert not janitor_turn(settings, "janitor@b", 0.5)  # a's turn holds for 0.5 s
+    other_farm = dataclasses.replace(settings, queue=f"{settings.queue}-other")
+    assert janitor_turn(other_farm, "janitor@c", 0.5)  # another farm on the same Redis is not held back
+    wait_until(lambda: janitor_turn(settings, "janitor@b", 0.5), timeout=10, what="a's turn to lapse")
+
+
+def test_many_janitors_sweep_about_as_often_as_one(database, celery, settings):
+    """Four janitors, each looking every 0.2 s, sweep at most once per turn (0.18 s), not four times as often."""
+    settings = dataclasses.replace(settings, janitor_seconds=0.2)
+    sweeps: list[str] = []
+
+    class Counted(Janitor):
+        def sweep(self, *, storage_apart: bool = False):  # type: ignore[override]
+            sweeps.append(self.name)
+
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=Counted(database, celery, settings, name=f"janitor@{i}").run, args=(stop,))
+        for i in range(4)
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(sweeps) >= 8, timeout=30, what="eight sweeps")
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    elapsed = time.monotonic() - started
+    assert len(sweeps) <= elapsed / 0.18 + 1, (len(sweeps), elapsed)
