@@ -13,7 +13,10 @@ import json
 import logging
 import os
 import platform
+import socket
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -28,7 +31,7 @@ import redis
 from farm.blender import devices
 from farm.blender.launcher import SCRIPTS, probe_scene, run_script
 from farm.config import load_settings
-from tests.helpers import FarmProcesses, free_port, submit, wait_for_status
+from tests.helpers import FarmProcesses, free_port, submit, wait_for_status, wait_until
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -71,8 +74,9 @@ def median(values: Sequence[float]) -> float:
 
 
 @contextlib.contextmanager
-def services(tmp: Path, **extra: str) -> Iterator[dict[str, str]]:
-    """A production-mode environment on a database and queue of its own, and a moto S3 server."""
+def services(tmp: Path, *, moto_process: bool = False, **extra: str) -> Iterator[dict[str, str]]:
+    """A production-mode environment on a database and queue of its own, and a moto S3 server: in this process, or
+    with `moto_process` in one of its own (where the benchmark's own threads would otherwise share its interpreter)."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
@@ -84,7 +88,7 @@ def services(tmp: Path, **extra: str) -> Iterator[dict[str, str]]:
     creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
     os.environ.update(creds)
     port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto = MotoProcess(port) if moto_process else ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     env = {
         "FARM_INSTANCE_DIR": str(tmp / "instance"),
@@ -108,6 +112,30 @@ def services(tmp: Path, **extra: str) -> Iterator[dict[str, str]]:
         client.close()
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+class MotoProcess:
+    """`moto_server` in a process of its own, started and stopped as ThreadedMotoServer is."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        server = Path(sys.executable).with_name("moto_server")
+        argv = [str(server), "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._answers, timeout=30, what="moto_server to answer")
+
+    def _answers(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+        return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
 
 
 def make_scene(env: dict[str, str], path: Path, *, frames: int, width: int, height: int, samples: int) -> Path:

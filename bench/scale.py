@@ -4,11 +4,14 @@ They render with the benchmark-only sleep renderer (`FARM_RENDERER=sleep-benchma
 1×1 PNG), so the CPU stays with the farm itself.
 
     python -m bench.scale --workers 16 --frames 2000 --frame-seconds 2 [--chunk-size 5] [--kill 0.25] [--restart-redis]
+        [--db-connections 1] [--heartbeat 5] [--web-workers 2] [--polls 200] [--streams 50]
 
 While the job runs, status polls (`GET /api/jobs/<id>`) go at `--polls` a second and `--streams` live job pages
-(SSE) stay open; a janitor sweeps every 5 s beside the workers' own. It reports farm efficiency (ideal time ÷ actual,
-ideal = frames × S ÷ workers), the time to the first and the last frame, Postgres transactions per second, the CPU
-of every Postgres process, its peak connections, Redis' peak memory, the API's p50 and p99, and janitor sweep times.
+(SSE) stay open (bench/load.py, in a process of its own); a janitor sweeps every 5 s beside the workers' own. moto
+runs in a process of its own too. It reports farm efficiency (ideal time ÷ actual, ideal = frames × S ÷ workers),
+the time to the first and the last frame, Postgres transactions per second, the CPU of every Postgres process and of
+the machine, Postgres connections (before the workers, per idle worker, peak), the workers' memory, Redis' peak
+memory, the API's p50 and p99, and janitor sweep times.
 `--kill F` SIGKILLs that fraction of the workers halfway, `--restart-redis` restarts Redis a third of the way; either
 way every frame must end DONE and stored exactly once, which it checks. Its last line is `efficiency E at N workers`.
 """
@@ -17,16 +20,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,7 +45,7 @@ from farm.celery_app import make_celery
 from farm.config import load_settings
 from farm.db import Database
 from farm.messaging.janitor import Janitor
-from farm.models import Frame, FrameStatus, Job
+from farm.models import Chunk, Frame, FrameStatus, Job
 from tests.helpers import FarmProcesses, free_port, submit, wait_for_status, wait_until
 
 
@@ -106,58 +109,6 @@ def start_workers(procs: FarmProcesses, count: int, tmp: Path) -> list[subproces
     return workers
 
 
-@dataclass
-class Load:
-    """Status polls at a steady rate and open live streams while the job runs; latencies of the polls."""
-
-    url: str
-    job_id: str
-    polls_per_second: float
-    streams: int
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def poll(self, every: float) -> None:
-        session = requests.Session()
-        due = time.monotonic()
-        while not self.stop.is_set():
-            started = time.monotonic()
-            try:
-                ok = session.get(f"{self.url}/api/jobs/{self.job_id}", timeout=10).ok
-            except requests.RequestException:
-                ok = False
-            self.latencies.append(time.monotonic() - started)
-            self.errors += not ok
-            due += every
-            time.sleep(max(0.0, due - time.monotonic()))
-
-    def stream(self) -> None:
-        headers = {"Accept": "text/event-stream"}
-        while not self.stop.is_set():
-            with (
-                contextlib.suppress(requests.RequestException),
-                requests.get(
-                    f"{self.url}/api/jobs/{self.job_id}/events", headers=headers, stream=True, timeout=30
-                ) as r,
-            ):
-                for _ in r.iter_lines():
-                    if self.stop.is_set():
-                        return
-            self.stop.wait(1)
-
-    def start(self) -> list[threading.Thread]:
-        pollers = 16
-        threads = [
-            threading.Thread(target=self.poll, args=(pollers / self.polls_per_second,), daemon=True)
-            for _ in range(pollers)
-        ]
-        threads += [threading.Thread(target=self.stream, daemon=True) for _ in range(self.streams)]
-        for thread in threads:
-            thread.start()
-        return threads
-
-
 def postgres_cpu_seconds() -> float:
     """CPU time of every Postgres process on this machine (user + system), counting backends that have exited
     through the postmaster's reaped children's time."""
@@ -180,9 +131,20 @@ def transactions(database: str) -> int:
     return int(row[0]) if row else 0
 
 
-def connections(database: str) -> int:
+def connections(database: str | None) -> int:
+    """Client connections to this database (None: to the whole server)."""
     with psycopg.connect(f"{PG}/postgres") as conn:
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND "
+            "(%s::text IS NULL OR datname = %s)",
+            (database, database),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def max_connections() -> int:
+    with psycopg.connect(f"{PG}/postgres") as conn:
+        row = conn.execute("SHOW max_connections").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -194,8 +156,37 @@ def stored_objects(env: dict[str, str], prefix: str) -> int:
     return sum(1 for page in pages for item in page.get("Contents", []) if "thumb" not in item["Key"])
 
 
-def percentile(values: list[float], q: float) -> float:
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
+def group_rss(groups: set[int]) -> int:
+    """Resident memory of every process in these process groups (the workers: each a Celery parent and its pool)."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) in groups:  # pgrp
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss, in pages
+    return total
+
+
+def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else 0.0)
+
+
+def start_load(procs: FarmProcesses, job_id: str, args: argparse.Namespace, out: Path) -> subprocess.Popen[bytes]:
+    """bench.load, attached to this farm, in a process of its own: its threads would otherwise share this one's
+    interpreter with the janitor and the measurements."""
+    argv = [sys.executable, "-m", "bench.load", "--url", procs.url, "--token", procs.admin_token, "--job", job_id]
+    argv += ["--polls", f"{args.polls:g}", "--streams", str(args.streams), "--duration", "0", "--out", str(out)]
+    with open(procs.log_dir / "load.log", "ab") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
 
 def main() -> None:
@@ -206,6 +197,11 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=5, help="frames per chunk (5 × 2 s: 10 s chunks)")
     parser.add_argument("--polls", type=float, default=200, help="status polls a second while the job runs")
     parser.add_argument("--streams", type=int, default=50, help="live job pages (SSE) open while the job runs")
+    parser.add_argument("--web-workers", type=int, default=2, help="`farm web` processes (16 threads each)")
+    parser.add_argument("--heartbeat", type=float, default=5.0, help="FARM_HEARTBEAT_SECONDS (the default: 5)")
+    parser.add_argument(
+        "--db-connections", type=int, default=1, help="FARM_WORKER_DB_CONNECTIONS: kept per worker process"
+    )
     parser.add_argument("--kill", type=float, default=0.0, help="fraction of the workers SIGKILLed halfway")
     parser.add_argument("--restart-redis", action="store_true", help="restart Redis a third of the way")
     args = parser.parse_args()
@@ -217,8 +213,10 @@ def main() -> None:
                 "FARM_BROKER_URL": broker,
                 "FARM_RENDERER": f"sleep-benchmark-only:{args.frame_seconds:g}",
                 "FARM_WARM_BLENDER": "0",
+                "FARM_HEARTBEAT_SECONDS": f"{args.heartbeat:g}",
+                "FARM_WORKER_DB_CONNECTIONS": str(args.db_connections),
             }
-            with services(tmp, **extra) as env:
+            with services(tmp, moto_process=True, **extra) as env:
                 run(args, env, tmp, restart_redis)
 
 
@@ -229,15 +227,23 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
     (tmp / "logs").mkdir()
     procs = FarmProcesses(env, tmp / "logs")
     workers: list[subprocess.Popen[bytes]] = []
+    load: subprocess.Popen[bytes] | None = None
     try:
-        procs.start_web()
-        workers = start_workers(procs, args.workers, tmp)
-        db = Database(settings.database_url)
+        procs.start_web(workers=args.web_workers)
+        db = Database(settings.database_url, keep=1)
         janitor = Janitor(db, make_celery(settings), settings, name="bench-janitor")
+        with db.session() as session:  # the bench's own connection, open before the count
+            session.execute(select(1))
+        before_workers = connections(database_name)
+        launched = time.monotonic()
+        workers = start_workers(procs, args.workers, tmp)
+        registered = time.monotonic() - launched
+        time.sleep(2 * args.heartbeat)  # every worker idle, past its first heartbeats
+        idle_per_worker = (connections(database_name) - before_workers) / args.workers
         sweeps: list[float] = []
-        redis_peak = 0
-        connections_peak = 0
-        tx0, cpu0 = transactions(database_name), postgres_cpu_seconds()
+        redis_peak = connections_peak = server_peak = rss_peak = 0
+        groups = {proc.pid for proc in workers}
+        tx0, cpu0, (busy0, all0) = transactions(database_name), postgres_cpu_seconds(), machine_cpu()
         started = time.time()
         response = submit(
             procs.url, scene, name="scale", frame_start=1, frame_end=args.frames, chunk_size=args.chunk_size
@@ -245,8 +251,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
         response.raise_for_status()
         job_id = response.json()["job"]["id"]
         accepted = time.time() - started
-        load = Load(procs.url, job_id, args.polls, args.streams)
-        load.start()
+        load = start_load(procs, job_id, args, tmp / "load.json")
         killed = restarted = False
         while True:
             sweep_started = time.monotonic()
@@ -257,6 +262,8 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
                 used = redis.Redis.from_url(settings.broker_url).info("memory")["used_memory"]
                 redis_peak = max(redis_peak, int(used))
             connections_peak = max(connections_peak, connections(database_name))
+            server_peak = max(server_peak, connections(None))
+            rss_peak = max(rss_peak, group_rss(groups))
             with db.session() as session:
                 done = session.scalar(select(Job.frames_rendered).where(Job.id == job_id)) or 0
                 status = session.scalar(select(Job.status).where(Job.id == job_id))
@@ -272,10 +279,12 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
                 break
             time.sleep(max(0.0, 5 - (time.monotonic() - sweep_started)))
         ended = time.time()
-        tx1, cpu1 = transactions(database_name), postgres_cpu_seconds()
+        tx1, cpu1, (busy1, all1) = transactions(database_name), postgres_cpu_seconds(), machine_cpu()
         final = wait_for_status(procs.url, job_id, {"COMPLETED", "FAILED"}, timeout=3600)
         completed = time.time() - started
-        load.stop.set()
+        load.send_signal(signal.SIGTERM)
+        load.wait(60)
+        polls = json.loads((tmp / "load.json").read_text())
         with db.session() as session:
             first, last = session.execute(
                 select(func.min(Frame.finished_at), func.max(Frame.finished_at)).where(Frame.job_id == job_id)
@@ -283,32 +292,53 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
             stored = session.scalar(
                 select(func.count()).where(Frame.job_id == job_id, Frame.status == FrameStatus.DONE)
             )
+            retried = session.scalar(select(func.count()).where(Chunk.job_id == job_id, Chunk.attempts > 1))
         objects = stored_objects(env, f"jobs/{job_id}/frames/")
         first_s = first.replace(tzinfo=UTC).timestamp() - started
         last_s = last.replace(tzinfo=UTC).timestamp() - started
         ideal = args.frames * args.frame_seconds / args.workers
         efficiency = ideal / last_s
         wall = ended - started
+        p, st = polls["polls"], polls["streams"]
         rows = [
             ("job", f"{args.frames} frames × {args.frame_seconds:g} s, chunks of {args.chunk_size}, {final['status']}"),
+            ("workers started → all ONLINE", f"{registered:.0f} s"),
             ("submission answered", f"{accepted:.2f} s"),
             ("first frame stored", f"{first_s:.1f} s"),
             ("last frame stored", f"{last_s:.1f} s (ideal {ideal:.1f} s)"),
+            ("**efficiency** (ideal ÷ submission → last frame)", f"**{efficiency:.3f}**"),
             ("job COMPLETED (zip stored)", f"{completed:.1f} s"),
             ("frames DONE / frame images in S3", f"{stored} / {objects}"),
+            ("chunks rendered more than once (retried)", retried),
             ("Postgres transactions/s", f"{(tx1 - tx0) / wall:.0f}"),
             ("Postgres CPU (all processes on the machine)", f"{(cpu1 - cpu0) / wall:.2f} cores"),
-            ("Postgres connections, peak (this database)", connections_peak),
+            ("machine CPU busy (2 cores = 100 %)", f"{100 * (busy1 - busy0) / max(1e-9, all1 - all0):.0f} %"),
+            (
+                "Postgres connections: this farm before workers / per idle worker / peak",
+                f"{before_workers} / {idle_per_worker:.2f} / {connections_peak} "
+                f"(FARM_WORKER_DB_CONNECTIONS={args.db_connections})",
+            ),
+            ("Postgres connections, peak, whole server", f"{server_peak} of {max_connections()}"),
+            ("workers' memory (RSS, all processes), peak", f"{rss_peak / 2**30:.1f} GiB"),
             ("Redis memory, peak", f"{redis_peak / 2**20:.1f} MiB"),
             (
-                f"API status polls ({args.polls:g}/s asked, {args.streams} live pages open)",
-                f"{len(load.latencies)} polls, p50 {percentile(load.latencies, 50) * 1000:.0f} ms, "
-                f"p99 {percentile(load.latencies, 99) * 1000:.0f} ms, {load.errors} errors",
+                f"API status polls ({args.polls:g}/s asked)",
+                f"{p['count']} polls ({p['rate']:.0f}/s), p50 {p['p50_ms']:.0f} ms, p99 {p['p99_ms']:.0f} ms, "
+                f"max {p['max_ms']:.0f} ms, {p['errors']} errors",
             ),
-            ("janitor sweep", f"p50 {percentile(sweeps, 50) * 1000:.0f} ms, max {max(sweeps or [0]) * 1000:.0f} ms"),
+            (
+                f"live pages ({args.streams} asked, `farm web --workers {args.web_workers} --threads 16`)",
+                f"{st['count'] - st['other'].get('degraded to polling', 0)} streams, "
+                f"{st['other'].get('degraded to polling', 0)} degraded to polling every 3 s, {st['errors']} errors",
+            ),
+            (
+                "janitor sweep (the bench's, every 5 s)",
+                f"p50 {percentile(sweeps, 50) * 1000:.0f} ms, max {max(sweeps or [0]) * 1000:.0f} ms",
+            ),
         ]
         if args.kill:
-            rows.append(("workers SIGKILLed halfway", int(len(workers) * args.kill)))
+            count = int(len(workers) * args.kill)
+            rows.append(("workers SIGKILLed halfway", count if killed else "none (the job ended first)"))
         if args.restart_redis:
             rows.append(("Redis restarted a third of the way", "yes" if restarted else "no (job ended first)"))
         name = f"scale-{args.workers}" + ("-faults" if args.kill or args.restart_redis else "")
@@ -317,11 +347,14 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
             f"Scale: {args.workers} workers, one job of {args.frames} frames at {args.frame_seconds:g} s a frame",
             ("measure", "value"),
             rows,
-            notes=f"Measured {datetime.now(UTC):%H:%M} UTC; efficiency = ideal ÷ (submission → last frame stored).",
+            notes=f"Measured {datetime.now(UTC):%H:%M} UTC; FARM_HEARTBEAT_SECONDS={args.heartbeat:g}; efficiency = "
+            "ideal ÷ (submission → last frame stored), ideal = frames × seconds a frame ÷ workers.",
         )
         assert stored == objects == args.frames, f"{stored} frames DONE, {objects} images stored, of {args.frames}"
         print(f"efficiency {efficiency:.3f} at {args.workers} workers")
     finally:
+        if load is not None and load.poll() is None:
+            load.kill()
         for proc in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -329,6 +362,10 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(30)
         procs.stop_all()
+        kept = Path(tempfile.gettempdir()) / f"farm-scale-{args.workers}-logs"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(procs.log_dir, kept)  # the run's folder goes with it: its logs stay for a look
+        print(f"logs in {kept}")
 
 
 if __name__ == "__main__":

@@ -169,12 +169,12 @@ class FarmProcesses:
         self.procs[key] = proc
         return proc
 
-    def start_web(self) -> None:
+    def start_web(self, workers: int = 1) -> None:
         if not self.admin_token:
             self.admin_token = make_user(load_settings(self.env, dotenv_path=None), "admin")[1]
             self.env["FARM_TOKEN"] = self.admin_token
         FarmHttp.tokens[self.url] = self.admin_token
-        proc = self._start("web", ["web", "--port", str(self.port), "--threads", "16"])
+        proc = self._start("web", ["web", "--port", str(self.port), "--threads", "16", "--workers", str(workers)])
 
         def up() -> bool:
             if proc.poll() is not None:
