@@ -29,11 +29,12 @@ from farm.models import (
     Job,
     JobStatus,
     Worker,
+    WorkerPace,
     WorkerStatus,
 )
 
-JOBS, CHUNKS, FRAMES, EVENTS, WORKERS, TALLIES = (
-    cast(Table, m.__table__) for m in (Job, Chunk, Frame, Event, Worker, FrameTally)
+JOBS, CHUNKS, FRAMES, EVENTS, WORKERS, TALLIES, PACES = (
+    cast(Table, m.__table__) for m in (Job, Chunk, Frame, Event, Worker, FrameTally, WorkerPace)
 )
 TERMINAL_JOB = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
 ENDED_CHUNK = (ChunkStatus.DONE, ChunkStatus.FAILED, ChunkStatus.CANCELED)
@@ -224,6 +225,21 @@ def _tally_frame(dialect: ModuleType) -> Any:
 # What `farm_frames_rendered_total` reads: frames ever recorded, per renderer. Counting the frames table instead
 # would drop whenever a job is deleted, which Prometheus takes for a counter restarting from zero.
 TALLY_FRAME = {"postgresql": _tally_frame(postgresql), "sqlite": _tally_frame(sqlite)}
+
+
+def _pace_frame(dialect: ModuleType) -> Any:
+    """One more frame, of `ms`, in the renderer's row of `worker_paces` for the job: an upsert, as above."""
+    statement = dialect.insert(PACES).values(
+        job_id=bindparam("job"), worker=bindparam("renderer"), frames=1, render_ms_total=bindparam("ms")
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["job_id", "worker"],
+        set_={"frames": PACES.c.frames + 1, "render_ms_total": PACES.c.render_ms_total + bindparam("ms")},
+    )
+
+
+# Each worker's pace on each job, which the job's ETA reads (farm/jobs/progress.py).
+PACE_FRAME = {"postgresql": _pace_frame(postgresql), "sqlite": _pace_frame(sqlite)}
 
 # --- events and workers ----------------------------------------------------------------------------------------
 

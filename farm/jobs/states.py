@@ -351,7 +351,9 @@ def frame_done(
         return False
     _record(session, "frame", f"{job_id}/{frame}", job_id, F.RENDERING, F.DONE, f"{render_time_ms:.0f} ms", worker)
     session.execute(sql.COUNT_FRAME, {"job": job_id, "ms": render_time_ms, "frame_number": frame})
-    session.execute(sql.TALLY_FRAME[session.connection().dialect.name], {"renderer": worker})
+    dialect = session.connection().dialect.name
+    session.execute(sql.TALLY_FRAME[dialect], {"renderer": worker})
+    session.execute(sql.PACE_FRAME[dialect], {"job": job_id, "renderer": worker, "ms": render_time_ms})
     _refresh(session, Frame, (job_id, frame))
     _refresh(session, Job, job_id)
     return True

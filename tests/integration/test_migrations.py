@@ -198,3 +198,25 @@ def test_farm_db_commands_and_the_schema_check(empty_db: str, tmp_path: Path) ->
     after = farm("db", "current")
     assert (after.returncode, after.stdout.strip()) == (0, f"database at revision {HEAD} (current)")
     assert schema_check(settings) == f"the database is at revision {HEAD} (current)"
+
+
+def test_workers_paces_of_jobs_made_before_them_come_from_their_frames(engine: Engine) -> None:
+    """0007 sums each worker's DONE frames of each job into `worker_paces`, which ETAs read from then on."""
+    upgrade(engine, "0006")
+    _rows_at_first_revision(engine)  # its one DONE frame names no worker: no pace
+    tables = MetaData()
+    with engine.begin() as conn:
+        tables.reflect(conn)
+        chunk_id = conn.execute(select(tables.tables["chunks"].c.id)).scalar_one()
+        conn.execute(
+            insert(tables.tables["frames"]),
+            [
+                {"job_id": "job-at-rev-1", "chunk_id": chunk_id, "frame": n, "status": status, "worker": "w@x",
+                 "render_time_ms": ms}
+                for n, status, ms in ((2, "DONE", 1000.0), (3, "DONE", 3000.0), (4, "FAILED", 9000.0))
+            ],
+        )  # fmt: skip
+    upgrade(engine)
+    with engine.connect() as conn:
+        paces = conn.execute(text("SELECT job_id, worker, frames, render_ms_total FROM worker_paces")).all()
+    assert [tuple(row) for row in paces] == [("job-at-rev-1", "w@x", 2, 4000.0)]
