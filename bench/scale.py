@@ -36,7 +36,6 @@ from pathlib import Path
 import boto3
 import psycopg
 import redis
-import requests
 from sqlalchemy import func, select
 
 from bench.common import PG, make_scene, report, services
@@ -46,7 +45,7 @@ from farm.config import load_settings
 from farm.db import Database
 from farm.messaging.janitor import Janitor
 from farm.models import Chunk, Frame, FrameStatus, Job
-from tests.helpers import FarmProcesses, free_port, submit, wait_for_status, wait_until
+from tests.helpers import HTTP, FarmProcesses, free_port, submit, wait_for_status, wait_until
 
 
 @contextlib.contextmanager
@@ -102,7 +101,7 @@ def start_workers(procs: FarmProcesses, count: int, tmp: Path) -> list[subproces
             )
 
     def all_online() -> bool:
-        found = requests.get(f"{procs.url}/api/workers", timeout=10).json()["workers"]
+        found = HTTP.get(f"{procs.url}/api/workers", timeout=10).json()["workers"]
         return sum(w["status"] == "ONLINE" for w in found) >= count
 
     wait_until(all_online, timeout=120 + 5 * count, what=f"{count} workers to register", interval=2)
@@ -164,20 +163,29 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(values) - idle) / tick, sum(values) / tick
 
 
-def group_rss(groups: set[int]) -> int:
-    """Resident memory of every process in these process groups (the workers: each a Celery parent and its pool)."""
+def group_memory(groups: set[int]) -> int:
+    """Memory of every process in these process groups (the workers: each a Celery parent and its pool), as PSS:
+    pages a forked pool process still shares with its parent are counted once, split between them."""
     total = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError, ValueError, IndexError):
             stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) in groups:  # pgrp
-                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss, in pages
+            if int(stat[stat.rindex(")") + 2 :].split()[2]) not in groups:  # pgrp
+                continue
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
     return total
 
 
 def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else 0.0)
+
+
+def redis_work(url: str) -> tuple[int, float]:
+    """Commands Redis has processed and the CPU seconds it has used, since it started."""
+    info = redis.Redis.from_url(url).info()
+    return int(info["total_commands_processed"]), float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def start_load(procs: FarmProcesses, job_id: str, args: argparse.Namespace, out: Path) -> subprocess.Popen[bytes]:
@@ -244,6 +252,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
         redis_peak = connections_peak = server_peak = rss_peak = 0
         groups = {proc.pid for proc in workers}
         tx0, cpu0, (busy0, all0) = transactions(database_name), postgres_cpu_seconds(), machine_cpu()
+        commands0, redis_cpu0 = redis_work(settings.broker_url)
         started = time.time()
         response = submit(
             procs.url, scene, name="scale", frame_start=1, frame_end=args.frames, chunk_size=args.chunk_size
@@ -263,7 +272,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
                 redis_peak = max(redis_peak, int(used))
             connections_peak = max(connections_peak, connections(database_name))
             server_peak = max(server_peak, connections(None))
-            rss_peak = max(rss_peak, group_rss(groups))
+            rss_peak = max(rss_peak, group_memory(groups))
             with db.session() as session:
                 done = session.scalar(select(Job.frames_rendered).where(Job.id == job_id)) or 0
                 status = session.scalar(select(Job.status).where(Job.id == job_id))
@@ -280,6 +289,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
             time.sleep(max(0.0, 5 - (time.monotonic() - sweep_started)))
         ended = time.time()
         tx1, cpu1, (busy1, all1) = transactions(database_name), postgres_cpu_seconds(), machine_cpu()
+        commands1, redis_cpu1 = redis_work(settings.broker_url)
         final = wait_for_status(procs.url, job_id, {"COMPLETED", "FAILED"}, timeout=3600)
         completed = time.time() - started
         load.send_signal(signal.SIGTERM)
@@ -319,8 +329,13 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
                 f"(FARM_WORKER_DB_CONNECTIONS={args.db_connections})",
             ),
             ("Postgres connections, peak, whole server", f"{server_peak} of {max_connections()}"),
-            ("workers' memory (RSS, all processes), peak", f"{rss_peak / 2**30:.1f} GiB"),
+            ("workers' memory (PSS, all their processes), peak", f"{rss_peak / 2**30:.1f} GiB"),
             ("Redis memory, peak", f"{redis_peak / 2**20:.1f} MiB"),
+            (
+                "Redis commands/s, CPU",
+                f"{(commands1 - commands0) / wall:.0f}/s, {(redis_cpu1 - redis_cpu0) / wall:.2f} cores"
+                + (" (counters reset by the restart)" if args.restart_redis else ""),
+            ),
             (
                 f"API status polls ({args.polls:g}/s asked)",
                 f"{p['count']} polls ({p['rate']:.0f}/s), p50 {p['p50_ms']:.0f} ms, p99 {p['p99_ms']:.0f} ms, "
