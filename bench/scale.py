@@ -284,6 +284,8 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                 killed = True
+            if all(proc.poll() is not None for proc in workers):
+                raise RuntimeError(f"every worker exited with {done} of {args.frames} frames done")
             if status in ("COMPLETED", "FAILED", "CANCELED") or done >= args.frames:
                 break
             time.sleep(max(0.0, 5 - (time.monotonic() - sweep_started)))
@@ -357,6 +359,9 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
             rows.append(("workers SIGKILLed halfway", count if killed else "none (the job ended first)"))
         if args.restart_redis:
             rows.append(("Redis restarted a third of the way", "yes" if restarted else "no (job ended first)"))
+        if args.kill or args.restart_redis:
+            alive = sum(proc.poll() is None for proc in workers)
+            rows.append(("workers still running at the end", f"{alive} of {len(workers)}"))
         name = f"scale-{args.workers}" + ("-faults" if args.kill or args.restart_redis else "")
         report(
             name,
