@@ -90,17 +90,24 @@ class Load:
         return http.client.HTTPConnection(self.host, self.port, timeout=10)
 
     def get_job(self, conn: http.client.HTTPConnection) -> tuple[http.client.HTTPConnection, str | None]:
-        """One status poll on a kept-alive connection (a new one after a failure); what went wrong, if anything."""
+        """One status poll on a kept-alive connection (a new one after a failure); what went wrong, if anything. A
+        kept-alive connection the server closed meanwhile (gunicorn keeps one 2 s) is opened again and the poll
+        sent again, as browsers and HTTP libraries do; a fresh connection that fails is an error."""
         started = time.monotonic()
         error = None
-        try:
-            conn.request("GET", f"/api/jobs/{self.job_id}", headers={"Authorization": f"Bearer {self.token}"})
-            response = conn.getresponse()
-            response.read()
-            if response.status != 200:
-                error = f"poll {response.status}"
-        except (OSError, http.client.HTTPException) as exc:
-            error = f"poll {type(exc).__name__}"
+        for fresh in (False, True):
+            try:
+                conn.request("GET", f"/api/jobs/{self.job_id}", headers={"Authorization": f"Bearer {self.token}"})
+                response = conn.getresponse()
+                response.read()
+                error = None if response.status == 200 else f"poll {response.status}"
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                error = f"poll {type(exc).__name__}"
+                conn.close()
+                conn = self._connection()
+                if fresh or isinstance(exc, TimeoutError):
+                    break
         self.polls.add(time.monotonic() - started, error)
         if error:
             conn.close()

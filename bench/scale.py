@@ -260,7 +260,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
         response.raise_for_status()
         job_id = response.json()["job"]["id"]
         accepted = time.time() - started
-        load = start_load(procs, job_id, args, tmp / "load.json")
+        load = start_load(procs, job_id, args, procs.log_dir / "load.json")
         killed = restarted = False
         while True:
             sweep_started = time.monotonic()
@@ -296,7 +296,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
         completed = time.time() - started
         load.send_signal(signal.SIGTERM)
         load.wait(60)
-        polls = json.loads((tmp / "load.json").read_text())
+        polls = json.loads((procs.log_dir / "load.json").read_text())
         with db.session() as session:
             first, last = session.execute(
                 select(func.min(Frame.finished_at), func.max(Frame.finished_at)).where(Frame.job_id == job_id)
@@ -342,11 +342,12 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
             (
                 f"API status polls ({args.polls:g}/s asked)",
                 f"{p['count']} polls ({p['rate']:.0f}/s), p50 {p['p50_ms']:.0f} ms, p99 {p['p99_ms']:.0f} ms, "
-                f"max {p['max_ms']:.0f} ms, {p['errors']} errors",
+                f"max {p['max_ms']:.0f} ms, {p['errors']} errors"
+                + (f" ({', '.join(f'{k} ×{v}' for k, v in p['error_kinds'].items())})" if p["errors"] else ""),
             ),
             (
                 f"live pages ({args.streams} asked, `farm web --workers {args.web_workers} --threads 16`)",
-                f"{st['count'] - st['other'].get('degraded to polling', 0)} streams, "
+                f"{st['count'] - st['other'].get('degraded to polling', 0)} stream opens, "
                 f"{st['other'].get('degraded to polling', 0)} degraded to polling every 3 s, {st['errors']} errors",
             ),
             (
@@ -362,7 +363,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
         if args.kill or args.restart_redis:
             alive = sum(proc.poll() is None for proc in workers)
             rows.append(("workers still running at the end", f"{alive} of {len(workers)}"))
-        name = f"scale-{args.workers}" + ("-faults" if args.kill or args.restart_redis else "")
+        name = f"scale-{args.workers}" + ("-kill" if args.kill else "") + ("-redis" if args.restart_redis else "")
         report(
             name,
             f"Scale: {args.workers} workers, one job of {args.frames} frames at {args.frame_seconds:g} s a frame",
