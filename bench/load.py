@@ -1,7 +1,8 @@
 """Load on the web app's API: status polls at a steady rate, live job pages (SSE) held open, and concurrent
 submitters, for a set time; it reports each kind's rate, p50, p99 and errors.
 
-    python -m bench.load [--duration 300] [--submitters 50] [--polls 500] [--streams 50] [--web-workers 2]
+    python -m bench.load [--duration 300] [--submitters 50] [--rounds 1] [--polls 500] [--streams 50]
+        [--web-workers 2] [--web-threads 32]
 
 Alone, it starts its own farm (the machine's Postgres and Redis, a database and queue of its own, moto S3, `farm web`
 with `--web-workers` processes, no render workers: submitted jobs wait QUEUED) and writes bench/results/load.md.
@@ -155,12 +156,14 @@ class Load:
             conn, _ = self.get_job(conn)
         conn.close()
 
-    def submit(self, blend: Path, token: str, fields: dict[str, str]) -> None:
-        """One submitter: sends the file, and again as soon as it is answered (after Retry-After when busy)."""
+    def submit(self, blend: Path, token: str, fields: dict[str, str], rounds: int) -> None:
+        """One submitter: sends the file `rounds` times (0: until stopped), each as soon as the last was answered, and
+        again after Retry-After when the answer is busy."""
         data = blend.read_bytes()
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {token}"
-        while not self.stop.is_set():
+        made = 0
+        while not self.stop.is_set() and (not rounds or made < rounds):
             started = time.monotonic()
             wait = 0.0
             try:
@@ -176,11 +179,13 @@ class Load:
                 else:
                     refused = None if response.status_code == 201 else f"submit {response.status_code}"
                     self.submissions.add(elapsed, refused)
+                    made += 1
             except (requests.RequestException, ValueError) as exc:
                 self.submissions.add(time.monotonic() - started, f"submit {type(exc).__name__}")
+                made += 1
             self.stop.wait(wait)
 
-    def start(self, submitters: list[tuple[Path, str, dict[str, str]]] | None = None) -> None:
+    def start(self, submitters: list[tuple[Path, str, dict[str, str], int]] | None = None) -> None:
         pollers = max(16, int(self.polls_per_second / 8))
         every = pollers / self.polls_per_second if self.polls_per_second else 0.0
         if every:
@@ -229,11 +234,13 @@ def standalone(args: argparse.Namespace) -> None:
             (tmp / "logs").mkdir()
             procs = FarmProcesses(env, tmp / "logs")
             try:
-                procs.start_web(workers=args.web_workers)
+                procs.start_web(workers=args.web_workers, threads=args.web_threads)
                 watched = submit(procs.url, blend, name="watched", frame_start=1, frame_end=10, chunk_size=1)
                 watched.raise_for_status()
                 fields = {"frame_start": "1", "frame_end": "10", "chunk_size": "2", "name": "load"}
-                submitters = [(blend, make_user(settings, "artist")[1], fields) for _ in range(args.submitters)]
+                submitters = [
+                    (blend, make_user(settings, "artist")[1], fields, args.rounds) for _ in range(args.submitters)
+                ]
                 load = Load(
                     procs.url, procs.admin_token, watched.json()["job"]["id"], polls=args.polls, streams=args.streams
                 )
@@ -244,17 +251,18 @@ def standalone(args: argparse.Namespace) -> None:
                 found = load.summary(time.monotonic() - started)
             finally:
                 procs.stop_all()
-    budget = settings.max_streams * args.web_workers
+    per_process = max(1, args.web_threads * 3 // 4)
     rows = [row(name, found[name]) for name in ("polls", "streams", "submissions")]
+    each = f"{args.rounds} submission{'s' if args.rounds > 1 else ''} each" if args.rounds else "submitting throughout"
     report(
         "load",
         f"API load: {args.polls:g} status polls/s, {args.streams} live pages, {args.submitters} concurrent "
-        f"submitters, {args.duration:g} s",
+        f"submitters ({each}), {args.duration:g} s",
         ("requests", "made", "rate", "p50", "p99", "max", "errors", "other answers"),
         rows,
-        notes=f"`farm web --workers {args.web_workers} --threads 16`: {budget} live streams in all "
-        f"({settings.max_streams} a process); the other pages poll. No render workers: submitted jobs wait QUEUED. "
-        "Load and farm share the machine's cores.",
+        notes=f"`farm web --workers {args.web_workers} --threads {args.web_threads}`: {per_process * args.web_workers} "
+        f"live streams in all ({per_process} a process); the other pages poll. No render workers: submitted jobs "
+        "wait QUEUED. The load's own process and the farm share the machine's 2 cores.",
     )
 
 
@@ -280,6 +288,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=50, help="live job pages (SSE) held open")
     parser.add_argument("--submitters", type=int, default=50, help="concurrent submitters (alone only)")
     parser.add_argument("--web-workers", type=int, default=2, help="`farm web` processes (alone only)")
+    parser.add_argument("--web-threads", type=int, default=32, help="threads per `farm web` process (alone only)")
+    parser.add_argument("--rounds", type=int, default=1, help="submissions per submitter; 0: until the end")
     parser.add_argument("--url", help="a running farm's web app (attached)")
     parser.add_argument("--token", help="an API token for it")
     parser.add_argument("--job", help="the job to poll and watch")

@@ -169,12 +169,13 @@ class FarmProcesses:
         self.procs[key] = proc
         return proc
 
-    def start_web(self, workers: int = 1) -> None:
+    def start_web(self, workers: int = 1, threads: int = 16) -> None:
         if not self.admin_token:
             self.admin_token = make_user(load_settings(self.env, dotenv_path=None), "admin")[1]
             self.env["FARM_TOKEN"] = self.admin_token
         FarmHttp.tokens[self.url] = self.admin_token
-        proc = self._start("web", ["web", "--port", str(self.port), "--threads", "16", "--workers", str(workers)])
+        args = ["web", "--port", str(self.port), "--threads", str(threads), "--workers", str(workers)]
+        proc = self._start("web", args)
 
         def up() -> bool:
             if proc.poll() is not None:
