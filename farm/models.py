@@ -135,6 +135,18 @@ class Job(Base):
     def frames_to_render(self) -> int:
         return self.frame_end - self.frame_start + 1
 
+    def render_settings(self) -> dict[str, object]:
+        """What Blender is told to override in the scene: the worker's chunk spec, and JOB's `settings`."""
+        return {
+            "engine": self.engine,
+            "samples": self.samples,
+            "resolution_x": self.resolution_x,
+            "resolution_y": self.resolution_y,
+            "resolution_percentage": self.resolution_percentage,
+            "output_format": self.output_format,
+            "device": self.device,
+        }
+
 
 class Chunk(Base):
     __tablename__ = "chunks"

@@ -142,15 +142,7 @@ def claim(
             priority=job.priority,
             queue=job.queue,
             source_sha256=job.source_sha256,
-            spec={
-                "engine": job.engine,
-                "samples": job.samples,
-                "resolution_x": job.resolution_x,
-                "resolution_y": job.resolution_y,
-                "resolution_percentage": job.resolution_percentage,
-                "output_format": job.output_format,
-                "device": job.device,
-            },
+            spec=job.render_settings(),
         )
 
 
