@@ -4,7 +4,10 @@ by samples, with its denoiser off and on; Workbench by bands of rows (outlines a
 which the bands' overscan covers)."""
 
 import io
+import json
 import math
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -35,11 +38,16 @@ def test_split_stills_match_one_machines_render(own_farm, prod_settings, stills,
     hosts = {own_farm.start_worker("s1", concurrency=1), own_farm.start_worker("s2", concurrency=1)}
     cases = [("noisy", 2), ("noisy", 4), ("denoised", 2), ("denoised", 4), ("workbench", 4)]
     jobs = {}
-    for kind, parts in cases:
+    for kind, parts in cases[:-1]:
         answer = submit(own_farm.url, stills[kind], name=f"{kind}-{parts}", frame_start=1, frame_end=1, split=parts)
         assert answer.status_code == 201, answer.text
         jobs[kind, parts] = answer.json()["job"]
-        assert jobs[kind, parts]["split"] == parts
+    kind, parts = cases[-1]  # the last through the command line
+    argv = ["submit", str(stills[kind]), "--frames", "1", "--split", str(parts), "--name", f"{kind}-{parts}", "--json"]
+    typed = subprocess.run([sys.executable, "-m", "farm", *argv], env=own_farm.env, capture_output=True, text=True)
+    assert typed.returncode == 0, typed.stderr
+    jobs[kind, parts] = json.loads(typed.stdout[typed.stdout.index("{") :])
+    assert [job["split"] for job in jobs.values()] == [parts for _, parts in cases]
     plain = {kind: plain_blender_frames(prod_settings, stills[kind], tmp_path / kind, 1, 1)[1] for kind in KINDS}
 
     renderers, scores = set(), {}

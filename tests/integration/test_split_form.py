@@ -3,8 +3,12 @@
 sample (Cycles) for every part; accepted, a split still is one frame and one chunk per part, and JOB `split` says
 how many (1 for every other job)."""
 
+import io
+import re
+
 import pytest
 
+from tests.helpers import csrf_in
 from tests.integration.test_api_jobs import assert_error, post
 
 
@@ -52,3 +56,14 @@ def test_a_split_still_is_one_frame_in_one_chunk_per_part(client, blend_bytes):
     plain = post(client, {"frame_start": "1", "frame_end": "2", "chunk_size": "1"}, blend_bytes).get_json()["job"]
     assert plain["split"] == 1
     client.post(f"/api/jobs/{plain['id']}/cancel")
+
+
+def test_the_new_job_form_asks_for_split_and_shows_its_error_beside_it(client, blend_bytes):
+    page = client.get("/jobs/new").get_data(as_text=True)
+    assert 'name="split" type="number"' in page and 'min="2" max="64"' in page
+    form = {"csrf_token": csrf_in(page), "file": (io.BytesIO(blend_bytes), "scene.blend")}
+    sent = client.post("/jobs/new", data={**form, "split": "2", "frame_start": "1", "frame_end": "2"})
+    answer = sent.get_data(as_text=True)
+    assert sent.status_code == 422, answer[:2000]
+    field = re.search(r'data-field="split">.*?</div>', answer, re.S).group(0)
+    assert "split renders one still" in field and 'aria-invalid="true"' in field and 'value="2"' in field
