@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -34,21 +35,29 @@ def psnr(a, b) -> float:
     return math.inf if error == 0 else 10 * math.log10(255**2 / error)
 
 
-def test_split_stills_match_one_machines_render(own_farm, prod_settings, stills, tmp_path):
-    hosts = {own_farm.start_worker("s1", concurrency=1), own_farm.start_worker("s2", concurrency=1)}
-    cases = [("noisy", 2), ("noisy", 4), ("denoised", 2), ("denoised", 4), ("workbench", 4)]
-    jobs = {}
-    for kind, parts in cases[:-1]:
-        answer = submit(own_farm.url, stills[kind], name=f"{kind}-{parts}", frame_start=1, frame_end=1, split=parts)
+def submitted(farm, blend, kind: str, parts: int, *, typed: bool = False) -> dict:
+    """Submit one still split in `parts`, through the API or, `typed`, the command line; its JOB."""
+    if not typed:
+        answer = submit(farm.url, blend, name=f"{kind}-{parts}", frame_start=1, frame_end=1, split=parts)
         assert answer.status_code == 201, answer.text
-        jobs[kind, parts] = answer.json()["job"]
-    kind, parts = cases[-1]  # the last through the command line
-    argv = ["submit", str(stills[kind]), "--frames", "1", "--split", str(parts), "--name", f"{kind}-{parts}", "--json"]
-    typed = subprocess.run([sys.executable, "-m", "farm", *argv], env=own_farm.env, capture_output=True, text=True)
-    assert typed.returncode == 0, typed.stderr
-    jobs[kind, parts] = json.loads(typed.stdout[typed.stdout.index("{") :])
+        return answer.json()["job"]
+    argv = ["submit", str(blend), "--frames", "1", "--split", str(parts), "--name", f"{kind}-{parts}", "--json"]
+    done = subprocess.run([sys.executable, "-m", "farm", *argv], env=farm.env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout[done.stdout.index("{") :])
+
+
+def test_split_stills_match_one_machines_render(own_farm, prod_settings, stills, tmp_path):
+    with ThreadPoolExecutor(4) as pool:  # the workers start, and the jobs are submitted, side by side
+        hosts = set(pool.map(lambda name: own_farm.start_worker(name, concurrency=1), ["s1", "s2"]))
+        cases = [("noisy", 2), ("noisy", 4), ("denoised", 4), ("workbench", 4)]
+        sent = [
+            pool.submit(submitted, own_farm, stills[kind], kind, parts, typed=kind == "workbench")
+            for kind, parts in cases
+        ]
+        plain = {kind: plain_blender_frames(prod_settings, stills[kind], tmp_path / kind, 1, 1)[1] for kind in KINDS}
+        jobs = dict(zip(cases, [future.result() for future in sent], strict=True))
     assert [job["split"] for job in jobs.values()] == [parts for _, parts in cases]
-    plain = {kind: plain_blender_frames(prod_settings, stills[kind], tmp_path / kind, 1, 1)[1] for kind in KINDS}
 
     renderers, scores = set(), {}
     for (kind, parts), job in jobs.items():
@@ -64,4 +73,8 @@ def test_split_stills_match_one_machines_render(own_farm, prod_settings, stills,
         still = pixels(zipfile.ZipFile(io.BytesIO(zipped)).read("0001.png"))
         scores[kind, parts] = psnr(still, plain[kind])
     assert renderers == hosts  # the parts were spread over both workers
-    assert all(score >= 40 for score in scores.values()), scores
+    # The math allows identical noisy stills (the parts' samples are the whole's, weighted by their share) and
+    # identical bands; denoising the merged passes is OIDN on inputs equal but for float rounding.
+    assert scores[("noisy", 2)] >= 60 and scores[("noisy", 4)] >= 60, scores
+    assert scores[("workbench", 4)] == math.inf, scores
+    assert scores[("denoised", 4)] >= 40, scores

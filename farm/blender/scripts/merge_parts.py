@@ -103,7 +103,7 @@ def merge_samples(scene, spec):
     width, height = nodes[0][0].image.size  # the scene's own border may have cropped its render
     if width and height:
         scene.render.resolution_x, scene.render.resolution_y = width, height
-    image = weighted_sum(tree, [(output_of(n, "Image"), w) for n, w in nodes])
+    image = weighted_sum(tree, [(output_of(n, "Combined"), w) for n, w in nodes])
     alpha = weighted_sum(tree, [(output_of(n, "Alpha"), w) for n, w in nodes])
     if recipe.get("denoise"):
         denoise = tree.nodes.new("CompositorNodeDenoise")
