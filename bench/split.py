@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -93,7 +94,8 @@ def main() -> None:
         notes="""Two workers of one slot each, on the same machine. Wall: submission (upload, probe, plan, dispatch)
 to COMPLETED; a split still's includes the packager's merge (one more Blender, which reads the parts' EXRs). Each
 part opens the file afresh and renders its share of the samples; on a machine whose every core one Blender already
-uses, two at once only share the cores: split pays where the parts land on different machines.""",
+uses, two at once only share the cores: split pays where the parts land on different machines."""
+        + f" The machine's load average (1, 5, 15 min) at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
     )
 
 

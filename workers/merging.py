@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 MERGE_SCRIPT = SCRIPTS / "merge_parts.py"
 
 
-class PartsMissing(RuntimeError):
-    """A split still's chunks are done but not every part is recorded, or a part is not what was recorded."""
+class MergeFailed(RuntimeError):
+    """A split still cannot be merged: a part is not recorded, not the file recorded, or Blender wrote nothing."""
 
 
 def merge_spec(job: Job, parts: list[dict[str, Any]], paths: list[Path], out: Path) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def merge_parts(ctx: WorkerContext, job: Job, actor: str) -> None:
     if status == FrameStatus.DONE:
         return
     if len(parts) != job.split or any(part is None for part in parts):
-        raise PartsMissing(f"{sum(p is not None for p in parts)} of {job.split} parts are stored")
+        raise MergeFailed(f"{sum(p is not None for p in parts)} of {job.split} parts are stored")
     scratch = ctx.settings.cache_dir / "merge" / f"{job.id}-{secrets.token_hex(4)}"
     scratch.mkdir(parents=True)
     try:
@@ -78,14 +78,14 @@ def merge_parts(ctx: WorkerContext, job: Job, actor: str) -> None:
             path = scratch / f"part-{index:02d}.exr"
             fetch(ctx, part["key"], path)
             if sha256_file(path) != part["sha256"]:
-                raise PartsMissing(f"part {index} is not the file its renderer recorded (sha256 differs)")
+                raise MergeFailed(f"part {index} is not the file its renderer recorded (sha256 differs)")
             paths.append(path)
         ext = planning.EXTENSIONS[job.output_format]
         spec = merge_spec(job, parts, paths, scratch / "merged")
         run_script(ctx.settings, MERGE_SCRIPT, [json.dumps(spec)], timeout=ctx.settings.frame_timeout_seconds)
         image = scratch / f"merged.{ext}"
         if not regular_file(image):
-            raise PartsMissing("Blender merged the parts but wrote no image")
+            raise MergeFailed("Blender merged the parts but wrote no image")
         record_frame(ctx, job, image, ms=sum(float(part.get("ms") or 0) for part in parts), actor=actor)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
