@@ -245,6 +245,31 @@ def many_samples(arg):
     cube()
 
 
+def split_still(kind):
+    """A still to split: Cycles with its denoiser off (`noisy`) or on (`denoised`), 16 samples, or Workbench
+    (`workbench`, split by bands of rows) with outlines and cavity, which read neighbouring pixels. A sphere, cubes
+    and the ground give edges and shading across the frame; an exposure and a dither of the scene's own check the
+    merge writes the still with the scene's output settings."""
+    scene = base_scene()
+    scene.frame_start, scene.frame_end = 1, 1
+    ground()
+    cube(location=(-1.5, 0, 1))
+    cube(location=(1.8, 1.5, 0.6), size=1.2, name="Back")
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.9, location=(0.4, -1.2, 0.9))
+    scene.view_settings.exposure = 0.4
+    scene.render.dither_intensity = 0.5
+    if kind == "workbench":
+        scene.render.engine = "BLENDER_WORKBENCH"
+        scene.render.resolution_x, scene.render.resolution_y = 64, 160
+        shading = scene.display.shading
+        shading.show_object_outline = shading.show_cavity = True
+        shading.cavity_type = "BOTH"
+        return
+    scene.render.resolution_x, scene.render.resolution_y = 64, 48
+    scene.cycles.samples = 16
+    scene.cycles.use_denoising = kind == "denoised"
+
+
 def main(argv):
     kind, out, arg = argv[0], argv[1], (argv[2] if len(argv) > 2 else None)
     builders = {
@@ -264,6 +289,7 @@ def main(argv):
         "gn_sim_baked": lambda: gn_sim(out, baked=True),
         "movie": movie,
         "many_samples": lambda: many_samples(arg),
+        "split_still": lambda: split_still(arg),
     }
     builders[kind]()
     bpy.ops.wm.save_as_mainfile(filepath=out)

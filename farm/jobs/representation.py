@@ -73,7 +73,7 @@ def job_json(job: Job, pace: progress.Pace, url: Callable[[str, str], str]) -> d
         if job.movie_key
         else None,
         "preview": job.preview,
-        "split": 1,
+        "split": job.split,
         "storage": {"bytes": job.storage_bytes, "measured_at": iso(job.storage_measured_at)},
         "version": job.version,
     }
