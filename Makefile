@@ -47,6 +47,7 @@ bench: setup         ## measure against same-run baselines; tables in bench/resu
 	$(BIN)/python -m bench.latency $(if $(SCENE),--scene $(SCENE))
 	$(BIN)/python -m bench.projects $(if $(SIZE_MB),--size-mb $(SIZE_MB))
 	$(BIN)/python -m bench.eta
+	$(BIN)/python -m bench.split
 
 compose-check:       ## validate compose.yaml: with your .env, or (none yet) with placeholders for .env.example's
 	@if [ -f .env ]; then docker-compose -f compose.yaml config --quiet; else \

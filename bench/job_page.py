@@ -26,6 +26,7 @@ from sqlalchemy import update
 from farm.config import load_settings
 from farm.db import Database, init_db
 from farm.models import Chunk, ChunkStatus, Frame, FrameStatus, Job, JobStatus, utcnow
+from tests.helpers import make_user
 from tests.rows import make_job
 
 CHROMIUM = "/usr/bin/chromium"
@@ -63,8 +64,9 @@ def finished_job(db: Database, frames: int, chunk_size: int) -> str:
     return job_id
 
 
-def timed_gets(url: str, runs: int) -> list[float]:
+def timed_gets(url: str, runs: int, token: str) -> list[float]:
     with requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {token}"
         http.get(url, timeout=30).raise_for_status()  # warm: templates compiled, connections pooled
         times = []
         for _ in range(runs):
@@ -74,8 +76,9 @@ def timed_gets(url: str, runs: int) -> list[float]:
     return times
 
 
-def browser_paint(url: str, runs: int) -> tuple[list[float], list[float]]:
-    """First-contentful-paint, and the moment the script has drawn every tile, per fresh page load (ms)."""
+def browser_paint(url: str, runs: int, token: str) -> tuple[list[float], list[float]]:
+    """First-contentful-paint, and the moment the script has drawn every tile, per fresh page load (ms); signed in
+    with a token, as a kiosk would be."""
     from playwright.sync_api import sync_playwright
 
     paints, grids = [], []
@@ -85,7 +88,7 @@ def browser_paint(url: str, runs: int) -> tuple[list[float], list[float]]:
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
         )
         for _ in range(runs + 1):
-            page = browser.new_page()
+            page = browser.new_page(extra_http_headers={"Authorization": f"Bearer {token}"})
             page.goto(url, wait_until="domcontentloaded")
             page.wait_for_function("() => document.querySelectorAll('.tile.done').length > 0")
             fcp = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? -1")
@@ -120,6 +123,7 @@ def main() -> None:
         db = Database(settings.database_url)
         init_db(db.engine)
         job_id = finished_job(db, args.frames, args.chunk_size)
+        token = make_user(settings, "viewer")[1]
         small_id = finished_job(db, 4, 2)  # the baseline: the same page for a 4-frame job
         port = 5600 + os.getpid() % 300
         base = f"http://127.0.0.1:{port}"
@@ -139,18 +143,18 @@ def main() -> None:
                     raise SystemExit(f"farm web did not start: {(Path(tmp) / 'web.log').read_text()[-2000:]}")
                 time.sleep(0.2)
             page_url = f"{base}/jobs/{job_id}"
-            size = len(requests.get(page_url, timeout=30).content)
-            health = timed_gets(f"{base}/api/health", args.runs)
-            page = timed_gets(page_url, args.runs)
-            frames_json = timed_gets(f"{base}/api/jobs/{job_id}/frames", args.runs)
+            size = len(requests.get(page_url, headers={"Authorization": f"Bearer {token}"}, timeout=30).content)
+            health = timed_gets(f"{base}/api/health", args.runs, token)
+            page = timed_gets(page_url, args.runs, token)
+            frames_json = timed_gets(f"{base}/api/jobs/{job_id}/frames", args.runs, token)
             backend = settings.database_url.split(":")[0]
             print(f"job page of {args.frames} done frames ({size / 1024:.0f} KiB of HTML), database {backend}")
             print(line("GET /api/health (baseline)", health))
             print(line("GET /jobs/<id> (full HTML, state embedded)", page, statistics.median(health)))
             print(line("GET /api/jobs/<id>/frames (for comparison)", frames_json, statistics.median(health)))
             if Path(CHROMIUM).exists():
-                small_paints, small_grids = browser_paint(f"{base}/jobs/{small_id}", min(args.runs, 10))
-                paints, grids = browser_paint(page_url, min(args.runs, 10))
+                small_paints, small_grids = browser_paint(f"{base}/jobs/{small_id}", min(args.runs, 10), token)
+                paints, grids = browser_paint(page_url, min(args.runs, 10), token)
                 print(line("Chromium first-contentful-paint, 4 frames (baseline)", small_paints))
                 print(
                     line(

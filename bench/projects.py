@@ -93,7 +93,7 @@ def main() -> None:
         procs = FarmProcesses(env, tmp / "logs")
         procs.start_web()
         try:
-            api = FarmClient(procs.url, timeout=3600)
+            api = FarmClient(procs.url, timeout=3600, token=procs.admin_token)
             project = make_project(tmp / "project", args.files, args.size_mb)
             first = sending.send(api, project)
             changed = project.files[f"textures/00/tex_{args.files // 2 % 100:04d}.exr"]

@@ -108,6 +108,8 @@ class Job(Base):
     queue: Mapped[str] = mapped_column(String(200), default="farm")  # the broker queue its tasks go to
     preview: Mapped[bool] = mapped_column(default=False)  # a quick look: quarter size, few samples, expires
     preview_movie: Mapped[bool] = mapped_column(default=True)  # make an MP4 of the frames when it is packaged
+    # Parts one still is rendered in by several workers and merged (farm.jobs.splitting); 1: not split.
+    split: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     worker_host: Mapped[str | None] = mapped_column(String(200))
     # Kept by `states.frame_done` in the same statement that marks a frame DONE, so they are exact and cheap.
@@ -134,6 +136,18 @@ class Job(Base):
     @property
     def frames_to_render(self) -> int:
         return self.frame_end - self.frame_start + 1
+
+    def render_settings(self) -> dict[str, object]:
+        """What Blender is told to override in the scene: the worker's chunk spec, and JOB's `settings`."""
+        return {
+            "engine": self.engine,
+            "samples": self.samples,
+            "resolution_x": self.resolution_x,
+            "resolution_y": self.resolution_y,
+            "resolution_percentage": self.resolution_percentage,
+            "output_format": self.output_format,
+            "device": self.device,
+        }
 
 
 class Chunk(Base):
@@ -163,6 +177,9 @@ class Chunk(Base):
     # the share of the frame Blender renders now (0-1), and of the whole chunk (0-100).
     frame_progress: Mapped[float] = mapped_column(Float, default=0.0)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
+    # A split still's part, once stored in the attempt that rendered it: its EXR's key, sha256, size, render time,
+    # device, and the scene's output settings the merge applies ("recipe"). None for chunks of frames.
+    part: Mapped[dict[str, Any] | None]
 
     job: Mapped[Job] = relationship(back_populates="chunks")
 

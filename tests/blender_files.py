@@ -12,8 +12,9 @@ Usage: <blender> blender_files.py -- KIND OUT.blend [ARG]. Kinds:
 - `file_output`: a compositor File Output node writing to ARG (a folder outside the job).
 - `smoke`, `smoke_baked`: a Mantaflow smoke domain; its cache folder absent, or baked beside the file.
 - `movie`: frames 1-4 of a moving cube at 65×37 (odd both ways) and 29.97 fps (30 / 1.001).
-- `many_samples`: 96×54 at ARG Cycles samples (adaptive sampling and denoising off), frames 1-2: a frame slow
-  enough to watch Blender's progress move inside it.
+- `many_samples`: 400×225 at ARG Cycles samples (adaptive sampling and denoising off), frames 1-2: a frame slow
+  enough to watch Blender's progress move inside it. ARG `SAMPLES:SECONDS` also sets Cycles' time limit, so the frame
+  lasts about that long on a fast machine and a slow one alike.
 - `rigid_body`, `rigid_body_baked`, `cloth`, `particles`, `gn_sim`, `gn_sim_baked`: other simulations, unbaked
   (they need every frame before the one rendered) or baked.
 Each scene is tiny (64×36, Cycles 4 samples, frames 1-6) so the tests stay fast on two cores.
@@ -233,13 +234,40 @@ def movie():
         obj.keyframe_insert("location", index=0, frame=frame)
 
 
-def many_samples(samples):
+def many_samples(arg):
+    samples, _, seconds = arg.partition(":")
     scene = base_scene()
     scene.frame_start, scene.frame_end = 1, 2
-    scene.render.resolution_x, scene.render.resolution_y = 96, 54
+    scene.render.resolution_x, scene.render.resolution_y = 400, 225
     scene.cycles.samples = int(samples)
+    scene.cycles.time_limit = float(seconds or 0)
     scene.cycles.use_adaptive_sampling = False
     cube()
+
+
+def split_still(kind):
+    """A still to split: Cycles with its denoiser off (`noisy`) or on (`denoised`), 16 samples, or Workbench
+    (`workbench`, split by bands of rows) with outlines and cavity, which read neighbouring pixels. A sphere, cubes
+    and the ground give edges and shading across the frame; an exposure and a dither of the scene's own check the
+    merge writes the still with the scene's output settings."""
+    scene = base_scene()
+    scene.frame_start, scene.frame_end = 1, 1
+    ground()
+    cube(location=(-1.5, 0, 1))
+    cube(location=(1.8, 1.5, 0.6), size=1.2, name="Back")
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.9, location=(0.4, -1.2, 0.9))
+    scene.view_settings.exposure = 0.4
+    scene.render.dither_intensity = 0.5
+    if kind == "workbench":
+        scene.render.engine = "BLENDER_WORKBENCH"
+        scene.render.resolution_x, scene.render.resolution_y = 64, 160
+        shading = scene.display.shading
+        shading.show_object_outline = shading.show_cavity = True
+        shading.cavity_type = "BOTH"
+        return
+    scene.render.resolution_x, scene.render.resolution_y = 64, 48
+    scene.cycles.samples = 16
+    scene.cycles.use_denoising = kind == "denoised"
 
 
 def main(argv):
@@ -261,6 +289,7 @@ def main(argv):
         "gn_sim_baked": lambda: gn_sim(out, baked=True),
         "movie": movie,
         "many_samples": lambda: many_samples(arg),
+        "split_still": lambda: split_still(arg),
     }
     builders[kind]()
     bpy.ops.wm.save_as_mainfile(filepath=out)

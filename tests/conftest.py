@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -23,7 +24,7 @@ from sqlalchemy.orm import scoped_session, sessionmaker
 from farm.blender.launcher import SCRIPTS, run_script
 from farm.config import Settings, load_settings
 from farm.db import Database, init_db
-from tests.helpers import FarmProcesses, free_port, make_user, signed_in
+from tests.helpers import HTTP, FarmProcesses, free_port, make_user, signed_in, wait_for_status
 
 PG_HOST = os.environ.get("FARM_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("FARM_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -232,6 +233,27 @@ def farm(
     procs.start_worker("w1")
     yield procs
     procs.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def farm_left_idle(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on the shared farm leaves its worker free: jobs it submitted and left queued or rendering (it failed,
+    or only needed them running) are canceled at its end, and their ends waited for. Without this the next test's
+    job can wait minutes behind 40 slow frames. Jobs made before the test (a module's fixtures) are left alone."""
+    if "farm" not in request.fixturenames:
+        yield
+        return
+    farm: FarmProcesses = request.getfixturevalue("farm")
+    started = datetime.now(UTC).isoformat()
+    yield
+    active = "QUEUED,RENDERING,PACKAGING,UPLOADING,CANCELING"
+    jobs = HTTP.get(f"{farm.url}/api/jobs", params={"status": active, "limit": 100}, timeout=30).json()["jobs"]
+    left = [job for job in jobs if job["created_at"] >= started[:19]]  # ISO 8601 UTC strings sort as times
+    for job in left:
+        if job["status"] in {"QUEUED", "RENDERING"}:
+            HTTP.post(f"{farm.url}/api/jobs/{job['id']}/cancel", timeout=30)
+    for job in left:
+        wait_for_status(farm.url, job["id"], {"COMPLETED", "FAILED", "CANCELED"}, timeout=120)
 
 
 @pytest.fixture()

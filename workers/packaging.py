@@ -23,6 +23,7 @@ from farm.jobs import planning, states
 from farm.models import Frame, FrameStatus, Job, JobStatus
 from workers.context import WorkerContext
 from workers.frame_fetch import COPY_BLOCK, fetched
+from workers.merging import merge_parts
 from workers.movie import make_movie
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ def start_packaging(ctx: WorkerContext, job_id: str, actor: str, *, resume: bool
         if resume:
             restarted = states.restart_packaging(session, job_id, attempts=ctx.settings.packaging_attempts, actor=actor)
             return job if restarted else None
-        if job.frames_rendered < job.frames_to_render:
+        # A split still is ready when its parts are all rendered: its frame is made from them next.
+        waiting = states.chunks_left(session, job_id) if job.split > 1 else job.frames_rendered < job.frames_to_render
+        if waiting:
             return None  # chunks still render or retry; the last one to finish sends packaging again
         if not states.move_job(
             session,
@@ -134,6 +137,9 @@ def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = F
     job = start_packaging(ctx, job_id, actor, resume=resume, retried=retried)
     if job is None:
         return "not ready"
+    if job.split > 1:  # a split still: its parts become its frame first
+        with packaging_lease(ctx, job_id):
+            merge_parts(ctx, job, actor)
     filename = planning.zip_filename(job.name, job.frame_start, job.frame_end)
     key = f"jobs/{job.id}/{filename}"
     with ctx.db.session() as session:

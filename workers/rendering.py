@@ -30,7 +30,7 @@ from farm import metrics
 from farm.blender import devices
 from farm.blender.launcher import blender_command, blender_error
 from farm.blender.progress import FrameProgress
-from farm.jobs import fair_share, planning, states
+from farm.jobs import fair_share, planning, splitting, states
 from farm.jobs.scheduling import failures, live_workers, place_chunk
 from farm.messaging.dispatch import after_commit, new_task_id, send_packaging, send_render
 from farm.models import Chunk, ChunkStatus, Frame, Job, JobStatus, Worker
@@ -64,6 +64,7 @@ class ChunkWork:
     queue: str
     source_sha256: str  # the project's manifest, by which the worker builds the job's project folder
     spec: dict[str, Any]
+    part: dict[str, Any] | None = None  # a split still's part (farm.jobs.splitting.part_spec), None for frames
 
     @property
     def job_id(self) -> str:
@@ -83,7 +84,8 @@ class ChunkWork:
 
     @property
     def ext(self) -> str:
-        return planning.EXTENSIONS[self.spec["output_format"]]
+        """A part is always an OpenEXR of the render's passes; a frame is in the job's format."""
+        return "exr" if self.part else planning.EXTENSIONS[self.spec["output_format"]]
 
     @property
     def log_key(self) -> str:
@@ -134,23 +136,25 @@ def claim(
         )
         if claimed is None:
             return None
-        job = claimed.job
+        job, part = claimed.job, None
+        if job.split > 1:  # every attempt renders the part whole: its frame is done only once the parts are merged
+            size = (job.resolution_x or 0, job.resolution_y or 0, job.resolution_percentage or 100)
+            part = splitting.part_spec(
+                engine=job.engine,
+                samples=job.samples,
+                size=splitting.frame_size(*size),
+                parts=job.split,
+                index=claimed.chunk.index,
+            )
         return ChunkWork(
             chunk=claimed.chunk,
-            frames=claimed.frames,
+            frames=[claimed.chunk.frame_start] if part else claimed.frames,
+            part=part,
             last_frame=job.frame_end,
             priority=job.priority,
             queue=job.queue,
             source_sha256=job.source_sha256,
-            spec={
-                "engine": job.engine,
-                "samples": job.samples,
-                "resolution_x": job.resolution_x,
-                "resolution_y": job.resolution_y,
-                "resolution_percentage": job.resolution_percentage,
-                "output_format": job.output_format,
-                "device": job.device,
-            },
+            spec=job.render_settings(),
         )
 
 
@@ -187,7 +191,11 @@ class ChunkRun:
             if image is None:
                 self.error = f"Blender reported frame {frame}, but its image is not where the farm looks for it"
                 return
-            self.store_frame(frame, image, float(ms) if isinstance(ms, int | float) else 0.0)
+            render_ms = float(ms) if isinstance(ms, int | float) else 0.0
+            if self.work.part:
+                self.store_part(frame, image, render_ms, splitting.clean_recipe(event.get("recipe")))
+            else:
+                self.store_frame(frame, image, render_ms)
 
     @property
     def complete(self) -> bool:
@@ -252,6 +260,32 @@ class ChunkRun:
         else:
             self.ctx.frames.keep(path, sha256, size)  # for a packager on this machine
             metrics.FRAME_SECONDS.labels(worker=self.worker, device=self.device or "unknown").observe(render_ms / 1000)
+        self.stored.add(frame)
+        self.progress.frame_done(frame)
+
+    def store_part(self, frame: int, path: Path, render_ms: float, recipe: dict[str, Any]) -> None:
+        """Upload a split still's part under a key of this attempt's own and record it on the chunk, only while the
+        chunk is still this attempt's: a part rendered twice (a retry, a takeover) is counted once, the last
+        recorded. Its frame is stored when the parts are merged, by the packager."""
+        refuse_if_full(path.parent, f"part {self.work.index} of frame {frame}")
+        sha256, size = sha256_file(path), path.stat().st_size
+        key = splitting.part_key(self.work.job_id, frame, self.work.index, self.work.attempt, sha256)
+        storage = self.ctx.storage
+        with_retries(lambda: storage.put_file(key, path, "image/x-exr"), what=f"storing part {self.work.index}")
+        part = dict(key=key, sha256=sha256, size=size, ms=render_ms, device=self.device, recipe=recipe)
+
+        def record() -> bool:
+            with self.ctx.db.session() as session:
+                return states.part_done(
+                    session, self.work.job_id, self.work.chunk_id, self.worker, self.work.attempt, part
+                )
+
+        ours = with_retries(record, what=f"recording part {self.work.index}")
+        self.beat_ok_at = time.monotonic()
+        self.lost = not ours
+        if not ours:  # another attempt renders this part now: its file is the one that counts
+            with_retries(lambda: storage.delete(key), what=f"dropping part {self.work.index} of a lost attempt")
+        path.unlink(missing_ok=True)
         self.stored.add(frame)
         self.progress.frame_done(frame)
 
@@ -378,6 +412,7 @@ class ChunkRun:
             out=str(self.workdir / "out"),
             frames=self.work.frames,
             trusted_scripts=self.ctx.settings.trusted_scripts,
+            part=self.work.part,
         )
         outcome = self.render(spec)
         self.upload_log()

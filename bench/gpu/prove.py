@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import psycopg
 import redis
-import requests
 from PIL import Image
 
 from bench.common import machine
@@ -43,7 +42,7 @@ from bench.gpu.pack import scene_file
 from farm.blender import devices
 from farm.blender.launcher import SCRIPTS, blender_command, blender_error, launch
 from farm.config import Settings, load_settings
-from tests.helpers import FarmProcesses, free_port, submit, wait_for_status, wait_until
+from tests.helpers import HTTP, FarmProcesses, free_port, submit, wait_for_status, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 WANTS = ("AUTO", "OPTIX", "CUDA", "CPU")
@@ -228,7 +227,7 @@ def gpu_worker_job(blend: Path, work: Path, cache: Path, logs: Path, deadline: D
             def settled() -> list[dict[str, Any]] | bool:
                 if gpus.poll() is not None:
                     return True
-                listed = requests.get(f"{procs.url}/api/workers", timeout=5).json()["workers"]
+                listed = HTTP.get(f"{procs.url}/api/workers", timeout=5).json()["workers"]
                 return [w for w in listed if w["status"] == "ONLINE" and devices.has_gpu(w["devices"])]
 
             online = wait_until(settled, timeout=min(120, deadline.left()), what="a --gpus all worker online")
@@ -244,7 +243,7 @@ def gpu_worker_job(blend: Path, work: Path, cache: Path, logs: Path, deadline: D
             response.raise_for_status()
             job = response.json()["job"]
             job = wait_for_status(procs.url, job["id"], {"COMPLETED", "FAILED"}, timeout=max(1, deadline.left()))
-            frames = requests.get(f"{procs.url}/api/jobs/{job['id']}/frames", timeout=10).json()["frames"]
+            frames = HTTP.get(f"{procs.url}/api/jobs/{job['id']}/frames", timeout=10).json()["frames"]
             found |= {"asked": want, "status": job["status"], "error": job.get("error")}
             found["frames"] = [
                 f"frame {f['frame']} {f['status']} on {f['worker']}, {f['device']}, {f['render_time']} ms"

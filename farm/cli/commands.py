@@ -75,6 +75,7 @@ def cli() -> None:
 @click.option("--priority", type=click.IntRange(0, 9), help="0-9, higher renders first.")
 @click.option("--strict", is_flag=True, default=None, help="Refuse the job if a file the scene uses is missing.")
 @click.option("--notify-url", "notify_url", help="POST the job's end here as signed JSON (a webhook).")
+@click.option("--split", type=int, help="Render one still (--frames N) in this many parts, 2-64, on several workers.")
 @click.option(
     "--project",
     type=click.Path(exists=True, file_okay=False, path_type=Path),

@@ -56,6 +56,13 @@ def _holding(session: Session, task_id: str) -> Any:
     ).first()
 
 
+def _others_waiting(session: Session, queue: str, priority: int, owner: str) -> bool:
+    """Whether another user has a chunk to trade for; most of the time nobody has, and then the count of every
+    user's running chunks, a scan of the active jobs' chunks on each claim, is not needed."""
+    others = select(Chunk.id).join(Job, Job.id == Chunk.job_id).where(*_waiting(queue, priority), job_owner != owner)
+    return session.scalar(others.limit(1)) is not None
+
+
 def fairest(session: Session, chunk_id: int, task_id: str, queue: str) -> int:
     """The chunk the task `task_id`, taken from the shared `queue`, should render: the waiting chunk that holds the
     task, or a waiting chunk of a user who deserves the worker more, which then holds the task instead (trading ids,
@@ -65,6 +72,8 @@ def fairest(session: Session, chunk_id: int, task_id: str, queue: str) -> int:
     if mine is None:
         return chunk_id
     if mine.queue != queue:  # sent to one worker's own queue (a retry, a hand-over): rendered as it was sent
+        return int(mine.id)
+    if not _others_waiting(session, queue, mine.priority, mine.owner):  # one user's work: nothing to weigh
         return int(mine.id)
     waiting_owners = select(job_owner).join(Chunk, Chunk.job_id == Job.id).where(*_waiting(queue, mine.priority))
     best = session.scalar(

@@ -1,6 +1,6 @@
-"""How far along jobs are and when they will end, read from the chunks, frames and workers' paces in three queries
-however many jobs are asked about (the jobs list shows 25 at a time), none of which reads all of a job's frames: a
-status poll of a 20,000-frame job costs what one of 20 does.
+"""How far along jobs are and when they will end, read from the chunks, frames and workers' paces in a few grouped
+queries however many jobs are asked about (the jobs list shows 25 at a time), none of which reads all of a job's
+frames: a status poll of a 20,000-frame job costs about what one of 20 does.
 
 Progress counts the part of each rendering chunk's current frame that Blender has rendered (`Chunk.frame_progress`,
 which the worker reads from Blender's output: farm/blender/progress.py), so it moves within a long frame. The ETA
@@ -73,6 +73,16 @@ def paces(session: Session, jobs: Sequence[Job]) -> dict[str, Pace]:
             )
         ):
             worker_ms[(job_id, worker)] = ms / frames
+    # A split still counts in parts until its frame is merged: parts done, of job.split.
+    splits = [job.id for job in jobs if job.split > 1 and job.id in active and not job.frames_rendered]
+    parts_done: dict[str, int] = {}
+    if splits:
+        counted = session.execute(
+            select(Chunk.job_id, func.count())
+            .where(Chunk.job_id.in_(splits), Chunk.status == ChunkStatus.DONE)
+            .group_by(Chunk.job_id)
+        )
+        parts_done = {job_id: count for job_id, count in counted}
     now: list[datetime] = []  # the database's clock, read only if a first frame's pace is judged
 
     def first_frame_pace(share: float, started: datetime | None) -> float | None:
@@ -87,6 +97,15 @@ def paces(session: Session, jobs: Sequence[Job]) -> dict[str, Pace]:
     for job in jobs:
         chunks = rendering.get(job.id, [])
         total = job.frames_to_render
+        if job.id in splits:  # in parts: each rendering chunk renders one, at its own pace
+            done = parts_done.get(job.id, 0)
+            shares = [share for _, _, _, share, _ in chunks]
+            in_flight = [(1 - share, first_frame_pace(share, started)) for _, _, _, share, started in chunks]
+            left = max(0, job.split - done - len(chunks))
+            eta = planning.eta_seconds(left, in_flight, None)
+            progress = round(min(100.0, 100 * (done + sum(shares)) / job.split), 1)
+            out[job.id] = Pace(running=len(chunks), progress=progress, eta_seconds=eta)
+            continue
         if job.status == JobStatus.COMPLETED or not total:
             out[job.id] = Pace(running=0, progress=100.0, eta_seconds=0.0)
             continue

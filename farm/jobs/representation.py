@@ -56,13 +56,7 @@ def job_json(job: Job, pace: progress.Pace, url: Callable[[str, str], str]) -> d
         },
         "settings": {
             "chunk_size": job.chunk_size,
-            "engine": job.engine,
-            "samples": job.samples,
-            "resolution_x": job.resolution_x,
-            "resolution_y": job.resolution_y,
-            "resolution_percentage": job.resolution_percentage,
-            "output_format": job.output_format,
-            "device": job.device,
+            **job.render_settings(),
             "priority": job.priority,
             "preview_movie": job.preview_movie,
         },
@@ -79,7 +73,7 @@ def job_json(job: Job, pace: progress.Pace, url: Callable[[str, str], str]) -> d
         if job.movie_key
         else None,
         "preview": job.preview,
-        "split": 1,
+        "split": job.split,
         "storage": {"bytes": job.storage_bytes, "measured_at": iso(job.storage_measured_at)},
         "version": job.version,
     }

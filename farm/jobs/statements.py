@@ -139,6 +139,9 @@ CHUNK_PROGRESS = update(CHUNKS).where(
     CHUNKS.c.attempts == bindparam("attempt"),
 )
 
+# A split still's part, stored by the renderer of this attempt (the `part` passed); no row: not its chunk any more.
+PART_DONE = CHUNK_PROGRESS.values(part=bindparam("part"))
+
 # A QUEUED chunk's lost task is replaced by a new one, compare-and-set on the old task id.
 REPLACE_TASK = (
     update(CHUNKS)

@@ -290,6 +290,17 @@ def chunk_progress(
     return True
 
 
+def part_done(session: Session, job_id: str, chunk_id: int, worker: str, attempt: int, part: dict[str, Any]) -> bool:
+    """Record a split still's part, stored by `worker` in `attempt`; False if the chunk is no longer that attempt's
+    (nothing is written then). One part per chunk: a later attempt's replaces an earlier one's, never adds to it."""
+    where = {"chunk": chunk_id, "renderer": worker, "attempt": attempt}
+    if not session.execute(sql.PART_DONE, dict(where, part=part)).rowcount:
+        return False
+    _refresh(session, Chunk, chunk_id)
+    touch_job(session, job_id)
+    return True
+
+
 def requeue_chunk(session: Session, chunk: Chunk, *, task_id: str, reason: str, actor: str | None) -> bool:
     """Put a chunk back in the queue under a new task id (a retry, or its renderer died); the caller dispatches
     `task_id` after commit. Only the attempt `chunk` was read in: never one claimed since. Frames already DONE

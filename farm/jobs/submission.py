@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from farm.blender import devices
 from farm.clock import db_now
 from farm.config import Settings
-from farm.errors import ValidationError
-from farm.jobs import planning, quotas, states, uploads
+from farm.errors import Unprocessable, ValidationError
+from farm.jobs import planning, quotas, splitting, states, uploads
 from farm.jobs.inputs import has_control_characters, shown, whole_number
 from farm.jobs.scene_warnings import scene_warnings
 from farm.jobs.scheduling import live_workers
@@ -71,6 +71,7 @@ class JobForm:
     notify_url: str | None = None  # POSTed the job's end (farm.webhooks)
     preview: bool = False  # a quick look: PREVIEW_PERCENTAGE size, at most PREVIEW_SAMPLES, on the preview queue
     preview_movie: bool = True  # an MP4 of the frames beside the zip (jobs of two frames or more)
+    split: int | None = None  # one still rendered in this many parts by several workers and merged
 
 
 @dataclass(frozen=True)
@@ -135,11 +136,41 @@ def parse_form(form: Mapping[str, str], settings: Settings) -> JobForm:
         notify_url=addresses.check_notify_url(form.get("notify_url"), allow_private=settings.webhook_allow_private),
         preview=_flag(form, "preview"),
         preview_movie=_flag(form, "preview_movie", default=True),
+        split=_split(form),
     )
+    if parsed.split and parsed.preview:
+        raise SplitRefused("split_with_preview", "a preview cannot be split: send split or preview, not both")
+    if parsed.split and parsed.frame_start is not None and parsed.frame_end is not None:
+        _check_one_frame(parsed.frame_start, parsed.frame_end)
     if parsed.preview:
         parsed = as_preview(parsed)
     _check_limits(settings, parsed, parsed.frame_start, parsed.frame_end, parsed.samples, _size(parsed, {}))
     return parsed
+
+
+class SplitRefused(Unprocessable):
+    """A `split` the farm cannot do as asked: always 422, naming the field."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__("split", code, message)
+
+
+def _split(form: Mapping[str, str]) -> int | None:
+    """The form's `split`, a whole number of parts from MIN_PARTS to MAX_PARTS; None when it is left out."""
+    lo, hi = splitting.MIN_PARTS, splitting.MAX_PARTS
+    try:
+        return _int(form, "split", lo, hi)
+    except ValidationError as exc:
+        raise SplitRefused(exc.code, f"{exc.message} (split: parts of one still, {lo}-{hi})") from None
+
+
+def _check_one_frame(frame_start: int, frame_end: int) -> None:
+    if frame_end != frame_start:
+        raise SplitRefused(
+            "not_a_still",
+            f"split renders one still, but the range is frames {frame_start}-{frame_end}: send frame_start and "
+            "frame_end of the one frame",
+        )
 
 
 def as_preview(form: JobForm) -> JobForm:
@@ -326,7 +357,11 @@ def create_job(
         _check_limits(settings, form, frame_start, frame_end, samples, size)
         count = frame_end - frame_start + 1
         quotas.check_queued_frames(session, settings, owner, count)
-        if form.chunk_size:
+        engine = form.engine or scene.get("engine")
+        if form.split:
+            _check_split(form.split, frame_start, frame_end, engine, samples, size)
+            plan = [(frame_start, frame_end)] * form.split  # one chunk per part, each of the one frame
+        elif form.chunk_size:
             plan = planning.plan_chunks(frame_start, frame_end, min(form.chunk_size, count))
         else:
             plan = planning.adaptive_chunks(
@@ -358,7 +393,7 @@ def create_job(
             frame_start=frame_start,
             frame_end=frame_end,
             chunk_size=chunk_size,
-            engine=form.engine or scene.get("engine"),
+            engine=engine,
             samples=samples,
             resolution_x=size[0],
             resolution_y=size[1],
@@ -370,6 +405,7 @@ def create_job(
             notify_url=form.notify_url,
             preview=form.preview,
             preview_movie=form.preview_movie,
+            split=form.split or 1,
         )
         session.add(job)
         session.flush()
@@ -387,11 +423,12 @@ def create_job(
         ]
         dispatched = insert(Chunk).values(dispatched_at=db_now())  # the database's clock, like every dispatch
         chunk_ids = session.scalars(dispatched.returning(Chunk.id, sort_by_parameter_order=True), chunks).all()
+        owners = chunk_ids[:1] if form.split else chunk_ids  # a split still's frame row is its first part's
         session.execute(
             insert(Frame),
             [
                 {"job_id": job.id, "chunk_id": cid, "frame": f}
-                for cid, (s, e) in zip(chunk_ids, plan, strict=True)
+                for cid, (s, e) in zip(owners, plan, strict=False)
                 for f in range(s, e + 1)
             ],
         )
@@ -431,8 +468,8 @@ def keep_probe_frame(session: Session, storage: Storage, job: Job, frame: int, i
 
 def _probe_frame_spec(form: JobForm, settings: Settings, workdir: Path) -> dict[str, object] | None:
     """What the probe renders to time a frame, or None when the user chose the chunk size. Past the farm's limits
-    it renders none: that job is refused."""
-    if form.chunk_size:
+    it renders none: that job is refused. Nor for a split still: its chunks are its parts."""
+    if form.chunk_size or form.split:
         return None
     return {
         "frame": form.frame_start,
@@ -446,6 +483,24 @@ def _probe_frame_spec(form: JobForm, settings: Settings, workdir: Path) -> dict[
         "max_samples": settings.max_samples,
         "max_pixels": settings.max_pixels,
     }
+
+
+def _check_split(
+    parts: int,
+    frame_start: int,
+    frame_end: int,
+    engine: str | None,
+    samples: int | None,
+    size: tuple[int | None, int | None, int | None],
+) -> None:
+    """A split still, once the scene filled what the form left out: one frame, and enough samples (Cycles) or rows
+    (other engines) for every part to have some."""
+    _check_one_frame(frame_start, frame_end)
+    x, y, percentage = size
+    pixels = splitting.frame_size(x, y, percentage) if x and y and percentage else None
+    why = splitting.refusal(engine=engine, samples=samples, size=pixels, parts=parts)
+    if why:
+        raise SplitRefused("too_many_parts", why)
 
 
 def _frame_seconds(scene: dict[str, object], settings: Settings) -> float:

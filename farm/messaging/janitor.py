@@ -298,7 +298,8 @@ class Janitor:
                     session,
                     select(Job).where(
                         Job.status.in_(ACTIVE),
-                        Job.frames_rendered >= Job.frame_end - Job.frame_start + 1,
+                        # a split still's frame is made by its packager, from its parts
+                        (Job.frames_rendered >= Job.frame_end - Job.frame_start + 1) | (Job.split > 1),
                         Job.updated_at < now - self.timeout,
                     ),
                 )

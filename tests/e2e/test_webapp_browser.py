@@ -46,11 +46,6 @@ def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="in two clean-clone CI runs of 2026-12-06 the page never showed COMPLETED in time (it passes alone); "
-    "under investigation, see the stop-15 note",
-)
 def test_upload_fix_a_bad_range_watch_frames_arrive_live_open_one_and_download(page, farm, slow_blend):
     page.goto(f"{farm.url}/jobs/new")
     page.set_input_files("#f-file", str(slow_blend))

@@ -191,6 +191,19 @@ def test_finished_but_unpackaged_jobs_are_packaged(database, janitor, settings):
     assert janitor.sweep().jobs_packaged == []  # touched: it waits before sending again
 
 
+def test_a_split_still_whose_parts_are_done_is_packaged_though_its_frame_is_not_yet(database, janitor, settings):
+    job_id, ids = new_job(database, settings.queue, frames=1, chunk_size=1)
+    with database.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(split=1))
+        c = states.claim_chunk(session, ids[0], "w@t", None).chunk
+        states.finish_chunk(session, c, ChunkStatus.DONE, worker="w@t")  # the part: its frame waits for the merge
+        session.execute(update(Job).where(Job.id == job_id).values(updated_at=long_ago()))
+    assert janitor.sweep().jobs_packaged == []  # a job of frames waits for its frames
+    with database.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(split=2, updated_at=long_ago()))
+    assert janitor.sweep().jobs_packaged == [job_id]
+
+
 def test_canceling_job_with_nothing_running_is_settled(database, janitor, settings):
     job_id, (first, _) = new_job(database, settings.queue)
     with database.session() as session:

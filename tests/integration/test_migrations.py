@@ -201,8 +201,8 @@ def test_farm_db_commands_and_the_schema_check(empty_db: str, tmp_path: Path) ->
 
 
 def test_workers_paces_of_jobs_made_before_them_come_from_their_frames(engine: Engine) -> None:
-    """0007 sums each worker's DONE frames of each job into `worker_paces`, which ETAs read from then on."""
-    upgrade(engine, "0006")
+    """0008 sums each worker's DONE frames of each job into `worker_paces`, which ETAs read from then on."""
+    upgrade(engine, "0007")
     _rows_at_first_revision(engine)  # its one DONE frame names no worker: no pace
     tables = MetaData()
     with engine.begin() as conn:

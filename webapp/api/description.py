@@ -131,7 +131,12 @@ SCHEMAS: dict[str, Schema] = {
                 **obj({"bytes": nullable(INTEGER), "measured_at": TIME}),
                 "description": "The job's files in storage, as the janitor last measured them (null: not yet).",
             },
-            "split": {"type": "integer", "minimum": 1},
+            "split": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 64,
+                "description": "Parts the still is rendered in by several workers and merged; 1: not split.",
+            },
             "movie": {"oneOf": [obj({"filename": STRING, "url": STRING, "size": nullable(INTEGER)}), {"type": "null"}]},
             "preview": BOOLEAN,
             "version": INTEGER,
@@ -382,6 +387,12 @@ def job_form(settings: Settings) -> Schema:
         "strict": choice(["0", "1"], "1: refuse (422 `missing_files`) when a file the scene uses is missing."),
         "preview": choice(["0", "1"], "1: a quick look: 25 % size, few samples, on the preview queue served first."),
         "preview_movie": choice(["0", "1"], "0: no preview movie (made for jobs of two frames or more)."),
+        "split": whole(
+            2,
+            64,
+            "One still rendered by this many workers and merged (Cycles: by samples, at least one each; other "
+            "engines: by bands of rows); only for a one-frame range, not with `preview` (422 `split` otherwise).",
+        ),
         "notify_url": {
             **TEXT,
             "maxLength": 2000,

@@ -73,6 +73,64 @@ def apply_spec(scene, spec):
     apply_device(scene, spec["device"])
 
 
+def recipe_of(scene):
+    """The scene's own output settings, read before a part changes them: the merge writes the still with them."""
+    render, view = scene.render, scene.view_settings
+    image, cycles = render.image_settings, scene.cycles
+    denoise = render.engine == "CYCLES" and cycles.use_denoising
+    return {
+        "view_transform": view.view_transform,
+        "look": view.look,
+        "exposure": view.exposure,
+        "gamma": view.gamma,
+        "display_device": scene.display_settings.display_device,
+        "dither": render.dither_intensity,
+        "color_mode": image.color_mode,
+        "color_depth": image.color_depth,
+        "compression": image.compression,
+        "quality": image.quality,
+        "exr_codec": image.exr_codec,
+        "denoise": bool(denoise),
+        "denoise_prefilter": cycles.denoising_prefilter,
+        "denoise_quality": cycles.denoising_quality,
+        "denoise_passes": cycles.denoising_input_passes,
+    }
+
+
+def apply_part(scene, part):
+    """Render one part of a split still (farm/jobs/splitting.py) into a 32-bit OpenEXR of the render itself, not
+    composited, nor denoised: the merge does that once, on the whole. Samples: this part's run of the frame's
+    samples, into a multilayer EXR that also holds the denoising passes when the scene denoises. Tiles: this band
+    of rows, overscan included, cropped. Returns the scene's output settings as they were (`recipe_of`)."""
+    recipe = recipe_of(scene)
+    render = scene.render
+    render.use_compositing = False
+    render.use_sequencer = False
+    image = render.image_settings
+    if part["mode"] == "samples":
+        image.file_format = "OPEN_EXR_MULTILAYER"
+        cycles = scene.cycles
+        cycles.use_denoising = False
+        for layer in scene.view_layers:
+            layer.cycles.denoising_store_passes = recipe["denoise"]
+        cycles.samples = part["samples"]
+        cycles.use_sample_subset = True
+        cycles.sample_offset = part["sample_offset"]
+        cycles.sample_subset_length = part["sample_length"]
+    else:
+        image.file_format = "OPEN_EXR"
+        (low, high), height = part["rows"], part["height"]
+        render.use_border = render.use_crop_to_border = True
+        render.border_min_x, render.border_max_x = 0.0, 1.0
+        # Blender truncates border × height to whole rows: half a row in lands exactly on the row meant.
+        render.border_min_y = (low + 0.5) / height if low else 0.0
+        render.border_max_y = (high + 0.5) / height if high < height else 1.0
+    image.color_mode = "RGBA"
+    image.color_depth = "32"
+    image.exr_codec = "ZIP"
+    return recipe
+
+
 def open_blend(path, trusted=False):
     """Open the file with its scripts off (on only where the farm's admin trusts every file: FARM_TRUSTED_SCRIPTS),
     and confine what it would write. Returns the fluid domains whose cache folder holds no simulation."""
@@ -161,15 +219,17 @@ def go_to_frame(scene, frame):
 
 
 def render_chunk(spec, loaded):
-    """Render the spec's frames; returns the file now loaded. Opens the file only if it is not loaded already."""
-    warm = loaded == spec["blend"]
+    """Render the spec's frames; returns the file now loaded. Opens the file only if it is not loaded already, or
+    for a part of a split still, which must start from the scene's own settings (an earlier part changed them)."""
+    warm = loaded == spec["blend"] and not spec.get("part")
     if not warm:
         open_blend(spec["blend"], spec.get("trusted_scripts", False))
         loaded = spec["blend"]
     scene = bpy.context.scene
     try:
         apply_spec(scene, spec)
-    except (TypeError, ValueError) as exc:
+        extra = {"recipe": apply_part(scene, spec["part"])} if spec.get("part") else {}
+    except (TypeError, ValueError, KeyError) as exc:
         raise ChunkError(str(exc)) from None
     label = spec["device"]["label"]
     os.chdir(os.path.dirname(spec["out"]))  # the chunk's work folder: relative paths land there
@@ -187,7 +247,7 @@ def render_chunk(spec, loaded):
         path = base + scene.render.file_extension
         if not os.path.isfile(path):
             raise ChunkError(f"Blender rendered frame {frame} but wrote no image")
-        emit(event="frame", frame=frame, ms=round(elapsed_ms, 1), device=label)
+        emit(event="frame", frame=frame, ms=round(elapsed_ms, 1), device=label, **extra)
     emit(event="done")
     return loaded
 
