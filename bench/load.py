@@ -43,7 +43,7 @@ STREAM_FALLBACK_SECONDS = 3.0  # the job page's polling interval once its stream
 def percentile(values: list[float], q: int) -> float:
     if len(values) < 2:
         return values[0] if values else 0.0
-    return statistics.quantiles(values, n=100)[q - 1]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 @dataclass
