@@ -221,6 +221,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
                 timeout=1800,
             )
         accepted = time.perf_counter() - started
+        load = os.getloadavg()[0]  # this machine's: other work on it slows every figure below
         watch.join(60)
         assert response.status_code == 201, response.text[:500]
         job = response.json()["job"]
@@ -272,6 +273,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
         mib = 1024
         rows: list[tuple[str, str]] = [
             ("job", f"{args.frames:,} frames in chunks of {args.chunk_size} ({-(-args.frames // args.chunk_size):,})"),
+            ("machine's load average (1 min): at the answer / at the end", f"{load:.1f} / {os.getloadavg()[0]:.1f}"),
             ("submission answered (201)", f"{accepted:.2f} s"),
             ("… of which its rows were committed after", f"{committed[0]:.2f} s (then the tasks are sent to Redis)"),
             (
