@@ -317,9 +317,9 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
             f"A {args.frames:,}-frame job",
             ("measure", "value"),
             rows,
-            notes=f"{args.requests} GETs of each, one after another, while the job is QUEUED, then while "
-            f"{args.workers} workers render it with the benchmark-only null renderer. Pages are fetched with the "
-            "admin's Bearer token.",
+            notes=f"{args.requests} GETs of each, one after another, while the job is QUEUED"
+            + (f", then while {args.workers} workers render it with the null renderer" if args.workers else "")
+            + ". Pages are fetched with the admin's Bearer token.",
         )
     finally:
         for proc in workers:
