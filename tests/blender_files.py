@@ -96,7 +96,7 @@ def huge():
     cube()
     scene.cycles.samples = 16777216
     scene.render.resolution_x = scene.render.resolution_y = 16384
-    scene.frame_end = 200000
+    scene.frame_end = 1048574  # Blender's last frame: past FARM_MAX_FRAMES
 
 
 def python_driver():

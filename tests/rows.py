@@ -12,8 +12,8 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from farm.db import Database
-from farm.jobs import planning, states
-from farm.models import Chunk, Frame, Job
+from farm.jobs import planning, statements, states
+from farm.models import Chunk, Job
 from farm.storage import Storage
 
 
@@ -39,18 +39,11 @@ def add_job(session: Session, frames: int, chunk_size: int, *, name: str = "live
     )
     session.flush()
     plan = planning.plan_chunks(1, frames, chunk_size)
-    ids = session.scalars(
-        insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
-        [{"job_id": job_id, "index": i, "frame_start": s, "frame_end": e} for i, (s, e) in enumerate(plan)],
-    ).all()
     session.execute(
-        insert(Frame),
-        [
-            {"job_id": job_id, "chunk_id": c, "frame": f}
-            for c, (s, e) in zip(ids, plan, strict=True)
-            for f in range(s, e + 1)
-        ],
+        insert(Chunk),
+        [{"job_id": job_id, "index": i, "frame_start": s, "frame_end": e} for i, (s, e) in enumerate(plan)],
     )
+    session.execute(statements.PLAN_FRAMES, {"job": job_id})
     return job_id
 
 

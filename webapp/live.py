@@ -6,8 +6,10 @@ once, and hands the same update to every subscriber of that job. A hundred open 
 subscriber holds no database connection while it waits.
 
 The stream (`GET /api/jobs/<id>/events` with `Accept: text/event-stream`) sends a `snapshot` event first (the job,
-every chunk, every finished frame), then `update` events carrying only what changed, a comment every 15 s to keep
-proxies from closing it, and `end` once the job is COMPLETED, FAILED or CANCELED.
+every chunk, every finished frame of the first SHOWN_FRAMES), then `update` events carrying only what changed, a
+comment every 15 s to keep proxies from closing it, and `end` once the job is COMPLETED, FAILED or CANCELED. The
+page draws those frames and no more, so a job of a million frames costs a watcher and a browser what one of
+SHOWN_FRAMES does; the others are in `GET /api/jobs/<id>/frames`, a page at a time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, Response, current_app, request, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from farm.errors import FarmError
@@ -37,19 +39,33 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 LATE_FRAME_SLACK = timedelta(minutes=2)  # workers' clocks and commit order may record a frame a little "earlier"
+SHOWN_FRAMES = 5000  # a job's first frames, which its page draws as tiles and bars (and the stream carries)
 
 
 def frame_entry(row: Any) -> dict[str, Any]:
     return {"frame": row.frame, "render_time": row.render_time_ms, "worker": row.worker, "device": row.device}
 
 
-def _done_frames(session: Session, job_id: str, since: datetime | None = None) -> list[Any]:
-    query = select(Frame.frame, Frame.render_time_ms, Frame.worker, Frame.device, Frame.finished_at).where(
-        Frame.job_id == job_id, Frame.status == FrameStatus.DONE
+def _shown(job: Job) -> Any:
+    """The job's finished frames among those its page shows."""
+    return (
+        (Frame.job_id == job.id) & (Frame.status == FrameStatus.DONE) & (Frame.frame < job.frame_start + SHOWN_FRAMES)
     )
+
+
+def _done_frames(session: Session, job: Job, since: datetime | None = None) -> list[Any]:
+    query = select(Frame.frame, Frame.render_time_ms, Frame.worker, Frame.device, Frame.finished_at).where(_shown(job))
     if since is not None:
         query = query.where(Frame.finished_at >= since - LATE_FRAME_SLACK)
     return list(session.execute(query.order_by(Frame.frame)))
+
+
+def _done_count(session: Session, job: Job) -> int:
+    """How many of the shown frames are finished: the job's own count when it shows every frame, else counted
+    (at most SHOWN_FRAMES index entries)."""
+    if job.frames_to_render <= SHOWN_FRAMES:
+        return job.frames_rendered
+    return session.scalar(select(func.count()).where(_shown(job))) or 0
 
 
 @dataclass
@@ -64,7 +80,7 @@ class JobState:
 
     @classmethod
     def load(cls, session: Session, job: Job) -> JobState:
-        rows = _done_frames(session, job.id)
+        rows = _done_frames(session, job)
         return cls(
             job=jobs_json(session, [job])[0],
             chunks={c.index: chunk_json(c) for c in job.chunks},
@@ -90,9 +106,9 @@ class JobState:
             if self.chunks.get(chunk.index) != fresh:
                 self.chunks[chunk.index] = fresh
                 changed.append(fresh)
-        rows = _done_frames(session, job.id, self.latest_finish)
-        if len(self.frames) + len([r for r in rows if r.frame not in self.frames]) < job.frames_rendered:
-            rows = _done_frames(session, job.id)  # a frame committed out of order slipped past: look at all
+        rows = _done_frames(session, job, self.latest_finish)
+        if len(self.frames) + len([r for r in rows if r.frame not in self.frames]) < _done_count(session, job):
+            rows = _done_frames(session, job)  # a frame committed out of order slipped past: look at all
         new = [frame_entry(r) for r in rows if r.frame not in self.frames]
         for entry in new:
             self.frames[entry["frame"]] = entry

@@ -37,13 +37,13 @@ from webapp.api.serializers import jobs_json, workers_json
 from webapp.errors import ErrorAnswer, farm_error_response
 from webapp.extensions import db
 from webapp.limits import SUBMIT_LIMIT
-from webapp.live import links
+from webapp.live import SHOWN_FRAMES, links
 from webapp.queries import get_job, job_search, one_job, query_int
 
 bp = Blueprint("pages", __name__)
 bp.before_request(csrf.check)
 PAGE_SIZE = 25
-MAX_TILES = 5000  # frames drawn as thumbnails on a job page; larger jobs show the first ones (the chart shows all)
+MAX_TILES = SHOWN_FRAMES  # frames drawn as tiles and bars on a job page; larger jobs show the first ones
 FIRST_TILES = 60  # tiles in the HTML itself; the page's script adds the rest right after the first paint
 ENGINES = tuple(dict.fromkeys(submission.ENGINES.values()))  # without the aliases the API also accepts
 

@@ -19,14 +19,13 @@ from typing import Any
 
 import av
 from PIL import Image
-from sqlalchemy import select
 
 from farm.jobs import planning
-from farm.models import Frame, FrameStatus, Job
+from farm.models import Job
 from farm.retrying import with_retries
 from farm.storage.previews import viewable
 from workers.context import WorkerContext
-from workers.frame_fetch import fetched
+from workers.frame_fetch import done_frames, fetched
 
 log = logging.getLogger(__name__)
 CRF = 19
@@ -96,12 +95,6 @@ def make_movie(ctx: WorkerContext, job: Job) -> tuple[str, str, int] | None:
         return None
     filename = planning.movie_filename(job.name, job.frame_start, job.frame_end)
     key = f"jobs/{job.id}/{filename}"
-    with ctx.db.session() as session:
-        frames = session.execute(
-            select(Frame.frame, Frame.image_key, Frame.sha256)
-            .where(Frame.job_id == job.id, Frame.status == FrameStatus.DONE)
-            .order_by(Frame.frame)
-        ).all()
     scratch = ctx.settings.cache_dir / "movies"
     scratch.mkdir(parents=True, exist_ok=True)
     try:
@@ -109,7 +102,7 @@ def make_movie(ctx: WorkerContext, job: Job) -> tuple[str, str, int] | None:
             dest = Path(folder) / "movie.mp4"
 
             def pictures() -> Iterable[Image.Image]:
-                for _row, src in fetched(ctx, frames, Path(folder)):
+                for _row, src in fetched(ctx, done_frames(ctx, job.id), Path(folder)):
                     yield viewable(src, job.output_format)
 
             count = encode(pictures(), movie_fps(job.scene), dest)

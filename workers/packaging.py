@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import threading
 import time
 import zipfile
@@ -20,9 +21,9 @@ from typing import IO
 from sqlalchemy import func, select
 
 from farm.jobs import planning, states
-from farm.models import Frame, FrameStatus, Job, JobStatus
+from farm.models import Frame, Job, JobStatus
 from workers.context import WorkerContext
-from workers.frame_fetch import COPY_BLOCK, fetched
+from workers.frame_fetch import COPY_BLOCK, done_frames, fetched
 from workers.merging import merge_parts
 from workers.movie import make_movie
 
@@ -62,49 +63,44 @@ def start_packaging(ctx: WorkerContext, job_id: str, actor: str, *, resume: bool
         return job
 
 
-def build_zip(ctx: WorkerContext, job: Job, dest: IO[bytes]) -> list[str]:
-    """Write the job's zip to the stream `dest` (it need not seek); returns the sha256 of each frame in it."""
-    with ctx.db.session() as session:
-        frames = session.execute(
-            select(Frame.frame, Frame.image_key, Frame.sha256, Frame.render_time_ms, Frame.worker, Frame.device)
-            .where(Frame.job_id == job.id, Frame.status == FrameStatus.DONE)
-            .order_by(Frame.frame)
-        ).all()
-    manifest = []
+def build_zip(ctx: WorkerContext, job: Job, dest: IO[bytes]) -> int:
+    """Write the job's zip to the stream `dest` (it need not seek); returns the number of frames in it. Zip64
+    throughout (each entry, and the archive once it holds more than 65,535 entries or 4 GiB), so a zip of a million
+    frames is as valid as one of ten. `manifest.json` is written to a temporary file as the frames go in, then
+    added last: nothing per frame is held in memory."""
     ext = planning.EXTENSIONS[job.output_format]
     scratch = ctx.settings.cache_dir / "zips"
     scratch.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for (frame, _key, sha256, render_ms, worker, device), src in fetched(ctx, frames, scratch):
+    rows = done_frames(ctx, job.id, Frame.render_time_ms, Frame.worker, Frame.device)
+    count = 0
+    with (
+        zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive,
+        tempfile.TemporaryFile(dir=scratch) as listing,
+    ):
+        head = {
+            "job": job.id,
+            "name": job.name,
+            "frame_start": job.frame_start,
+            "frame_end": job.frame_end,
+            "output_format": job.output_format,
+        }
+        listing.write(json.dumps(head, indent=2).removesuffix("\n}").encode() + b',\n  "frames": [')
+        for (frame, _key, sha256, render_ms, worker, device), src in fetched(ctx, rows, scratch):
             name = planning.frame_filename(frame, ext, job.frame_end)
-            entry = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
-            with archive.open(entry, "w", force_zip64=True) as out:
+            with archive.open(_entry(name), "w", force_zip64=True) as out:
                 shutil.copyfileobj(src, out, COPY_BLOCK)
-            manifest.append(
-                {
-                    "frame": frame,
-                    "file": name,
-                    "render_time": render_ms,
-                    "worker": worker,
-                    "device": device,
-                    "sha256": sha256,
-                }
-            )
-        archive.writestr(
-            "manifest.json",
-            json.dumps(
-                {
-                    "job": job.id,
-                    "name": job.name,
-                    "frame_start": job.frame_start,
-                    "frame_end": job.frame_end,
-                    "output_format": job.output_format,
-                    "frames": manifest,
-                },
-                indent=2,
-            ),
-        )
-    return [frame["sha256"] for frame in manifest]
+            entry = {"frame": frame, "file": name, "render_time": render_ms, "worker": worker, "device": device}
+            listing.write((",\n    " if count else "\n    ").encode() + json.dumps(entry | {"sha256": sha256}).encode())
+            count += 1
+        listing.write(b"\n  ]\n}")
+        listing.seek(0)
+        with archive.open(_entry("manifest.json"), "w", force_zip64=True) as out:
+            shutil.copyfileobj(listing, out, COPY_BLOCK)
+    return count
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    return zipfile.ZipInfo(name, date_time=time.localtime()[:6])
 
 
 @contextmanager
@@ -154,7 +150,7 @@ def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = F
                     job_id,
                     JobStatus.UPLOADING,
                     actor=actor,
-                    reason=f"zip of {len(zipped)} frames built",
+                    reason=f"zip of {zipped} frames built",
                     only_from=[JobStatus.PACKAGING],
                 )
             if not moved and not (resume or retried):
@@ -168,6 +164,7 @@ def package_job(ctx: WorkerContext, job_id: str, *, actor: str, resume: bool = F
         states.complete_job(
             session, job_id, asset_key=key, asset_filename=filename, asset_size=size, actor=actor, movie=movie
         )
-    ctx.frames.drop(zipped)  # they are in the zip (and in storage): this machine needs its copies no more
+    # They are in the zip (and in storage): this machine needs its copies no more.
+    ctx.frames.drop(row.sha256 for row in done_frames(ctx, job_id))
     log.info("job %s packaged: %s (%d bytes)", job_id, key, size)
     return "completed"

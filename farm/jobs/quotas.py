@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from farm.config import Settings
 from farm.errors import FarmError
-from farm.models import Frame, FrameStatus, Job, JobStatus
+from farm.models import Job, JobStatus
 
 ENDED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
 WAITING = (JobStatus.QUEUED, JobStatus.RENDERING)
@@ -53,15 +53,10 @@ def check_queued_frames(session: Session, settings: Settings, owner: str | None,
     limit = settings.user_max_queued_frames
     if limit is None:
         return
-    queued = (
-        session.scalar(
-            select(func.count())
-            .select_from(Frame)
-            .join(Job, Job.id == Frame.job_id)
-            .where(_owned(owner), Job.status.in_(WAITING), Frame.status != FrameStatus.DONE)
-        )
-        or 0
-    )
+    # Each job counts the frames it has DONE (`frames_rendered`, kept exact by `states.frame_done`): a sum over
+    # the owner's jobs, not a count over their frames, which for a million-frame job would read a million rows.
+    left = Job.frame_end - Job.frame_start + 1 - Job.frames_rendered
+    queued = session.scalar(select(func.sum(left)).where(_owned(owner), Job.status.in_(WAITING))) or 0
     if queued + frames > limit:
         raise OverLimit(
             "too_many_queued_frames",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any, cast
 
-from sqlalchemy import String, Table, bindparam, case, exists, func, insert, select, update
+from sqlalchemy import String, Table, bindparam, case, exists, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from farm.clock import db_now
@@ -187,6 +187,29 @@ CHUNKS_OF_JOB = select(Chunk).where(
 )
 
 # --- frames ----------------------------------------------------------------------------------------------------
+
+
+def _planned_frames() -> Any:
+    """One QUEUED row per frame of every chunk of the job, made by the database from the chunks' ranges (a
+    recursive count, which both dialects run): a million-frame job sends one statement and no rows, so the web
+    process that plans it holds nothing per frame. A split still's parts share one frame, whose row is part 0's."""
+    numbers = (
+        select(CHUNKS.c.job_id, CHUNKS.c.id.label("chunk_id"), CHUNKS.c.frame_start.label("frame"), CHUNKS.c.frame_end)
+        .join(JOBS, JOBS.c.id == CHUNKS.c.job_id)
+        .where(CHUNKS.c.job_id == bindparam("job"), (JOBS.c.split == 1) | (CHUNKS.c.index == 0))
+        .cte("numbers", recursive=True)
+    )
+    numbers = numbers.union_all(
+        select(numbers.c.job_id, numbers.c.chunk_id, numbers.c.frame + 1, numbers.c.frame_end).where(
+            numbers.c.frame < numbers.c.frame_end
+        )
+    )
+    rows = select(numbers.c.job_id, numbers.c.chunk_id, numbers.c.frame, literal(FrameStatus.QUEUED.value))
+    return insert(FRAMES).from_select(["job_id", "chunk_id", "frame", "status"], rows)
+
+
+# Every frame row of a job just planned (its chunks are inserted already).
+PLAN_FRAMES = _planned_frames()
 
 # A chunk's frames in one of `among` become `new` (no events: one per frame per attempt would drown the trail).
 MOVE_FRAMES = (

@@ -1,5 +1,6 @@
 """Turn an upload and a form into a planned job: validate every field, store the source by hash, probe the scene,
-create the job with one row per chunk and per frame. Nothing is dispatched here; that happens after commit.
+create the job with one row per chunk and per frame (the frames made by the database itself, so planning a million
+frames holds nothing per frame in this process). Nothing is dispatched here; that happens after commit.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from farm.blender import devices
 from farm.clock import db_now
 from farm.config import Settings
 from farm.errors import Unprocessable, ValidationError
-from farm.jobs import planning, quotas, splitting, states, uploads
+from farm.jobs import planning, quotas, splitting, statements, states, uploads
 from farm.jobs.inputs import has_control_characters, shown, whole_number
 from farm.jobs.scene_warnings import scene_warnings
 from farm.jobs.scheduling import live_workers
 from farm.messaging.dispatch import new_task_id
-from farm.models import Chunk, Frame, Job, JobStatus, StoredBlob
+from farm.models import Chunk, Job, JobStatus, StoredBlob
 from farm.projects import Blob, Manifest, blob_key, blob_store, dependencies, intake
 from farm.storage import CHUNK, Storage, regular_file, sha256_file
 from farm.storage.previews import store_thumbnail
@@ -423,15 +424,7 @@ def create_job(
         ]
         dispatched = insert(Chunk).values(dispatched_at=db_now())  # the database's clock, like every dispatch
         chunk_ids = session.scalars(dispatched.returning(Chunk.id, sort_by_parameter_order=True), chunks).all()
-        owners = chunk_ids[:1] if form.split else chunk_ids  # a split still's frame row is its first part's
-        session.execute(
-            insert(Frame),
-            [
-                {"job_id": job.id, "chunk_id": cid, "frame": f}
-                for cid, (s, e) in zip(owners, plan, strict=False)
-                for f in range(s, e + 1)
-            ],
-        )
+        session.execute(statements.PLAN_FRAMES, {"job": job.id})  # made by the database, however many
         kept = type(probe_frame) is int and frame_start <= probe_frame <= frame_end
         if kept and form.device != "GPU":  # a GPU job gets no frame rendered on the web host's CPU
             image = Path(workdir) / f"probe.{planning.EXTENSIONS[job.output_format]}"  # where the probe writes it

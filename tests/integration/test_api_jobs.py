@@ -110,7 +110,7 @@ def test_zip_project_with_main(client, blend_bytes):
         ({"chunk_size": "0"}, "too_small", "chunk_size"),
         ({"chunk_size": "-4"}, "negative", "chunk_size"),
         ({"chunk_size": "two"}, "not_an_integer", "chunk_size"),
-        ({"frame_start": "0", "frame_end": "100000"}, "too_many_frames", "frame_end"),
+        ({"frame_start": "0", "frame_end": "1000000"}, "too_many_frames", "frame_end"),
         ({"engine": "POVRAY"}, "unknown_choice", "engine"),
         ({"output_format": "GIF"}, "unknown_choice", "output_format"),
         ({"device": "TPU"}, "unknown_choice", "device"),

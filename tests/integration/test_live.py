@@ -16,7 +16,7 @@ from farm.jobs import states
 from farm.models import Chunk, ChunkStatus, JobStatus
 from tests.helpers import wait_until
 from tests.rows import claim_first_chunk, make_job, render_frame
-from webapp.live import watcher
+from webapp.live import SHOWN_FRAMES, watcher
 
 # The app's watcher thread queries while the test writes, and statements are counted on the app's own engine: the
 # real database, not one connection shared across threads.
@@ -109,6 +109,24 @@ def test_stream_sends_a_snapshot_then_only_changes_then_end(open_stream, databas
         states.finish_chunk(session, chunk, ChunkStatus.CANCELED, worker="w@test", reason="canceled")
         states.settle_cancel(session, job_id, actor="test")
     assert events.until("end") == {"status": JobStatus.CANCELED}
+
+
+def test_the_stream_of_a_large_job_carries_only_the_frames_its_page_shows(open_stream, database):
+    beyond = SHOWN_FRAMES + 5  # past the window the page draws: counted in the job, never streamed
+    job_id = make_job(database, SHOWN_FRAMES + 1000, 1000)
+    for frame in (1, beyond):
+        render_frame(database, job_id, frame)
+    events = open_stream(job_id)
+    snapshot = events.until("snapshot")
+    assert [f["frame"] for f in snapshot["frames"]] == [1] and snapshot["job"]["render"]["frames_rendered"] == 2
+    assert len(snapshot["chunks"]) == 6
+    for frame in (beyond + 1, 2):
+        render_frame(database, job_id, frame)
+    seen: list[int] = []
+    while 2 not in seen:
+        update = events.until("update")
+        seen += [f["frame"] for f in update["frames"]]
+    assert seen == [2] and update["job"]["render"]["frames_rendered"] == 4
 
 
 def test_a_finished_job_streams_its_snapshot_and_ends(open_stream, database):

@@ -18,7 +18,7 @@ def test_embedded_defaults_need_no_servers(tmp_path):
     assert settings.embedded_broker and settings.broker_folder == tmp_path / "broker"
     assert settings.result_backend.startswith("db+sqlite:///")
     assert settings.storage_url == (tmp_path / "storage").as_uri()
-    assert settings.max_frames == 100_000
+    assert settings.max_frames == 1_000_000
     assert (settings.max_chunks, settings.max_samples, settings.max_probes) == (10_000, 16_384, 4)
     assert settings.max_pixels == 100_000_000
     assert settings.warm_blender and settings.renderer == "blender" and settings.chunk_target_seconds == 60

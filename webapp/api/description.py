@@ -19,6 +19,7 @@ from farm.jobs.submission import DEVICES, ENGINES, MAX_RESOLUTION, OUTPUT_FORMAT
 from farm.models import ChunkStatus, FrameStatus, JobStatus, Role, WorkerStatus
 from farm.projects import MAX_FILES
 from webapp.api.files import MAX_CHECK
+from webapp.api.jobs import FRAMES_PAGE
 from webapp.api.monitor import TASK_STATES
 
 Schema = dict[str, Any]
@@ -487,8 +488,10 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
                 "list_frames",
                 "frames",
                 "A job's frames",
-                {"200": json_response("Every frame, in order.", list_of("frames", ref("Frame")))},
-                parameters=job,
+                {"200": json_response("A page of frames, in order.", list_of("frames", ref("Frame"), **PAGING))},
+                description=f"Every frame of a job of up to {FRAMES_PAGE:,} frames; larger jobs a page at a time "
+                "(`offset` counts frames from the job's first).",
+                parameters=[*job, *paging(FRAMES_PAGE, FRAMES_PAGE)],
             ),
         },
         "/api/jobs/{job_id}/frames/{frame}": {

@@ -205,6 +205,7 @@ function jobPage() {
   const links = snapshot.links;
   const eventsUrl = `/api/jobs/${encodeURIComponent(job.current.id)}/events`;
   const grid = document.getElementById("grid");
+  const lastShown = Number(grid.dataset.last); // the page shows the job's first frames up to this one, no more
   const tiles = new Map();
   const chunkOf = new Map();
   const chunkRows = new Map();
@@ -241,7 +242,7 @@ function jobPage() {
 
   function renderChunk(c) {
     chunks.set(c.index, c);
-    for (let f = c.frame_start; f <= c.frame_end; f++) {
+    for (let f = c.frame_start; f <= Math.min(c.frame_end, lastShown); f++) {
       chunkOf.set(f, c.index);
       const tile = tiles.get(f);
       const wanted = `tile ${c.status.toLowerCase()}`;
@@ -285,7 +286,7 @@ function jobPage() {
   function renderChart() {
     const svg = document.getElementById("chart");
     const r = job.current.render;
-    const count = r.frame_end - r.frame_start + 1;
+    const count = lastShown - r.frame_start + 1;
     const done = [...frames.values()];
     const max = Math.max(1, ...done.map((f) => f.render_time || 0));
     svg.setAttribute("viewBox", `0 0 ${Math.max(count, 40)} 100`); // a short job keeps slim bars
@@ -401,7 +402,8 @@ function jobPage() {
     try {
       const current = (await (await fetch(base)).json()).job;
       if (current.version === job.current.version && frames.size) return current;
-      const [c, f] = await Promise.all([fetch(`${base}/chunks`), fetch(`${base}/frames`)].map(async (p) => (await p).json()));
+      const shown = `${base}/frames?limit=${lastShown - current.render.frame_start + 1}`;
+      const [c, f] = await Promise.all([fetch(`${base}/chunks`), fetch(shown)].map(async (p) => (await p).json()));
       const done = f.frames.filter((x) => x.status === "DONE");
       apply({ job: current, chunks: c.chunks, frames: done }, true);
       return current;
@@ -428,8 +430,7 @@ function jobPage() {
   // The server-rendered page paints first; the grid, chart and chunks are filled in right after.
   function addRemainingTiles() {
     const more = document.createDocumentFragment();
-    const last = Number(grid.dataset.last);
-    for (let f = Math.max(...tiles.keys()) + 1; f <= last; f++) {
+    for (let f = Math.max(...tiles.keys()) + 1; f <= lastShown; f++) {
       const tile = el("a", { class: "tile queued", "data-frame": f });
       tiles.set(f, tile);
       more.append(tile);
