@@ -29,6 +29,7 @@ import psycopg
 import redis
 
 from farm.blender import devices
+from farm.blender.devices import Device, to_env
 from farm.blender.launcher import SCRIPTS, probe_scene, run_script
 from farm.config import load_settings
 from tests.helpers import FarmProcesses, free_port, submit, wait_for_status, wait_until
@@ -223,3 +224,23 @@ def run_job(procs: FarmProcesses, blend: Path, **fields: object) -> tuple[str, f
     job_id = response.json()["job"]["id"]
     assert wait_for_status(procs.url, job_id, {"COMPLETED", "FAILED"}, timeout=3600)["status"] == "COMPLETED"
     return job_id, started
+
+
+def spawn_workers(procs: FarmProcesses, count: int, tmp: Path, prefix: str) -> list[subprocess.Popen[bytes]]:
+    """`count` real `farm worker` processes, each with its own hostname (`<prefix>-<i>@bench`), cache and frame cache,
+    and one CPU declared instead of detected (no Blender started to ask Cycles)."""
+    cpu = to_env([Device(backend="CPU", id="CPU", name="benchmark CPU")])
+    workers = []
+    for i in range(count):
+        env = dict(procs.env, FARM_CACHE_DIR=str(tmp / f"cache-{i}"), FARM_WORKER_DEVICES=cpu)
+        with open(procs.log_dir / f"worker-{i}.log", "ab") as log:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "farm", "worker", "--name", f"{prefix}-{i}@bench", "--concurrency", "1"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+    return workers

@@ -23,7 +23,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,8 +32,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import delete, insert, select, text
 
-from bench.common import make_scene, report, services
-from farm.blender.devices import Device, to_env
+from bench.common import make_scene, report, services, spawn_workers
 from farm.db import Database
 from farm.jobs.statements import PLAN_FRAMES
 from farm.models import Chunk, Frame
@@ -153,25 +151,6 @@ def planning_costs(database_url: str, frames: int, chunk_size: int) -> dict[str,
     return found
 
 
-def start_workers(procs: FarmProcesses, count: int, tmp: Path) -> list[subprocess.Popen[bytes]]:
-    """`count` workers that render with the null renderer (a 1×1 PNG a frame, no Blender), no device detection."""
-    cpu = to_env([Device(backend="CPU", id="CPU", name="benchmark CPU")])
-    workers = []
-    for i in range(count):
-        env = dict(procs.env, FARM_CACHE_DIR=str(tmp / f"cache-{i}"), FARM_WORKER_DEVICES=cpu)
-        with open(procs.log_dir / f"worker-{i}.log", "ab") as log:
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "farm", "worker", "--name", f"million-{i}@bench", "--concurrency", "1"],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-    return workers
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=1_000_000)
@@ -253,7 +232,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
 
         rendering: dict[str, tuple[float, float]] = {}
         if args.workers:
-            workers = start_workers(procs, args.workers, tmp)
+            workers = spawn_workers(procs, args.workers, tmp, "million")
 
             def rendered() -> int:
                 return HTTP.get(f"{procs.url}/api/jobs/{job_id}", timeout=60).json()["job"]["render"]["frames_rendered"]

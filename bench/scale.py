@@ -38,8 +38,7 @@ import psycopg
 import redis
 from sqlalchemy import func, select
 
-from bench.common import PG, make_scene, report, services
-from farm.blender.devices import Device, to_env
+from bench.common import PG, make_scene, report, services, spawn_workers
 from farm.celery_app import make_celery
 from farm.config import load_settings
 from farm.db import Database
@@ -83,22 +82,8 @@ def _pings(port: int) -> bool:
 
 
 def start_workers(procs: FarmProcesses, count: int, tmp: Path) -> list[subprocess.Popen[bytes]]:
-    """Start every worker at once (each with its own hostname and caches, no device detection) and wait until all
-    have registered ONLINE."""
-    cpu = to_env([Device(backend="CPU", id="CPU", name="benchmark CPU")])
-    workers = []
-    for i in range(count):
-        env = dict(procs.env, FARM_CACHE_DIR=str(tmp / f"cache-{i}"), FARM_WORKER_DEVICES=cpu)
-        with open(procs.log_dir / f"worker-{i}.log", "ab") as log:
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "farm", "worker", "--name", f"scale-{i}@bench", "--concurrency", "1"],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+    """Start every worker at once and wait until all have registered ONLINE."""
+    workers = spawn_workers(procs, count, tmp, "scale")
 
     def all_online() -> bool:
         found = HTTP.get(f"{procs.url}/api/workers", timeout=10).json()["workers"]
