@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -244,3 +245,13 @@ def spawn_workers(procs: FarmProcesses, count: int, tmp: Path, prefix: str) -> l
                 )
             )
     return workers
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every worker's process group (Celery's parent and its pool), then wait up to 30 s for each."""
+    for proc in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in workers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)

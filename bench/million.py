@@ -17,10 +17,8 @@ count, Postgres' generate_series, and the code before (a row per frame built in 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import os
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -32,7 +30,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import delete, insert, select, text
 
-from bench.common import make_scene, report, services, spawn_workers
+from bench.common import make_scene, report, services, spawn_workers, stop_workers
 from farm.db import Database
 from farm.jobs.statements import PLAN_FRAMES
 from farm.models import Chunk, Frame
@@ -301,12 +299,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
             + ". Pages are fetched with the admin's Bearer token.",
         )
     finally:
-        for proc in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in workers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(30)
+        stop_workers(workers)
         procs.stop_all()
 
 

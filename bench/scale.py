@@ -38,7 +38,7 @@ import psycopg
 import redis
 from sqlalchemy import func, select
 
-from bench.common import PG, make_scene, report, services, spawn_workers
+from bench.common import PG, make_scene, report, services, spawn_workers, stop_workers
 from farm.celery_app import make_celery
 from farm.config import load_settings
 from farm.db import Database
@@ -364,12 +364,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
     finally:
         if load is not None and load.poll() is None:
             load.kill()
-        for proc in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in workers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(30)
+        stop_workers(workers)
         procs.stop_all()
         kept = Path(tempfile.gettempdir()) / f"farm-scale-{args.workers}-logs"
         shutil.rmtree(kept, ignore_errors=True)
