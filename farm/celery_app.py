@@ -70,8 +70,9 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
-        # the result backend's engine in a worker's pool process keeps what the worker's own engines keep
-        database_engine_options={"pool_pre_ping": True, **pool_options(settings.worker_db_connections)},
+        # The result backend writes once per task (and chord_unlock reads every CHORD_CHECK_SECONDS): it keeps no
+        # connection, so a worker's pool process holds only its own engine's (FARM_WORKER_DB_CONNECTIONS).
+        database_engine_options={"pool_pre_ping": True, **pool_options(0)},
         worker_hijack_root_logger=False,
         broker_connection_max_retries=None,
         # Packaging streams a whole job through one task: its soft limit raises SoftTimeLimitExceeded inside it, so

@@ -43,12 +43,15 @@ def render_nothing(
     on_tick: Callable[[], None],
 ) -> Outcome:
     """Every frame of the chunk as a 1×1 PNG, after the renderer's time per frame, ticking every second as a Blender
-    run does (heartbeats), and stopped as Blender would be when the chunk is canceled or taken back."""
+    run does (heartbeats), and stopped as Blender would be when the chunk is canceled or taken back. Frames end on
+    Blender's schedule, the n-th `n × seconds` after the start: Blender renders the next frame while the worker
+    stores the last one, so storing a frame delays no later frame (unless it takes longer than a frame)."""
     os.makedirs(spec["out"], exist_ok=True)
     on_event({"event": "ready", "device": renderer})
     seconds = frame_seconds(renderer)
-    for frame in spec["frames"]:
-        ends = time.monotonic() + seconds
+    started = time.monotonic()
+    for n, frame in enumerate(spec["frames"], 1):
+        ends = started + n * seconds
         while (left := ends - time.monotonic()) > 0:
             time.sleep(min(1.0, left))
             on_tick()

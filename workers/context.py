@@ -32,6 +32,15 @@ class WorkerContext:
 
 
 _contexts: dict[int, WorkerContext] = {}
+_main_pid: int | None = None
+
+
+def in_main_process() -> None:
+    """Say that this is `farm worker`'s main process (Celery's parent: registration, heartbeat, janitor). It makes a
+    transaction every few seconds, so its context keeps no connection between them: a worker then holds only its
+    pool process's (FARM_WORKER_DB_CONNECTIONS), and one Postgres serves twice the workers."""
+    global _main_pid
+    _main_pid = os.getpid()
 
 
 def get_context() -> WorkerContext:
@@ -49,8 +58,10 @@ def get_context() -> WorkerContext:
             settings=settings,
             # No pre-ping round trip per session: worker code retries a dropped connection (with_retries), and
             # its loops (heartbeat, janitor, history) try again on their next turn. Few connections kept: a farm
-            # has many workers, each of several processes, on one Postgres.
-            db=Database(settings.database_url, pre_ping=False, keep=settings.worker_db_connections),
+            # has many workers on one Postgres; the pool process that renders keeps them, the main process none.
+            db=Database(
+                settings.database_url, pre_ping=False, keep=0 if pid == _main_pid else settings.worker_db_connections
+            ),
             storage=open_storage(settings),
             devices=found,
             frames=FrameCache(settings.cache_dir / "frames", settings.frame_cache_max_bytes),

@@ -29,7 +29,7 @@ from farm.jobs import states
 from farm.messaging.dispatch import set_worker_consuming
 from farm.messaging.janitor import Janitor
 from farm.models import WorkerStatus
-from workers.context import WorkerContext, get_context
+from workers.context import WorkerContext, get_context, in_main_process
 from workers.disk import DISK_FULL, make_room
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def serve_metrics(port: int) -> None:
 @worker_ready.connect
 def register(sender: Any, **_: Any) -> None:
     hostname = sender.hostname
+    in_main_process()
     ctx = get_context()
     ctx.storage.ensure_ready()
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())

@@ -209,9 +209,9 @@ class ChunkRun:
         return image if regular_file(image) else None
 
     def store_frame(self, frame: int, path: Path, render_ms: float) -> None:
-        """Upload (unless these exact bytes are already stored) and record; outages are waited out. After longer
-        than the worker timeout without reaching the database, the claim is checked before anything is uploaded:
-        the janitor may have given the chunk to another worker meanwhile."""
+        """Upload and record; outages are waited out. After longer than the worker timeout without reaching the
+        database, the claim is checked before anything is uploaded: the janitor may have given the chunk to another
+        worker meanwhile."""
         if time.monotonic() - self.beat_ok_at > self.ctx.settings.worker_timeout_seconds:
             with_retries(self.beat, what="checking the chunk is still ours")
             if self.lost:
@@ -220,9 +220,9 @@ class ChunkRun:
         sha256, size = sha256_file(path), path.stat().st_size
         key = self.work.frame_key(frame, sha256)
         storage = self.ctx.storage
+        # No HEAD first: the key names the bytes, so a second PUT of a frame stored before writes what is there.
         with_retries(
-            lambda: storage.exists(key) or storage.put_file(key, path, planning.CONTENT_TYPES[self.work.ext]),
-            what=f"storing frame {frame}",
+            lambda: storage.put_file(key, path, planning.CONTENT_TYPES[self.work.ext]), what=f"storing frame {frame}"
         )
         store_thumbnail(storage, key, path)
 

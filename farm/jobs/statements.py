@@ -155,17 +155,24 @@ REPLACE_TASK = (
 
 # What claiming a chunk needs, in one read: the chunk, its job, whether the claimer is DISABLED, how many of the
 # job's chunks it failed since the job was last queued (the blocklist), the job's mean stored frame size (the
-# claimer's disk), and the database's clock (is a RENDERING chunk's heartbeat stale).
+# claimer's disk), and the database's clock (is a RENDERING chunk's heartbeat stale). The mean is of at most
+# SIZE_SAMPLE stored frames: an estimate for the disk, whose cost must not grow with the job (a claim of a
+# 100,000-frame job's last chunk read every stored frame's row).
+SIZE_SAMPLE = 100
+_SIZES = (
+    select(Frame.size)
+    .where(Frame.job_id == Chunk.job_id, Frame.status == FrameStatus.DONE)
+    .correlate(Chunk)
+    .limit(SIZE_SAMPLE)
+    .subquery()
+)
 CLAIMING = (
     select(
         Chunk,
         Job,
         select(Worker.status).where(Worker.hostname == bindparam("worker")).scalar_subquery() == WorkerStatus.DISABLED,
         failed_by(Chunk.job_id, bindparam("worker")),
-        select(func.avg(Frame.size))
-        .where(Frame.job_id == Chunk.job_id, Frame.status == FrameStatus.DONE)
-        .correlate(Chunk)
-        .scalar_subquery(),
+        select(func.avg(_SIZES.c.size)).scalar_subquery(),
         db_now(),
     )
     .join(Job, Job.id == Chunk.job_id)

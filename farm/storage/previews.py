@@ -96,6 +96,4 @@ def store_thumbnail(storage: Storage, image_key: str, path: Path) -> None:
     if data is None:
         return
     key = thumbnail_key(image_key)
-    with_retries(
-        lambda: storage.exists(key) or storage.put_bytes(key, data, THUMBNAIL_TYPE), what="storing a thumbnail"
-    )
+    with_retries(lambda: storage.put_bytes(key, data, THUMBNAIL_TYPE), what="storing a thumbnail")

@@ -178,8 +178,22 @@ class S3Storage(Storage):
 
     @_unavailable_on_outage
     def put_file(self, key: str, path: str | os.PathLike, content_type: str | None = None) -> None:
-        extra = {"ContentType": content_type} if content_type else None
-        self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=self.transfer)
+        """One PUT for a file under the multipart threshold (a frame, a log); the transfer manager, with its
+        threads, only for larger ones, which it sends in parts at once."""
+        if os.path.getsize(path) >= self.transfer.multipart_threshold:
+            extra = {"ContentType": content_type} if content_type else None
+            self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=self.transfer)
+            return
+        with open(path, "rb") as body:
+            self._put(key, body, content_type)
+
+    @_unavailable_on_outage
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        self._put(key, data, content_type)
+
+    def _put(self, key: str, body: bytes | IO[bytes], content_type: str | None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, **extra)
 
     @_unavailable_on_outage
     def open(self, key: str) -> IO[bytes]:
