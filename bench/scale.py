@@ -93,6 +93,15 @@ def start_workers(procs: FarmProcesses, count: int, tmp: Path) -> list[subproces
     return workers
 
 
+def steady_efficiency(finished: list[datetime], ideal_rate: float) -> float:
+    """The job's pace once every worker is busy and before the last chunks leave some idle: frames stored between
+    the 10th and the 90th per cent of them, a second, over the ideal (workers ÷ seconds a frame). Apart from the
+    start (submission, first claims) and the tail (at most a chunk), which the whole job's efficiency includes."""
+    low, high = finished[len(finished) // 10], finished[len(finished) * 9 // 10]
+    seconds = (high - low).total_seconds()
+    return (len(finished) * 8 // 10) / seconds / ideal_rate if seconds > 0 else 0.0
+
+
 def postgres_cpu_seconds() -> float:
     """CPU time of every Postgres process on this machine (user + system), counting backends that have exited
     through the postmaster's reaped children's time."""
@@ -292,6 +301,8 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
                 select(func.count()).where(Frame.job_id == job_id, Frame.status == FrameStatus.DONE)
             )
             retried = session.scalar(select(func.count()).where(Chunk.job_id == job_id, Chunk.attempts > 1))
+            finished = session.scalars(select(Frame.finished_at).where(Frame.job_id == job_id).order_by("finished_at"))
+            steady = steady_efficiency(list(finished), args.workers / args.frame_seconds)
         objects = stored_objects(env, f"jobs/{job_id}/frames/")
         first_s = first.replace(tzinfo=UTC).timestamp() - started
         last_s = last.replace(tzinfo=UTC).timestamp() - started
@@ -306,6 +317,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
             ("first frame stored", f"{first_s:.1f} s"),
             ("last frame stored", f"{last_s:.1f} s (ideal {ideal:.1f} s)"),
             ("**efficiency** (ideal ÷ submission → last frame)", f"**{efficiency:.3f}**"),
+            ("steady efficiency (frames from the 10th to the 90th per cent: rate ÷ ideal rate)", f"{steady:.3f}"),
             ("job COMPLETED (zip stored)", f"{completed:.1f} s"),
             ("frames DONE / frame images in S3", f"{stored} / {objects}"),
             ("chunks rendered more than once (retried)", retried),
