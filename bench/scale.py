@@ -266,8 +266,9 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
             with contextlib.suppress(redis.ConnectionError):
                 used = redis.Redis.from_url(settings.broker_url).info("memory")["used_memory"]
                 redis_peak = max(redis_peak, int(used))
-            connections_peak = max(connections_peak, connections(database_name))
-            server_peak = max(server_peak, connections(None))
+            with contextlib.suppress(psycopg.OperationalError):  # Postgres full: the peak is its maximum
+                connections_peak = max(connections_peak, connections(database_name))
+                server_peak = max(server_peak, connections(None))
             rss_peak = max(rss_peak, group_memory(groups))
             with db.session() as session:
                 done = session.scalar(select(Job.frames_rendered).where(Job.id == job_id)) or 0
