@@ -4,20 +4,21 @@ bench/scale.py starts it) on the local Postgres, Redis and a moto S3 server.
     python -m bench.million [--frames 1000000] [--chunk-size 100] [--requests 40] [--workers 2]
 
 It submits the job (after one small job, so the web process is warm and its baseline memory is honest), and reports
-how long the submission took to answer, the web process's resident memory before and after and its peak (VmHWM),
-the frames table's size, and p50/p99 of the jobs list (page and API), the job page, `GET /api/jobs/<id>` and the
-first and last pages of `GET /api/jobs/<id>/frames` while the job waits; then again while `--workers` workers with
-the benchmark-only null renderer render its first chunks. Then it cancels and deletes the job, timing both.
+how long the submission took to answer, when its job and chunk rows were committed and when its 10,000 tasks were
+all on the broker (sent off the request, after the answer), the web process's resident memory before and after and
+its peak (VmHWM), the frames table's size, and p50/p99 of the jobs list (page and API), the job page,
+`GET /api/jobs/<id>` and the first and last pages of `GET /api/jobs/<id>/frames` while the job waits; then again
+while `--workers` workers with the benchmark-only null renderer render its first chunks. Then it cancels and deletes
+the job, timing both.
 
-Last, on the same database, it times three ways of making the frame rows of a job of that size, each in a process
-of its own (for its peak memory) and a transaction rolled back: the farm's one INSERT … SELECT over a recursive
-count, Postgres' generate_series, and the code before (a row per frame built in Python, sent as one executemany).
+Before the cancel it times what a claim adds for the chunk's frame rows (the chunk's one INSERT … SELECT, in a
+transaction rolled back) over 100 of the job's chunks: the job is accepted without frame rows, each chunk's are made
+when a worker claims it.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import subprocess
@@ -28,25 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import delete, insert, select, text
+import redis
 
 from bench.common import make_scene, report, services, spawn_workers, stop_workers
 from farm.db import Database
-from farm.jobs.statements import PLAN_FRAMES
-from farm.models import Chunk, Frame
+from farm.jobs.statements import CHUNK_FRAMES
+from farm.messaging.broker import PRIORITY_SEP
 from tests.helpers import HTTP, FarmProcesses, submit, wait_for_status, wait_until
-from tests.rows import add_job
-
-# The frame rows of the job made for the comparison, three ways (the first is the farm's).
-PLANNERS = {
-    "one INSERT … SELECT over a recursive count (the farm's)": "cte",
-    "one INSERT … SELECT generate_series (Postgres only)": "series",
-    "a row per frame built in Python, one executemany (the code before)": "python",
-}
-SERIES = text(
-    "INSERT INTO frames (job_id, chunk_id, frame, status) "
-    "SELECT job_id, id, generate_series(frame_start, frame_end), 'QUEUED' FROM chunks WHERE job_id = :job"
-)
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -78,12 +67,22 @@ def latencies(url: str, count: int) -> tuple[float, float]:
     return cuts[49], cuts[98]
 
 
-def committed_after(database_url: str, name: str, started: float, found: list[float]) -> None:
-    """Wait until a job called `name` is visible in the database, its rows committed (the submission then only
-    sends its tasks to the broker), and append when, in seconds since `started`."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+def committed_and_sent(env: dict[str, str], name: str, tasks: int, started: float, found: list[float]) -> None:
+    """Wait until a job called `name` is visible in the database, its job and chunk rows committed (the submission
+    then answers), and then until its `tasks` render tasks are all on the broker (a thread of the web process sends
+    them after the answer); append when each happened, in seconds since `started`."""
+    with psycopg.connect(env["FARM_DATABASE_URL"], autocommit=True) as conn:
         while not conn.execute("SELECT 1 FROM jobs WHERE name = %s", (name,)).fetchone():
             time.sleep(0.05)
+    found.append(time.perf_counter() - started)
+    queue = env["FARM_QUEUE"]
+    keys = [queue, *(f"{queue}{PRIORITY_SEP}{step}" for step in range(1, 10))]
+    client = redis.Redis.from_url(env["FARM_BROKER_URL"])
+    try:
+        while sum(client.llen(key) for key in keys) < tasks:
+            time.sleep(0.1)
+    finally:
+        client.close()
     found.append(time.perf_counter() - started)
 
 
@@ -110,43 +109,20 @@ def frames_table_mb(database_url: str) -> float:
     return (row[0] if row else 0) / 2**20
 
 
-def plan_frames(database_url: str, job_id: str, way: str, answer: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    """Make the job's frame rows one `way` in a transaction that is rolled back; puts (seconds, peak memory growth
-    in KiB) on `answer`."""
+def chunk_rows_ms(database_url: str, job_id: str, chunks: int) -> tuple[float, float]:
+    """p50 and p99, in ms, of making one chunk's frame rows as its claim does, for 100 of the job's chunks spread
+    over its range, each in a transaction rolled back."""
+    took = []
     database = Database(database_url)
     with database.engine.connect() as conn:
-        chunks = conn.execute(select(Chunk.id, Chunk.frame_start, Chunk.frame_end).where(Chunk.job_id == job_id)).all()
-        start = memory_kib(os.getpid())["VmRSS"]
-        began = time.perf_counter()
-        if way == "cte":
-            conn.execute(PLAN_FRAMES, {"job": job_id})
-        elif way == "series":
-            conn.execute(SERIES, {"job": job_id})
-        else:
-            rows = [{"job_id": job_id, "chunk_id": c, "frame": f} for c, s, e in chunks for f in range(s, e + 1)]
-            conn.execute(insert(Frame), rows)
-        took = time.perf_counter() - began
-        conn.rollback()
-    answer.put((took, memory_kib(os.getpid())["VmHWM"] - start))
-
-
-def planning_costs(database_url: str, frames: int, chunk_size: int) -> dict[str, tuple[float, float]]:
-    """Each way of making a job's frame rows: seconds, and the peak memory it added to its process (MiB)."""
-    database = Database(database_url)
-    with database.session() as session:
-        job_id = add_job(session, frames, chunk_size, name="planning")
-        session.execute(delete(Frame).where(Frame.job_id == job_id))
-    spawn = multiprocessing.get_context("spawn")
-    found = {}
-    for name, way in PLANNERS.items():
-        answer = spawn.Queue()
-        child = spawn.Process(target=plan_frames, args=(database_url, job_id, way, answer))
-        child.start()
-        took, grew = answer.get(timeout=1800)
-        child.join()
-        found[name] = (took, grew / 1024)
+        for index in range(0, chunks, max(1, chunks // 100)):
+            started = time.perf_counter()
+            conn.execute(CHUNK_FRAMES["postgresql"], {"job": job_id, "index": index})
+            took.append((time.perf_counter() - started) * 1000)
+            conn.rollback()
     database.engine.dispose()
-    return found
+    cuts = statistics.quantiles(took, n=100)
+    return cuts[49], cuts[98]
 
 
 def main() -> None:
@@ -181,8 +157,9 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
 
         started = time.perf_counter()
         committed: list[float] = []
+        chunks = -(-args.frames // args.chunk_size)
         watch = threading.Thread(
-            target=committed_after, args=(env["FARM_DATABASE_URL"], "million", started, committed), daemon=True
+            target=committed_and_sent, args=(env, "million", chunks, started, committed), daemon=True
         )
         watch.start()
         with open(scene, "rb") as blend:  # the helpers' `submit` gives up after 120 s; a loaded machine may need more
@@ -199,7 +176,6 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
             )
         accepted = time.perf_counter() - started
         load = os.getloadavg()[0]  # this machine's: other work on it slows every figure below
-        watch.join(60)
         assert response.status_code == 201, response.text[:500]
         job = response.json()["job"]
         job_id = job["id"]
@@ -225,6 +201,9 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
             return found | {snapshot: (snapshot_ms(stream), snapshot_ms(stream))}
 
         waiting = look()
+        watch.join(600)  # every task on the broker before any worker takes one
+        assert len(committed) == 2, "the tasks were not all sent within 10 minutes"
+        rows_ms = chunk_rows_ms(env["FARM_DATABASE_URL"], job_id, chunks)
         tail = HTTP.get(procs.url + last_page, timeout=60).json()
         assert tail["total"] == args.frames and tail["frames"][-1]["frame"] == args.frames, tail["frames"][-1:]
 
@@ -245,14 +224,13 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
         delete_s = timed(lambda: HTTP.delete(f"{procs.url}/api/jobs/{job_id}", timeout=600).raise_for_status())
         assert HTTP.get(f"{procs.url}/api/jobs/{job_id}", timeout=30).status_code == 404
 
-        costs = planning_costs(env["FARM_DATABASE_URL"], args.frames, args.chunk_size)
-
         mib = 1024
         rows: list[tuple[str, str]] = [
-            ("job", f"{args.frames:,} frames in chunks of {args.chunk_size} ({-(-args.frames // args.chunk_size):,})"),
+            ("job", f"{args.frames:,} frames in chunks of {args.chunk_size} ({chunks:,})"),
             ("machine's load average (1 min): at the answer / at the end", f"{load:.1f} / {os.getloadavg()[0]:.1f}"),
             ("submission answered (201)", f"{accepted:.2f} s"),
-            ("… of which its rows were committed after", f"{committed[0]:.2f} s (then the tasks are sent to Redis)"),
+            ("… its job and chunk rows committed after", f"{committed[0]:.2f} s (no frame rows: a claim makes them)"),
+            (f"… its {chunks:,} tasks all on the broker after", f"{committed[1]:.2f} s (sent after the answer)"),
             (
                 "web process RSS before → after the submission",
                 f"{before['VmRSS'] / mib:.0f} → {after['VmRSS'] / mib:.0f} MiB",
@@ -262,7 +240,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
                 f"{before['VmHWM'] / mib:.0f} → {after['VmHWM'] / mib:.0f} MiB",
             ),
             ("web process RSS after every read below", f"{after_reads['VmRSS'] / mib:.0f} MiB"),
-            ("frames table (rows and indexes)", f"{table_mb:.0f} MiB"),
+            ("frames table (rows and indexes), after the submission", f"{table_mb:.1f} MiB"),
         ]
 
         def shown(name: str, first: float, second: float) -> str:
@@ -281,14 +259,8 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
             ("cancel answered / CANCELED", f"{cancel_s:.2f} s / {settled_s:.2f} s"),
             ("delete answered (204)", f"{delete_s:.2f} s"),
         ]
-        baseline = costs[next(reversed(costs))][0]
-        rows += [
-            (
-                f"frame rows: {name}",
-                f"{took:.2f} s ({baseline / took:.1f}× the code before), peak memory +{grew:.0f} MiB",
-            )
-            for name, (took, grew) in costs.items()
-        ]
+        claim_rows = f"p50 {rows_ms[0]:.1f} ms, p99 {rows_ms[1]:.1f} ms"
+        rows.append(("a claim's frame rows (one chunk's INSERT … SELECT, 100 chunks)", claim_rows))
         report(
             "million",
             f"A {args.frames:,}-frame job",

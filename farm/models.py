@@ -207,7 +207,11 @@ class JobBlob(Base):
 
 class Frame(Base):
     __tablename__ = "frames"
-    __table_args__ = (UniqueConstraint("job_id", "frame"), Index("ix_frames_job_status", "job_id", "status"))
+    # A frame's row is made when its chunk is claimed (`states.make_frame_rows`). Indexes: (job, frame), which every
+    # read of a job's frames ranges over, and the chunk (its frames move together; its rows cascade with it). Frames
+    # are not looked up by status or worker (a worker's pace is in `worker_paces`), so a frame's update moves no
+    # index entry.
+    __table_args__ = (UniqueConstraint("job_id", "frame"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
@@ -215,7 +219,7 @@ class Frame(Base):
     frame: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=FrameStatus.QUEUED)
     render_time_ms: Mapped[float | None] = mapped_column(Float)
-    worker: Mapped[str | None] = mapped_column(String(200), index=True)
+    worker: Mapped[str | None] = mapped_column(String(200))
     device: Mapped[str | None] = mapped_column(String(200))
     image_key: Mapped[str | None] = mapped_column(String(500))
     sha256: Mapped[str | None] = mapped_column(String(64))

@@ -8,17 +8,18 @@ import os
 import uuid
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from farm.db import Database
-from farm.jobs import planning, statements, states
+from farm.jobs import planning, states
 from farm.models import Chunk, Job
 from farm.storage import Storage
 
 
 def add_job(session: Session, frames: int, chunk_size: int, *, name: str = "live", queue: str = "farm") -> str:
-    """A job with its chunk and frame rows, as submission would create them (no Blender needed); returns its id."""
+    """A job with its chunk rows, as submission would create them (no Blender needed; frame rows come with a claim,
+    or `render_frame`); returns its id."""
     job_id = str(uuid.uuid4())
     session.add(
         Job(
@@ -43,8 +44,17 @@ def add_job(session: Session, frames: int, chunk_size: int, *, name: str = "live
         insert(Chunk),
         [{"job_id": job_id, "index": i, "frame_start": s, "frame_end": e} for i, (s, e) in enumerate(plan)],
     )
-    session.execute(statements.PLAN_FRAMES, {"job": job_id})
     return job_id
+
+
+def claimed_rows(session: Session, job_id: str, frame: int) -> None:
+    """The frame rows of the chunk holding `frame`, as its claim makes them."""
+    job = session.get(Job, job_id)
+    assert job is not None
+    index = session.scalars(
+        select(Chunk.index).where(Chunk.job_id == job_id, Chunk.frame_start <= frame, Chunk.frame_end >= frame)
+    ).one()
+    states.make_frame_rows(session, job, index)
 
 
 def make_job(database: Any, frames: int, chunk_size: int, name: str = "live") -> str:
@@ -54,6 +64,7 @@ def make_job(database: Any, frames: int, chunk_size: int, name: str = "live") ->
 
 def render_frame(database: Any, job_id: str, frame: int, worker: str = "w@test") -> None:
     with database.session() as session:
+        claimed_rows(session, job_id, frame)
         states.frame_done(
             session,
             job_id,
@@ -83,6 +94,7 @@ def store_frames(storage: Storage, database: Database, job_id: str, frames: int)
         key = f"jobs/{job_id}/frames/{frame:04d}-{sha256[:16]}.png"
         storage.put_bytes(key, data, "image/png")
         with database.session() as session:
+            claimed_rows(session, job_id, frame)
             assert states.frame_done(
                 session, job_id, frame, worker="w@test", render_time_ms=5.0, device="CPU", image_key=key,
                 sha256=sha256, size=len(data),

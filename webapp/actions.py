@@ -5,6 +5,7 @@ messages to `after_commit`."""
 from __future__ import annotations
 
 import logging
+import threading
 
 from sqlalchemy import func, select
 
@@ -21,9 +22,22 @@ log = logging.getLogger(__name__)
 
 
 def _dispatch(job: Job, task_ids: dict[int, str]) -> None:
-    """Send the chord once the chunks' task ids are committed: a worker never sees a chunk the database lacks."""
+    """Commit the chunks with their task ids, then send the chord off the request, in a thread of its own: the
+    answer never waits on the broker (10,000 tasks take seconds to send). A worker never sees a chunk the database
+    lacks, and no job is lost if this process dies before or while sending: every chunk was committed QUEUED with
+    the time it was dispatched, and the janitor sends the task again of any chunk the broker does not hold after
+    FARM_WORKER_TIMEOUT (`redispatch_lost_tasks`), then packages the job once every chunk is done."""
     celery, job_id, priority, queue = services.celery(), job.id, job.priority, job.queue
-    after_commit(db.session(), lambda: send_chord(celery, job_id, task_ids, priority=priority, queue=queue))
+
+    def send() -> None:
+        try:
+            send_chord(celery, job_id, task_ids, priority=priority, queue=queue)
+        except Exception:  # the broker is away: the janitor sends the chunks' tasks again
+            log.warning("could not send the tasks of job %s; the janitor will", job_id, exc_info=True)
+
+    # Not a daemon: a worker that shuts down gracefully finishes sending first.
+    sender = threading.Thread(target=send, name=f"dispatch-{job_id}")
+    after_commit(db.session(), sender.start)
     db.session.commit()
 
 

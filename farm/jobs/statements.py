@@ -196,14 +196,16 @@ CHUNKS_OF_JOB = select(Chunk).where(
 # --- frames ----------------------------------------------------------------------------------------------------
 
 
-def _planned_frames() -> Any:
-    """One QUEUED row per frame of every chunk of the job, made by the database from the chunks' ranges (a
-    recursive count, which both dialects run): a million-frame job sends one statement and no rows, so the web
-    process that plans it holds nothing per frame. A split still's parts share one frame, whose row is part 0's."""
+def _chunk_frames(dialect: ModuleType) -> Any:
+    """The QUEUED rows of one chunk's frames, made by the database from the chunk's range (a recursive count, which
+    both dialects run) when a worker claims the chunk, in the claim's transaction: a job is accepted with its chunks
+    only, so a million-frame job costs its submission 10,000 rows, not a million. Rows an earlier attempt made (DONE
+    frames among them) stay as they are (ON CONFLICT DO NOTHING). The chunk is the job's `index`th: a split still's
+    parts share one frame, whose row is part 0's, so each part's claim names index 0. A frame with no row is one
+    whose chunk was never claimed: QUEUED, as its row would say (`webapp.api.jobs.list_frames`)."""
     numbers = (
         select(CHUNKS.c.job_id, CHUNKS.c.id.label("chunk_id"), CHUNKS.c.frame_start.label("frame"), CHUNKS.c.frame_end)
-        .join(JOBS, JOBS.c.id == CHUNKS.c.job_id)
-        .where(CHUNKS.c.job_id == bindparam("job"), (JOBS.c.split == 1) | (CHUNKS.c.index == 0))
+        .where(CHUNKS.c.job_id == bindparam("job"), CHUNKS.c.index == bindparam("index"))
         .cte("numbers", recursive=True)
     )
     numbers = numbers.union_all(
@@ -211,12 +213,16 @@ def _planned_frames() -> Any:
             numbers.c.frame < numbers.c.frame_end
         )
     )
-    rows = select(numbers.c.job_id, numbers.c.chunk_id, numbers.c.frame, literal(FrameStatus.QUEUED.value))
-    return insert(FRAMES).from_select(["job_id", "chunk_id", "frame", "status"], rows)
+    # The WHERE, always true, is SQLite's: an INSERT ... SELECT without one cannot take an ON CONFLICT clause.
+    rows = select(numbers.c.job_id, numbers.c.chunk_id, numbers.c.frame, literal(FrameStatus.QUEUED.value)).where(
+        numbers.c.frame <= numbers.c.frame_end
+    )
+    statement = dialect.insert(FRAMES).from_select(["job_id", "chunk_id", "frame", "status"], rows)
+    return statement.on_conflict_do_nothing(index_elements=["job_id", "frame"])
 
 
-# Every frame row of a job just planned (its chunks are inserted already).
-PLAN_FRAMES = _planned_frames()
+# The frame rows of a chunk being claimed (or of the chunk holding a probe's frame), by dialect.
+CHUNK_FRAMES = {"postgresql": _chunk_frames(postgresql), "sqlite": _chunk_frames(sqlite)}
 
 # A chunk's frames in one of `among` become `new` (no events: one per frame per attempt would drown the trail).
 MOVE_FRAMES = (

@@ -178,6 +178,13 @@ def move_chunk(
     return touch_job(session, chunk.job_id, **(job_values or {}))
 
 
+def make_frame_rows(session: Session, job: Job, index: int) -> None:
+    """The rows of the job's `index`th chunk's frames, those it lacks: made when a worker claims the chunk (or a
+    probe's frame is kept), never up front. A split still's one frame row is its part 0's, whichever part asks."""
+    owner = 0 if job.split > 1 else index
+    session.execute(sql.CHUNK_FRAMES[session.connection().dialect.name], {"job": job.id, "index": owner})
+
+
 def _move_frames(session: Session, chunk_id: int, among: Iterable[str], new: FrameStatus) -> list[int]:
     """Bulk change of a chunk's frames; the frame numbers moved."""
     return sorted(session.execute(sql.MOVE_FRAMES, {"chunk": chunk_id, "among": list(among), "new": new}).scalars())
@@ -265,6 +272,7 @@ def claim_chunk(
         **claim,
     ):
         return None
+    make_frame_rows(session, job, chunk.index)
     frames = _move_frames(session, chunk.id, [F.QUEUED, F.FAILED, F.RENDERING], F.RENDERING)
     if job.status == J.QUEUED:
         move_job(session, job.id, J.RENDERING, actor=worker, reason="first chunk started", only_from=[J.QUEUED])

@@ -21,7 +21,7 @@ from farm.blender import devices
 from farm.clock import db_now
 from farm.config import Settings
 from farm.errors import Unprocessable, ValidationError
-from farm.jobs import planning, quotas, splitting, statements, states, uploads
+from farm.jobs import planning, quotas, splitting, states, uploads
 from farm.jobs.inputs import has_control_characters, shown, whole_number
 from farm.jobs.scene_warnings import scene_warnings
 from farm.jobs.scheduling import live_workers
@@ -424,17 +424,22 @@ def create_job(
         ]
         dispatched = insert(Chunk).values(dispatched_at=db_now())  # the database's clock, like every dispatch
         chunk_ids = session.scalars(dispatched.returning(Chunk.id, sort_by_parameter_order=True), chunks).all()
-        session.execute(statements.PLAN_FRAMES, {"job": job.id})  # made by the database, however many
+        # No frame rows: each chunk's are made when a worker claims it (`states.make_frame_rows`).
         kept = type(probe_frame) is int and frame_start <= probe_frame <= frame_end
         if kept and form.device != "GPU":  # a GPU job gets no frame rendered on the web host's CPU
             image = Path(workdir) / f"probe.{planning.EXTENSIONS[job.output_format]}"  # where the probe writes it
-            keep_probe_frame(session, storage, job, probe_frame, image, scene["probe_frame_ms"])
+            index = next(i for i, (s, e) in enumerate(plan) if s <= probe_frame <= e)
+            keep_probe_frame(session, storage, job, (index, probe_frame), image, scene["probe_frame_ms"])
         return job, {cid: chunk["task_id"] for cid, chunk in zip(chunk_ids, chunks, strict=True)}
 
 
-def keep_probe_frame(session: Session, storage: Storage, job: Job, frame: int, image: Path, ms: float) -> None:
-    """Store and record the probe's frame as the worker would (content-addressed, with its thumbnail). Best effort:
-    if it cannot be stored now, a worker renders it like any other frame."""
+def keep_probe_frame(
+    session: Session, storage: Storage, job: Job, where: tuple[int, int], image: Path, ms: float
+) -> None:
+    """Store and record the probe's frame (the chunk index holding it, its number) as the worker would
+    (content-addressed, with its thumbnail), its chunk's frame rows made for it. Best effort: if it cannot be stored
+    now, a worker renders it like any other frame."""
+    index, frame = where
     if not regular_file(image):
         return
     ext = planning.EXTENSIONS[job.output_format]
@@ -446,6 +451,7 @@ def keep_probe_frame(session: Session, storage: Storage, job: Job, frame: int, i
     except Exception as exc:  # storage away: not a reason to refuse the job
         log.warning("could not keep the probe frame of job %s: %s", job.id, exc)
         return
+    states.make_frame_rows(session, job, index)
     states.frame_done(
         session,
         job.id,

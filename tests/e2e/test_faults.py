@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import boto3
+import psycopg
 import pytest
 
 from tests.helpers import (
@@ -24,6 +25,7 @@ from tests.helpers import (
     alive,
     blender_pids,
     check_zip,
+    free_port,
     get_job,
     holds_for,
     submit,
@@ -435,3 +437,27 @@ def test_worker_cut_off_from_postgres_loses_its_chunk_and_stores_nothing_more(ma
         assert "taken back" in farm.log("worker-cut")
     finally:
         proxy.close()
+
+
+def task_ids(database_url: str, job_id: str) -> dict[int, str]:
+    """Each chunk's task id, as the database has it."""
+    with psycopg.connect(database_url) as conn:
+        return dict(conn.execute("SELECT index, task_id FROM chunks WHERE job_id = %s", (job_id,)).fetchall())
+
+
+def test_a_job_whose_tasks_were_never_sent_is_rendered_and_packaged(make_farm, private, tiny_blend):
+    """The web process commits a job's chunks and answers before it sends their tasks. Here it never can (its broker
+    is a port nobody listens on), as if it died right after answering: the janitor of the worker's process finds
+    the chunks whose tasks the broker does not hold, sends them, and the job is rendered and packaged all the same
+    (no chord ever waited on its tasks: the last chunk, or the janitor, sends the packaging)."""
+    farm = make_farm(FARM_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
+    response = submit(farm.url, tiny_blend, name="unsent", frame_start=1, frame_end=6, chunk_size=2)
+    assert response.status_code == 201, response.text
+    job_id = response.json()["job"]["id"]
+    first = task_ids(private.postgres.url, job_id)
+    assert len(first) == 3 and all(first.values())  # committed with their task ids before the answer
+    farm.start_worker("w", extra_env={"FARM_BROKER_URL": private.redis.url})
+    assert_complete_once(farm, job_id, range(1, 7), (64, 36))
+    again = task_ids(private.postgres.url, job_id)
+    assert all(again[index] != task for index, task in first.items())  # each rendered by a task the janitor sent
+    wait_until(lambda: "could not send the tasks of job" in farm.log("web"), timeout=120, what="the web's give-up")

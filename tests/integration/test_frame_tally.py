@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 from farm.db import Database, init_db
 from farm.jobs import states
 from farm.models import FrameTally, Job
-from tests.rows import add_job
+from tests.rows import add_job, claimed_rows
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -34,6 +34,7 @@ def test_frames_are_tallied_per_renderer_and_outlive_their_jobs(any_database):
     db, worker, other = any_database, f"tally-{uuid.uuid4().hex[:6]}@test", f"other-{uuid.uuid4().hex[:6]}@test"
     with db.session() as session:
         job_id = add_job(session, 3, 3)
+        claimed_rows(session, job_id, 1)  # its one chunk's frame rows, as a claim makes them
     stored = dict(render_time_ms=10.0, device="CPU", image_key="k", sha256="0" * 64, size=1)
     with db.session() as session:
         assert states.frame_done(session, job_id, 1, worker=worker, **stored)

@@ -4,7 +4,7 @@ import threading
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from farm.clock import database_now
 from farm.errors import IllegalTransition
@@ -237,10 +237,12 @@ def test_retry_requeues_only_unfinished_chunks(database, job_id):
         assert job.status == JobStatus.QUEUED and job.error is None and job.frames_rendered == 2
         assert session.get(Chunk, first).status == ChunkStatus.DONE
         assert session.get(Chunk, second).status == ChunkStatus.QUEUED
-        left = session.scalar(
-            select(func.count()).select_from(Frame).where(Frame.job_id == job_id, Frame.status == FrameStatus.QUEUED)
-        )
-        assert left == 4
+        rows = dict(session.execute(select(Frame.frame, Frame.status).where(Frame.job_id == job_id)).all())
+        # the third chunk was never claimed: its frames have no rows yet, and are QUEUED all the same
+        assert rows == {1: FrameStatus.DONE, 2: FrameStatus.DONE, 3: FrameStatus.QUEUED, 4: FrameStatus.QUEUED}
+    with database.session() as session:  # each claim renders exactly its frames not DONE
+        assert states.claim_chunk(session, second, "ws2@states", None).frames == [3, 4]
+        assert states.claim_chunk(session, third, "ws2@states", None).frames == [5, 6]
 
 
 def test_worker_lifecycle(database):

@@ -17,7 +17,7 @@ from farm.storage.local import FileStorage
 from farm.storage.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
 from webapp import actions, live, services
 from webapp.api import bp
-from webapp.api.serializers import FRAME_COLUMNS, chunk_json, event_json, frame_json, jobs_json
+from webapp.api.serializers import FRAME_COLUMNS, chunk_json, event_json, frame_json, jobs_json, unclaimed_frame_json
 from webapp.extensions import db
 from webapp.limits import SUBMIT_LIMIT
 from webapp.queries import get_job, job_search, one_job, query_int
@@ -95,19 +95,22 @@ def retry_job(job_id: str) -> tuple[Response, int]:
 @bp.get("/jobs/<job_id>/frames")
 def list_frames(job_id: str) -> Response:
     """In order, a page at a time: `limit` frames (1 to FRAMES_PAGE, default FRAMES_PAGE: every frame of a job that
-    size, as before pages) from the `offset`th. A job has a row for each frame of its range, so a page is a range of
-    frame numbers read from the (job, frame) index: as quick at the millionth frame as at the first."""
+    size, as before pages) from the `offset`th. A page is a range of frame numbers read from the (job, frame) index:
+    as quick at the millionth frame as at the first. A frame has a row once its chunk was claimed; one without is
+    QUEUED, as its row would say (a chunk canceled or failed before a worker claimed it left its frames QUEUED too)."""
     job = get_job(job_id)
     limit = query_int("limit", FRAMES_PAGE, 1, FRAMES_PAGE)
     offset = query_int("offset", 0, 0, 10**9)
     first = job.frame_start + offset
-    rows = db.session.execute(
-        select(*FRAME_COLUMNS)
-        .where(Frame.job_id == job.id, Frame.frame >= first, Frame.frame < first + limit)
-        .order_by(Frame.frame)
-    )
+    numbers = range(first, min(first + limit, job.frame_end + 1))
+    rows = {
+        row.frame: row
+        for row in db.session.execute(
+            select(*FRAME_COLUMNS).where(Frame.job_id == job.id, Frame.frame >= first, Frame.frame < first + limit)
+        )
+    }
     images = url_for("api.job_frame", job_id=job.id, frame=0, _external=True).removesuffix("/0")
-    frames = [frame_json(row, images) for row in rows]
+    frames = [frame_json(rows[n], images) if n in rows else unclaimed_frame_json(n) for n in numbers]
     return jsonify({"frames": frames, "total": job.frames_to_render, "limit": limit, "offset": offset})
 
 
@@ -128,6 +131,8 @@ def _serve(key: str, filename: str, mimetype: str, *, as_attachment: bool) -> Re
 
 def done_frame(job: Job, frame: int) -> Frame:
     row = db.session.scalars(select(Frame).where(Frame.job_id == job.id, Frame.frame == frame)).one_or_none()
+    if row is None and job.frame_start <= frame <= job.frame_end:  # its chunk was not claimed yet
+        raise Conflict(f"frame {frame} is {FrameStatus.QUEUED}, not rendered yet")
     if row is None:
         raise NotFound(f"frame {frame} of job {job.id}")
     if row.status != FrameStatus.DONE or not row.image_key:

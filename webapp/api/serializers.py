@@ -24,6 +24,7 @@ from farm.models import (
     WebhookDelivery,
     WebhookStatus,
     Worker,
+    WorkerPace,
     WorkerStatus,
 )
 from webapp import services
@@ -78,6 +79,19 @@ def frame_json(row: Row[Any], images: str) -> dict[str, Any]:
     }
 
 
+def unclaimed_frame_json(frame: int) -> dict[str, Any]:
+    """A frame without a row (its chunk was never claimed): QUEUED, nothing rendered, as `frame_json` says of one."""
+    return {
+        "frame": frame,
+        "status": FrameStatus.QUEUED.value,
+        "render_time": None,
+        "worker": None,
+        "device": None,
+        "sha256": None,
+        "url": None,
+    }
+
+
 def chunk_json(chunk: Chunk) -> dict[str, Any]:
     return {
         "index": chunk.index,
@@ -119,11 +133,11 @@ def worker_status(worker: Worker, now: datetime, timeout_s: float) -> str:
 def workers_json(session: Session, hostname: str | None = None) -> list[dict[str, Any]]:
     """All workers (or the one named), with their pace from the frames they rendered."""
     stats = {
-        host: (count, avg)
-        for host, count, avg in session.execute(
-            select(Frame.worker, func.count(), func.avg(Frame.render_time_ms))
-            .where(Frame.status == FrameStatus.DONE, Frame.worker.is_not(None))
-            .group_by(Frame.worker)
+        host: (count, total / count if count else None)
+        for host, count, total in session.execute(  # the paces summed as frames are recorded: no frame is read
+            select(WorkerPace.worker, func.sum(WorkerPace.frames), func.sum(WorkerPace.render_ms_total)).group_by(
+                WorkerPace.worker
+            )
         )
     }
     current: dict[str, Chunk] = {}  # what each worker renders now, read from the chunks (the latest it claimed)
