@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -116,28 +117,38 @@ def postgres_cpu_seconds() -> float:
     return total / tick
 
 
+@functools.cache
+def admin() -> psycopg.Connection:
+    """The bench's one connection for its counts, opened before the workers: with 64 workers and a loaded web app
+    the server may have no connection left to give a new one."""
+    return psycopg.connect(f"{PG}/postgres", autocommit=True)
+
+
 def transactions(database: str) -> int:
-    with psycopg.connect(f"{PG}/postgres") as conn:
-        row = conn.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (database,)
-        ).fetchone()
+    row = (
+        admin()
+        .execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (database,))
+        .fetchone()
+    )
     return int(row[0]) if row else 0
 
 
 def connections(database: str | None) -> int:
     """Client connections to this database (None: to the whole server)."""
-    with psycopg.connect(f"{PG}/postgres") as conn:
-        row = conn.execute(
+    row = (
+        admin()
+        .execute(
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND "
             "(%s::text IS NULL OR datname = %s)",
             (database, database),
-        ).fetchone()
+        )
+        .fetchone()
+    )
     return int(row[0]) if row else 0
 
 
 def max_connections() -> int:
-    with psycopg.connect(f"{PG}/postgres") as conn:
-        row = conn.execute("SHOW max_connections").fetchone()
+    row = admin().execute("SHOW max_connections").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -266,9 +277,8 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
             with contextlib.suppress(redis.ConnectionError):
                 used = redis.Redis.from_url(settings.broker_url).info("memory")["used_memory"]
                 redis_peak = max(redis_peak, int(used))
-            with contextlib.suppress(psycopg.OperationalError):  # Postgres full: the peak is its maximum
-                connections_peak = max(connections_peak, connections(database_name))
-                server_peak = max(server_peak, connections(None))
+            connections_peak = max(connections_peak, connections(database_name))
+            server_peak = max(server_peak, connections(None))
             rss_peak = max(rss_peak, group_memory(groups))
             with db.session() as session:
                 done = session.scalar(select(Job.frames_rendered).where(Job.id == job_id)) or 0
