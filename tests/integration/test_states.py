@@ -305,3 +305,43 @@ def test_heartbeats_and_claims_carry_the_database_clock(database, job_id):
         worker = session.get(Worker, name)
         assert worker.last_heartbeat == now and worker.clock_offset == -90.0 and worker.memory_bytes == 2**30
         assert session.get(Chunk, chunk.id).heartbeat_at == now
+
+
+def chunk_rows(database, job_id):
+    with database.session() as session:
+        return {c.index: c for c in session.scalars(select(Chunk).where(Chunk.job_id == job_id))}
+
+
+def test_every_change_a_page_shows_stamps_the_chunk_with_its_jobs_version(database, job_id):
+    """Live views read the chunks stamped past the last they saw: a claim, progress, a stored part, an end and a
+    requeue each stamp the chunk with the version of the job they touched; a heartbeat (not shown) does not."""
+    first, second, _ = chunk_ids(database, job_id)
+
+    def stamp(chunk_id: int) -> tuple[int, int]:
+        with database.session() as session:
+            return session.get(Chunk, chunk_id).job_version, session.get(Job, job_id).version
+
+    assert stamp(first) == (0, 0)
+    with database.session() as session:
+        claimed = states.claim_chunk(session, first, "ws1@states", None).chunk
+        states.claim_chunk(session, second, "ws2@states", None)
+    stamped, version = stamp(first)
+    assert 0 < stamped <= version and stamp(second)[0] > stamped  # the later change, the later stamp
+    steps = [
+        lambda s: states.chunk_progress(s, job_id, first, "ws1@states", 1, 0.5, 25.0),
+        lambda s: states.part_done(s, job_id, first, "ws1@states", 1, {"key": "k"}),
+        lambda s: states.finish_chunk(s, claimed, ChunkStatus.FAILED, worker="ws1@states", reason="boom"),
+        lambda s: states.requeue_chunk(s, s.get(Chunk, first), task_id="t2", reason="retry", actor="ws1@states"),
+    ]
+    for step in steps:
+        with database.session() as session:
+            assert step(session)
+        now_stamped, version = stamp(first)
+        assert now_stamped == version > stamped
+        stamped = now_stamped
+    with database.session() as session:
+        states.claim_chunk(session, first, "ws1@states", None)
+    stamped, _ = stamp(first)
+    with database.session() as session:
+        assert states.chunk_heartbeat(session, first, "ws1@states", 2)
+    assert stamp(first)[0] == stamped
