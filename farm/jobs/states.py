@@ -435,12 +435,37 @@ def _chunks(session: Session, job_id: str, among: Iterable[str]) -> list[Chunk]:
 # --- jobs, as users and the packager see them ------------------------------------------------------------------
 
 
+def _cancel_queued(session: Session, job_id: str, *, reason: str, actor: str | None) -> None:
+    """Every QUEUED chunk of a job just moved (its row held) becomes CANCELED, with an event each, as `move_chunk`
+    would do one by one: one UPDATE and one batched INSERT however many there are (10,000 chunks: a cancel took 33 s
+    one by one)."""
+    moved = session.execute(sql.CANCEL_QUEUED, {"job": job_id}).all()
+    if not moved:
+        return
+    at = utcnow()
+    events = [
+        dict(
+            kind="chunk",
+            subject=f"{job_id}/{index}",
+            job_id=job_id,
+            old=C.QUEUED,
+            new=C.CANCELED,
+            reason=reason,
+            actor=actor,
+            created_at=at,
+        )
+        for _, index in sorted(moved, key=lambda row: row.index)
+    ]
+    session.execute(sql.RECORD_EVENT, events)
+    for chunk_id, _ in moved:
+        _refresh(session, Chunk, chunk_id)
+
+
 def cancel_job(session: Session, job_id: str, *, actor: str | None) -> None:
     """Stop a job: queued chunks are canceled now; with chunks still rendering it waits in CANCELING."""
     target = J.CANCELING if chunks_running(session, job_id) else J.CANCELED
     move_job(session, job_id, target, reason="canceled by user", actor=actor, strict=True)
-    for chunk in _chunks(session, job_id, [C.QUEUED]):
-        move_chunk(session, chunk, C.CANCELED, actor=actor, reason="job canceled")
+    _cancel_queued(session, job_id, reason="job canceled", actor=actor)
 
 
 def settle_cancel(session: Session, job_id: str, *, actor: str | None) -> bool:
@@ -454,8 +479,7 @@ def fail_job(session: Session, job_id: str, reason: str, *, actor: str | None) -
     """Fail an active job and stop its queued chunks; frames already rendered are kept."""
     if not move_job(session, job_id, J.FAILED, reason=reason, actor=actor, only_from=ACTIVE_JOB):
         return False
-    for chunk in _chunks(session, job_id, [C.QUEUED]):
-        move_chunk(session, chunk, C.CANCELED, actor=actor, reason="job failed")
+    _cancel_queued(session, job_id, reason="job failed", actor=actor)
     return True
 
 

@@ -1,5 +1,6 @@
 """`GET /api/jobs/<id>/chunks` a page at a time on the real Postgres: by index, `limit` and `offset`, a `status`
-filter with its own `total`, every bad query a 400 naming its field."""
+filter with its own `total`, every bad query a 400 naming its field; and a cancel revokes only what it saves work
+for (the tasks of QUEUED chunks)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,23 @@ def test_the_status_filter_narrows_the_page_and_its_total(client, database):
 def test_bad_queries_name_their_field(client, database, query, code, field):
     job_id = make_job(database, 2, 1)
     assert_error(client.get(f"/api/jobs/{job_id}/chunks?{query}"), 400, code, field)
+
+
+def test_a_cancel_revokes_the_tasks_of_queued_chunks_only(app, client, database, monkeypatch):
+    """A running task is not stopped by a revoke (its renderer reads the cancel in the database), and an ended
+    chunk's task has run: only the queued ones' messages are worth dropping. The broadcast itself is recorded
+    here instead of sent, as it would go to every worker listening on the test's broker."""
+    job_id = make_job(database, 4, 1)
+    with database.session() as session:
+        rows = sorted(session.query(Chunk).filter_by(job_id=job_id), key=lambda c: c.index)
+        for row in rows:
+            row.task_id = f"task-{row.index}"
+        session.flush()
+        assert states.claim_chunk(session, rows[0].id, "w@test", "task-0") is not None
+        assert states.claim_chunk(session, rows[1].id, "w@test", "task-1") is not None
+        states.finish_chunk(session, rows[1], ChunkStatus.DONE, worker="w@test")
+    revoked: list[list[str]] = []
+    monkeypatch.setattr(app.extensions["celery"].control, "revoke", lambda ids, **_: revoked.append(list(ids)))
+    assert client.post(f"/api/jobs/{job_id}/cancel").status_code == 202
+    assert revoked == [["task-2", "task-3"]]
+    assert [c["status"] for c in chunks(client, job_id)["chunks"]] == ["RENDERING", "DONE", "CANCELED", "CANCELED"]
