@@ -191,7 +191,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> None:
             "`GET /api/jobs/<id>`": f"/api/jobs/{job_id}",
             "`GET /api/jobs/<id>/frames` (first page, 10,000)": f"/api/jobs/{job_id}/frames",
             "`GET /api/jobs/<id>/frames` (last 1,000)": last_page,
-            "`GET /api/jobs/<id>/chunks` (every chunk)": f"/api/jobs/{job_id}/chunks",
+            "`GET /api/jobs/<id>/chunks` (first page, 1,000)": f"/api/jobs/{job_id}/chunks",
         }
         stream = f"{procs.url}/api/jobs/{job_id}/events"
         snapshot = "live stream: opened → snapshot read (first open, then a second one)"

@@ -156,6 +156,7 @@ class Chunk(Base):
         UniqueConstraint("job_id", "index"),
         Index("ix_chunks_job_status", "job_id", "status"),
         Index("ix_chunks_status_worker", "status", "worker"),  # what each worker renders now
+        Index("ix_chunks_job_version", "job_id", "job_version"),  # what changed since a live view last looked
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -180,6 +181,9 @@ class Chunk(Base):
     # A split still's part, once stored in the attempt that rendered it: its EXR's key, sha256, size, render time,
     # device, and the scene's output settings the merge applies ("recipe"). None for chunks of frames.
     part: Mapped[dict[str, Any] | None]
+    # The job's `version` when something its page shows last changed here, written while the change holds the job's
+    # row (`farm.jobs.states`): it grows in commit order, so a live view reads only the chunks past the last it saw.
+    job_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     job: Mapped[Job] = relationship(back_populates="chunks")
 

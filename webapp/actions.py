@@ -13,7 +13,7 @@ from farm.errors import Conflict, NotFound
 from farm.jobs import deletion, states
 from farm.jobs.submission import JobForm, Upload, create_job
 from farm.messaging.dispatch import after_commit, assign_task_ids, send_chord, set_worker_consuming
-from farm.models import Chunk, Job, JobStatus, Role, Worker, WorkerStatus
+from farm.models import Chunk, ChunkStatus, Job, JobStatus, Role, Worker, WorkerStatus
 from farm.projects import Manifest, intake
 from webapp import auth, services
 from webapp.extensions import db
@@ -78,8 +78,16 @@ def submit_project(manifest: Manifest, form: JobForm) -> Job:
 
 
 def _revoke_after_commit(job: Job) -> None:
-    """Once the transaction commits, tell workers to drop the job's queued tasks."""
-    task_ids = [t for t in db.session.scalars(select(Chunk.task_id).where(Chunk.job_id == job.id)) if t]
+    """Once the transaction commits, tell workers to drop the tasks of the job's QUEUED chunks (read now, before the
+    cancel moves them), and only those: a revoked message is dropped where it arrives instead of costing a worker a
+    claim transaction to learn its job is gone, and a canceled job may have 10,000 of them ahead of other jobs' work.
+    A RENDERING chunk's task is not revoked: a revoke does not stop a running task (the renderer reads the cancel in
+    the database within a second and kills Blender), so its id would only fill every worker's revoked list; nor
+    are the tasks of ended chunks, which have run."""
+    queued = select(Chunk.task_id).where(Chunk.job_id == job.id, Chunk.status == ChunkStatus.QUEUED)
+    task_ids = [t for t in db.session.scalars(queued) if t]
+    if not task_ids:
+        return
     celery, job_id = services.celery(), job.id
 
     def revoke() -> None:

@@ -1,15 +1,21 @@
 """Live job state for Server-Sent Events, with the database work shared by every open page.
 
 One watcher thread per web process checks `Job.version` of every watched job in a single query twice a second;
-only when a version moved does it read what changed (the job, its chunks, frames finished since the last look),
-once, and hands the same update to every subscriber of that job. A hundred open pages cost what one does, and a
-subscriber holds no database connection while it waits.
+only when a version moved does it read what changed (the job, the chunks stamped since the last look, frames
+finished since then), once, and hands the same update to every subscriber of that job. A hundred open pages cost
+what one does, and a subscriber holds no database connection while it waits.
 
 The stream (`GET /api/jobs/<id>/events` with `Accept: text/event-stream`) sends a `snapshot` event first (the job,
-every chunk, every finished frame of the first SHOWN_FRAMES), then `update` events carrying only what changed, a
-comment every 15 s to keep proxies from closing it, and `end` once the job is COMPLETED, FAILED or CANCELED. The
-page draws those frames and no more, so a job of a million frames costs a watcher and a browser what one of
-SHOWN_FRAMES does; the others are in `GET /api/jobs/<id>/frames`, a page at a time.
+the chunks its page shows, every finished frame of the first SHOWN_FRAMES), then `update` events carrying only
+what changed, a comment every 15 s to keep proxies from closing it, and `end` once the job is COMPLETED, FAILED or
+CANCELED. The page draws those frames and no more, so a job of a million frames costs a watcher and a browser what
+one of SHOWN_FRAMES does; the others are in `GET /api/jobs/<id>/frames`, a page at a time.
+
+Chunks likewise: the page shows the first SHOWN_CHUNKS and every chunk rendering or failed (at most SHOWN_CHUNKS of
+those beyond), which is what a snapshot carries; an update carries those of them that changed, and the end of a
+chunk beyond the first SHOWN_CHUNKS the page was shown rendering. What changed is read by the chunks' stamps
+(`Chunk.job_version`, the job's version at their last change, on an index with the job): an update reads the few
+chunks that changed, not the job's 10,000. The rest are in `GET /api/jobs/<id>/chunks`, a page at a time.
 """
 
 from __future__ import annotations
@@ -25,12 +31,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, Response, current_app, request, url_for
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 from sqlalchemy.orm import Session
 
 from farm.errors import FarmError
 from farm.jobs.states import TERMINAL_JOB
-from farm.models import Chunk, Frame, FrameStatus, Job
+from farm.models import Chunk, ChunkStatus, Frame, FrameStatus, Job
 from farm.storage.previews import PREVIEWABLE
 from webapp.api.serializers import chunk_json, jobs_json
 from webapp.extensions import db
@@ -40,6 +46,8 @@ POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 LATE_FRAME_SLACK = timedelta(minutes=2)  # workers' clocks and commit order may record a frame a little "earlier"
 SHOWN_FRAMES = 5000  # a job's first frames, which its page draws as tiles and bars (and the stream carries)
+SHOWN_CHUNKS = 1000  # a job's first chunks, which its page lists with every rendering or failed one
+LIVE_CHUNK = (ChunkStatus.RENDERING, ChunkStatus.FAILED)  # shown wherever they are in the job
 
 
 def frame_entry(row: Any) -> dict[str, Any]:
@@ -60,6 +68,22 @@ def _done_frames(session: Session, job: Job, since: datetime | None = None) -> l
     return list(session.execute(query.order_by(Frame.frame)))
 
 
+def _stamp(session: Session, job: Job) -> int:
+    """The latest stamp of the job's chunks (from the index's last entry): read before the chunks, so a change
+    committed in between is read again next time, never missed."""
+    return session.scalar(select(func.max(Chunk.job_version)).where(Chunk.job_id == job.id)) or 0
+
+
+def _shown_chunks(session: Session, job: Job) -> list[Chunk]:
+    """The chunks a page shows: the first SHOWN_CHUNKS, then the rendering or failed ones beyond, by index."""
+    first = select(Chunk).where(Chunk.job_id == job.id, Chunk.index < SHOWN_CHUNKS)
+    beyond = select(Chunk).where(Chunk.job_id == job.id, Chunk.index >= SHOWN_CHUNKS, Chunk.status.in_(LIVE_CHUNK))
+    return [
+        *session.scalars(first.order_by(Chunk.index)),
+        *session.scalars(beyond.order_by(Chunk.index).limit(SHOWN_CHUNKS)),
+    ]
+
+
 def _done_count(session: Session, job: Job) -> int:
     """How many of the shown frames are finished: the job's own count when it shows every frame, else counted
     (at most SHOWN_FRAMES index entries)."""
@@ -73,26 +97,29 @@ class JobState:
     """Everything a page shows about one job, kept by the watcher so a new subscriber costs no query."""
 
     job: dict[str, Any]
-    chunks: dict[int, dict[str, Any]]
+    chunks: dict[int, dict[str, Any]]  # those the page shows, by index
     frames: dict[int, dict[str, Any]]
     latest_finish: datetime | None
     links: dict[str, str | None]
+    stamp: int  # the chunks' latest stamp when they were last read
 
     @classmethod
     def load(cls, session: Session, job: Job) -> JobState:
+        stamp = _stamp(session, job)
         rows = _done_frames(session, job)
         return cls(
             job=jobs_json(session, [job])[0],
-            chunks={c.index: chunk_json(c) for c in job.chunks},
+            chunks={c.index: chunk_json(c) for c in _shown_chunks(session, job)},
             frames={r.frame: frame_entry(r) for r in rows},
             latest_finish=max((r.finished_at for r in rows if r.finished_at), default=None),
             links=links(job),
+            stamp=stamp,
         )
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "job": self.job,
-            "chunks": list(self.chunks.values()),
+            "chunks": sorted(self.chunks.values(), key=lambda c: c["index"]),
             "frames": sorted(self.frames.values(), key=lambda f: f["frame"]),
             "links": self.links,
         }
@@ -100,12 +127,7 @@ class JobState:
     def advance(self, session: Session, job: Job) -> dict[str, Any]:
         """Read what changed since the last look; returns the update (the job, changed chunks, new frames)."""
         self.job = jobs_json(session, [job])[0]
-        changed = []
-        for chunk in session.scalars(select(Chunk).where(Chunk.job_id == job.id)):
-            fresh = chunk_json(chunk)
-            if self.chunks.get(chunk.index) != fresh:
-                self.chunks[chunk.index] = fresh
-                changed.append(fresh)
+        changed = self._changed_chunks(session, job)
         rows = _done_frames(session, job, self.latest_finish)
         if len(self.frames) + len([r for r in rows if r.frame not in self.frames]) < _done_count(session, job):
             rows = _done_frames(session, job)  # a frame committed out of order slipped past: look at all
@@ -116,6 +138,36 @@ class JobState:
         if finishes:
             self.latest_finish = max([*finishes, *([self.latest_finish] if self.latest_finish else [])])
         return {"job": self.job, "chunks": changed, "frames": new}
+
+    def _changed_chunks(self, session: Session, job: Job) -> list[dict[str, Any]]:
+        """The shown chunks stamped since the last look, by index; one beyond the first SHOWN_CHUNKS that is no
+        longer rendering or failed is sent once more (its end) and then left out of later snapshots."""
+        stamp = _stamp(session, job)
+        if stamp <= self.stamp:
+            return []
+        beyond = [index for index in self.chunks if index >= SHOWN_CHUNKS]
+        rows = session.scalars(
+            select(Chunk)
+            .where(Chunk.job_id == job.id, Chunk.job_version > self.stamp, Chunk.job_version <= stamp)
+            .where(
+                (Chunk.index < SHOWN_CHUNKS)
+                | Chunk.status.in_(LIVE_CHUNK)
+                | (Chunk.index.in_(beyond) if beyond else false())
+            )
+            .order_by(Chunk.index)
+        )
+        self.stamp = stamp
+        changed = []
+        for chunk in rows:
+            fresh = chunk_json(chunk)
+            if self.chunks.get(chunk.index) == fresh:
+                continue
+            changed.append(fresh)
+            if chunk.index < SHOWN_CHUNKS or chunk.status in LIVE_CHUNK:
+                self.chunks[chunk.index] = fresh
+            else:
+                self.chunks.pop(chunk.index, None)
+        return changed
 
 
 def links(job: Job) -> dict[str, str | None]:

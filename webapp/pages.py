@@ -37,7 +37,7 @@ from webapp.api.serializers import jobs_json, workers_json
 from webapp.errors import ErrorAnswer, farm_error_response
 from webapp.extensions import db
 from webapp.limits import SUBMIT_LIMIT
-from webapp.live import SHOWN_FRAMES, links
+from webapp.live import SHOWN_CHUNKS, SHOWN_FRAMES, links
 from webapp.queries import get_job, job_search, one_job, query_int
 
 bp = Blueprint("pages", __name__)
@@ -163,6 +163,7 @@ def job_page(job_id: str) -> str:
         job=one_job(job)["job"],
         links=links(job),
         chunks=chunks,
+        shown_chunks=SHOWN_CHUNKS,
         max_tiles=MAX_TILES,
         first_tiles=FIRST_TILES,
         preview_ttl_hours=services.settings().preview_ttl_hours,

@@ -3,6 +3,7 @@ narrowed by the query string."""
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from flask import request
@@ -40,6 +41,21 @@ def query_int(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def query_statuses(choices: type[enum.StrEnum]) -> list[str]:
+    """The request's `status`: comma-separated names of `choices` (any case), or none; 422 naming `status` for one
+    that is not."""
+    raw = request.args.get("status", "").strip().upper()
+    if not raw:
+        return []
+    wanted = [s.strip() for s in raw.split(",")]
+    unknown = [s for s in wanted if s not in choices.__members__]
+    if unknown:
+        raise ValidationError(
+            "status", "unknown_choice", f"status must be one of {', '.join(choices)}, got {unknown[0]!r}"
+        )
+    return wanted
+
+
 def job_search() -> Select[tuple[Job]]:
     """Jobs newest first, narrowed by the request's `status` (comma-separated), `q` (name contains, or an id) and
     `owner` (a user's name, or `me`)."""
@@ -47,14 +63,8 @@ def job_search() -> Select[tuple[Job]]:
     owner = request.args.get("owner", "").strip()
     if owner:
         query = query.where(Job.owner == (auth.current_actor() if owner == "me" else owner))
-    status = request.args.get("status", "").strip().upper()
-    if status:
-        wanted = [s.strip() for s in status.split(",")]
-        unknown = [s for s in wanted if s not in JobStatus.__members__]
-        if unknown:
-            raise ValidationError(
-                "status", "unknown_choice", f"status must be one of {', '.join(JobStatus)}, got {unknown[0]!r}"
-            )
+    wanted = query_statuses(JobStatus)
+    if wanted:
         query = query.where(Job.status.in_(wanted))
     q = request.args.get("q", "").strip()
     if q:

@@ -108,6 +108,22 @@ MOVE_CHUNK = (
     )
 )
 
+# The job's version as this transaction sees it: after it bumped the version it holds the job's row, so no other
+# change of the job commits between, and a chunk stamped with it (`job_version`) is stamped in commit order.
+_JOB_VERSION = select(JOBS.c.version).where(JOBS.c.id == CHUNKS.c.job_id).scalar_subquery()
+
+# Something a page shows about the chunk changed, and the transaction has touched its job: say so in its stamp.
+STAMP_CHUNK = update(CHUNKS).where(CHUNKS.c.id == bindparam("chunk")).values(job_version=_JOB_VERSION)
+
+# Every QUEUED chunk of a job is CANCELED at once, as MOVE_CHUNK would move each (no renderer; ended now), stamped
+# (the caller moved the job first, so it holds the job's row); what each was, for its event and its task.
+CANCEL_QUEUED = (
+    update(CHUNKS)
+    .where(CHUNKS.c.job_id == bindparam("job"), CHUNKS.c.status == ChunkStatus.QUEUED)
+    .values(status=ChunkStatus.CANCELED, heartbeat_at=None, finished_at=db_now(), job_version=_JOB_VERSION)
+    .returning(CHUNKS.c.id, CHUNKS.c.index)
+)
+
 # A RENDERING chunk whose renderer went silent changes hands: compare-and-set on the heartbeat that was read.
 TAKE_OVER_CHUNK = (
     update(CHUNKS)

@@ -2,7 +2,8 @@
 
 A move reads the row's status with the row locked, checks it against the flow tables below, writes it with a
 compare-and-set (so two processes racing cannot both win, on SQLite too), bumps the job's `version` (what live views
-watch) and writes an `Event` row saying what changed, from what, why and by whom. Every statement is a named one in
+watch; a changed chunk is stamped with it, see `chunk_touched`) and writes an `Event` row saying what changed, from
+what, why and by whom. Every statement is a named one in
 `farm.jobs.statements`; an object of a changed row that the session holds is refreshed from the database.
 
 Every time that says whether someone is alive (heartbeats, claims, dispatches, a job's last change) is the database
@@ -132,6 +133,15 @@ def move_job(
     return True
 
 
+def chunk_touched(session: Session, chunk_id: int, job_id: str, **job_values: Any) -> str | None:
+    """Something a page shows about a chunk changed: touch its job (with `job_values`), then stamp the chunk with the
+    job's new version, while this transaction holds the job's row. Stamps so grow in the order changes commit, and
+    a live view reads only the chunks stamped past the last it saw (`webapp.live`). The job's status."""
+    status = touch_job(session, job_id, **job_values)
+    session.execute(sql.STAMP_CHUNK, {"chunk": chunk_id})
+    return status
+
+
 def job_created(session: Session, job: Job, *, reason: str, actor: str | None) -> None:
     """The first event of a job's trail (its status starts at QUEUED)."""
     _record(session, "job", job.id, job.id, None, job.status, reason, actor)
@@ -173,9 +183,10 @@ def move_chunk(
     moved = session.execute(sql.MOVE_CHUNK, dict(values, chunk=chunk.id, old=old, attempt=attempts, new=new))
     if moved.rowcount != 1:
         return None
+    status = chunk_touched(session, chunk.id, chunk.job_id, **(job_values or {}))
     _refresh(session, Chunk, chunk.id)
     _record(session, "chunk", f"{chunk.job_id}/{chunk.index}", chunk.job_id, old, new, reason, actor)
-    return touch_job(session, chunk.job_id, **(job_values or {}))
+    return status
 
 
 def make_frame_rows(session: Session, job: Job, index: int) -> None:
@@ -220,7 +231,7 @@ def _take_over(session: Session, chunk: Chunk, worker: str, stale_before: dateti
         _record(
             session, "chunk", f"{chunk.job_id}/{chunk.index}", chunk.job_id, C.RENDERING, C.RENDERING, reason, worker
         )
-        touch_job(session, chunk.job_id, worker_host=worker)
+        chunk_touched(session, chunk.id, chunk.job_id, worker_host=worker)
         return True
     return False
 
@@ -294,7 +305,7 @@ def chunk_progress(
     where = {"chunk": chunk_id, "renderer": worker, "attempt": attempt}
     if not session.execute(sql.CHUNK_PROGRESS, dict(where, frame_progress=frame_progress, progress=progress)).rowcount:
         return False
-    touch_job(session, job_id)
+    chunk_touched(session, chunk_id, job_id)
     return True
 
 
@@ -304,8 +315,8 @@ def part_done(session: Session, job_id: str, chunk_id: int, worker: str, attempt
     where = {"chunk": chunk_id, "renderer": worker, "attempt": attempt}
     if not session.execute(sql.PART_DONE, dict(where, part=part)).rowcount:
         return False
+    chunk_touched(session, chunk_id, job_id)
     _refresh(session, Chunk, chunk_id)
-    touch_job(session, job_id)
     return True
 
 
@@ -432,12 +443,37 @@ def _chunks(session: Session, job_id: str, among: Iterable[str]) -> list[Chunk]:
 # --- jobs, as users and the packager see them ------------------------------------------------------------------
 
 
+def _cancel_queued(session: Session, job_id: str, *, reason: str, actor: str | None) -> None:
+    """Every QUEUED chunk of a job just moved (its row held) becomes CANCELED, with an event each, as `move_chunk`
+    would do one by one: one UPDATE and one batched INSERT however many there are (10,000 chunks: a cancel took 33 s
+    one by one)."""
+    moved = session.execute(sql.CANCEL_QUEUED, {"job": job_id}).all()
+    if not moved:
+        return
+    at = utcnow()
+    events = [
+        dict(
+            kind="chunk",
+            subject=f"{job_id}/{index}",
+            job_id=job_id,
+            old=C.QUEUED,
+            new=C.CANCELED,
+            reason=reason,
+            actor=actor,
+            created_at=at,
+        )
+        for _, index in sorted(moved, key=lambda row: row.index)
+    ]
+    session.execute(sql.RECORD_EVENT, events)
+    for chunk_id, _ in moved:
+        _refresh(session, Chunk, chunk_id)
+
+
 def cancel_job(session: Session, job_id: str, *, actor: str | None) -> None:
     """Stop a job: queued chunks are canceled now; with chunks still rendering it waits in CANCELING."""
     target = J.CANCELING if chunks_running(session, job_id) else J.CANCELED
     move_job(session, job_id, target, reason="canceled by user", actor=actor, strict=True)
-    for chunk in _chunks(session, job_id, [C.QUEUED]):
-        move_chunk(session, chunk, C.CANCELED, actor=actor, reason="job canceled")
+    _cancel_queued(session, job_id, reason="job canceled", actor=actor)
 
 
 def settle_cancel(session: Session, job_id: str, *, actor: str | None) -> bool:
@@ -451,8 +487,7 @@ def fail_job(session: Session, job_id: str, reason: str, *, actor: str | None) -
     """Fail an active job and stop its queued chunks; frames already rendered are kept."""
     if not move_job(session, job_id, J.FAILED, reason=reason, actor=actor, only_from=ACTIVE_JOB):
         return False
-    for chunk in _chunks(session, job_id, [C.QUEUED]):
-        move_chunk(session, chunk, C.CANCELED, actor=actor, reason="job failed")
+    _cancel_queued(session, job_id, reason="job failed", actor=actor)
     return True
 
 

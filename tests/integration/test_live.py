@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import event
 
 from farm.jobs import states
-from farm.models import Chunk, ChunkStatus, JobStatus
+from farm.models import Chunk, ChunkStatus, Job, JobStatus
 from tests.helpers import wait_until
 from tests.rows import claim_first_chunk, make_job, render_frame
-from webapp.live import SHOWN_FRAMES, watcher
+from webapp.live import SHOWN_CHUNKS, SHOWN_FRAMES, JobState, watcher
 
 # The app's watcher thread queries while the test writes, and statements are counted on the app's own engine: the
 # real database, not one connection shared across threads.
@@ -127,6 +127,80 @@ def test_the_stream_of_a_large_job_carries_only_the_frames_its_page_shows(open_s
         update = events.until("update")
         seen += [f["frame"] for f in update["frames"]]
     assert seen == [2] and update["job"]["render"]["frames_rendered"] == 4
+
+
+def claim(database: Any, job_id: str, index: int, worker: str = "w@test") -> Chunk:
+    with database.session() as session:
+        chunk = session.query(Chunk).filter_by(job_id=job_id, index=index).one()
+        assert states.claim_chunk(session, chunk.id, worker, None) is not None
+        session.expunge(chunk)
+        return chunk
+
+
+def finish(database: Any, chunk: Chunk, status: ChunkStatus, reason: str | None = None) -> None:
+    with database.session() as session:
+        states.finish_chunk(session, session.merge(chunk), status, worker="w@test", reason=reason)
+
+
+def test_the_stream_of_a_job_of_many_chunks_carries_those_its_page_shows(open_stream, database):
+    """The first SHOWN_CHUNKS and every rendering or failed one: a chunk beyond is sent while it renders, its end
+    once, and then no more."""
+    job_id = make_job(database, SHOWN_CHUNKS + 300, 1)
+    far, farther = SHOWN_CHUNKS + 100, SHOWN_CHUNKS + 200
+    finish(database, claim(database, job_id, far), ChunkStatus.FAILED, "boom")
+    claim(database, job_id, 3)
+    events = open_stream(job_id)
+    snapshot = events.until("snapshot")
+    assert [c["index"] for c in snapshot["chunks"]] == [*range(SHOWN_CHUNKS), far]
+    assert snapshot["chunks"][3]["status"] == "RENDERING" and snapshot["chunks"][-1]["error"] == "boom"
+
+    started = claim(database, job_id, farther)
+    seen = events.until("update")["chunks"]
+    while not seen:
+        seen = events.until("update")["chunks"]
+    assert [(c["index"], c["status"]) for c in seen] == [(farther, "RENDERING")]
+    finish(database, started, ChunkStatus.DONE)
+    claim(database, job_id, SHOWN_CHUNKS + 250)  # never shown, and not rendering once the job is canceled
+    with database.session() as session:
+        states.cancel_job(session, job_id, actor="test")
+    ends: list[tuple[int, str]] = []
+    while (SHOWN_CHUNKS - 1, "CANCELED") not in ends:
+        ends += [(c["index"], c["status"]) for c in events.until("update")["chunks"]]
+    assert (farther, "DONE") in ends and (SHOWN_CHUNKS + 250, "RENDERING") in ends
+    assert all(index < SHOWN_CHUNKS or index in (farther, SHOWN_CHUNKS + 250) for index, _ in ends), ends
+    assert len([i for i, status in ends if status == "CANCELED"]) == SHOWN_CHUNKS - 1  # all but 3, which renders
+    again = open_stream(job_id).until("snapshot")
+    assert [c["index"] for c in again["chunks"]] == [*range(SHOWN_CHUNKS), far, SHOWN_CHUNKS + 250]
+
+
+def test_an_update_reads_only_the_chunks_that_changed(app, database):
+    """Each look at a job of thousands of chunks reads the rows of the chunks stamped since the last one, not all."""
+    from webapp.extensions import db
+
+    job_id = make_job(database, 3000, 1)
+    chunk_rows: list[int] = []  # rows each read of the job's chunks returned
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT chunks.id"):
+            chunk_rows.append(cursor.rowcount)
+
+    with app.test_request_context(base_url="http://farm.test/"):
+        state = JobState.load(db.session, db.session.get(Job, job_id))
+        assert len(state.chunks) == SHOWN_CHUNKS
+        event.listen(db.engine, "after_cursor_execute", count)
+        try:
+            for index in (5, 2500):
+                claim(database, job_id, index)
+                db.session.expire_all()
+                update = state.advance(db.session, db.session.get(Job, job_id))
+                assert [(c["index"], c["status"]) for c in update["chunks"]] == [(index, "RENDERING")]
+            db.session.expire_all()
+            assert state.advance(db.session, db.session.get(Job, job_id))["chunks"] == []  # nothing new, none read
+        finally:
+            event.remove(db.engine, "after_cursor_execute", count)
+            db.session.rollback()
+    print("rows of chunks read per statement:", chunk_rows)
+    assert chunk_rows and max(chunk_rows) <= 2, chunk_rows  # the changed chunk (and the one rendering, for the JOB)
 
 
 def test_a_finished_job_streams_its_snapshot_and_ends(open_stream, database):

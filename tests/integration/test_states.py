@@ -307,3 +307,92 @@ def test_heartbeats_and_claims_carry_the_database_clock(database, job_id):
         worker = session.get(Worker, name)
         assert worker.last_heartbeat == now and worker.clock_offset == -90.0 and worker.memory_bytes == 2**30
         assert session.get(Chunk, chunk.id).heartbeat_at == now
+
+
+def chunk_rows(database, job_id):
+    with database.session() as session:
+        return {c.index: c for c in session.scalars(select(Chunk).where(Chunk.job_id == job_id))}
+
+
+@pytest.mark.parametrize("stop", ["cancel", "fail"])
+def test_a_stop_cancels_every_queued_chunk_at_once_as_one_by_one(database, stop):
+    """Cancel and fail move the queued chunks in one statement, to what `move_chunk` made of each: CANCELED, ended
+    now, no renderer's heartbeat, started and dispatched as they were, one event each in index order, stamped
+    with the job's version; a rendering, a done and a failed chunk are left as they are."""
+    with database.session() as session:
+        job_id = add_job(session, 12, 2, queue=f"states-{RUN_ID}")
+    ids = chunk_ids(database, job_id)
+    with database.session() as session:
+        for index in (0, 1, 2):
+            states.claim_chunk(session, ids[index], "ws1@states", None)
+        rows = chunk_rows(database, job_id)
+        states.finish_chunk(session, rows[1], ChunkStatus.DONE, worker="ws1@states")
+        states.finish_chunk(session, rows[2], ChunkStatus.FAILED, worker="ws1@states", reason="boom")
+        states.requeue_chunk(session, rows[2], task_id="again", reason="retry", actor="ws1@states")  # tried before
+    before = chunk_rows(database, job_id)
+    assert [before[i].status for i in range(6)] == ["RENDERING", "DONE", "QUEUED", "QUEUED", "QUEUED", "QUEUED"]
+    with database.session() as session:
+        events_before = session.scalar(select(func.max(Event.id)))
+        if stop == "cancel":
+            states.cancel_job(session, job_id, actor="user")
+        else:
+            assert states.fail_job(session, job_id, "chunk 2 failed", actor="ws1@states")
+        # the session's own objects of moved chunks read the change, as after move_chunk
+        assert session.get(Chunk, ids[3]).status == ChunkStatus.CANCELED
+    after = chunk_rows(database, job_id)
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        now = database_now(session)
+        events = session.scalars(select(Event).where(Event.id > events_before).order_by(Event.id)).all()
+    assert job.status == (JobStatus.CANCELING if stop == "cancel" else JobStatus.FAILED)
+    for index in (0, 1):
+        assert after[index].status == before[index].status and after[index].job_version == before[index].job_version
+    for index in range(2, 6):
+        chunk, was = after[index], before[index]
+        assert chunk.status == ChunkStatus.CANCELED and chunk.heartbeat_at is None and chunk.finished_at
+        assert abs((now - chunk.finished_at).total_seconds()) < 60  # the database's clock
+        assert (chunk.started_at, chunk.dispatched_at, chunk.attempts, chunk.task_id, chunk.worker) == (
+            was.started_at, was.dispatched_at, was.attempts, was.task_id, was.worker
+        )  # fmt: skip
+        assert chunk.job_version == job.version > was.job_version
+    reason, actor = ("job canceled", "user") if stop == "cancel" else ("job failed", "ws1@states")
+    assert [(e.kind, e.subject, e.job_id, e.old, e.new, e.reason, e.actor) for e in events] == [
+        ("job", job_id, job_id, "RENDERING", job.status, "canceled by user" if stop == "cancel" else "chunk 2 failed",
+         "user" if stop == "cancel" else "ws1@states"),
+        *[("chunk", f"{job_id}/{i}", job_id, "QUEUED", "CANCELED", reason, actor) for i in range(2, 6)],
+    ]  # fmt: skip
+
+
+def test_every_change_a_page_shows_stamps_the_chunk_with_its_jobs_version(database, job_id):
+    """Live views read the chunks stamped past the last they saw: a claim, progress, a stored part, an end and a
+    requeue each stamp the chunk with the version of the job they touched; a heartbeat (not shown) does not."""
+    first, second, _ = chunk_ids(database, job_id)
+
+    def stamp(chunk_id: int) -> tuple[int, int]:
+        with database.session() as session:
+            return session.get(Chunk, chunk_id).job_version, session.get(Job, job_id).version
+
+    assert stamp(first) == (0, 0)
+    with database.session() as session:
+        claimed = states.claim_chunk(session, first, "ws1@states", None).chunk
+        states.claim_chunk(session, second, "ws2@states", None)
+    stamped, version = stamp(first)
+    assert 0 < stamped <= version and stamp(second)[0] > stamped  # the later change, the later stamp
+    steps = [
+        lambda s: states.chunk_progress(s, job_id, first, "ws1@states", 1, 0.5, 25.0),
+        lambda s: states.part_done(s, job_id, first, "ws1@states", 1, {"key": "k"}),
+        lambda s: states.finish_chunk(s, claimed, ChunkStatus.FAILED, worker="ws1@states", reason="boom"),
+        lambda s: states.requeue_chunk(s, s.get(Chunk, first), task_id="t2", reason="retry", actor="ws1@states"),
+    ]
+    for step in steps:
+        with database.session() as session:
+            assert step(session)
+        now_stamped, version = stamp(first)
+        assert now_stamped == version > stamped
+        stamped = now_stamped
+    with database.session() as session:
+        states.claim_chunk(session, first, "ws1@states", None)
+    stamped, _ = stamp(first)
+    with database.session() as session:
+        assert states.chunk_heartbeat(session, first, "ws1@states", 2)
+    assert stamp(first)[0] == stamped

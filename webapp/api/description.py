@@ -19,7 +19,7 @@ from farm.jobs.submission import DEVICES, ENGINES, MAX_RESOLUTION, OUTPUT_FORMAT
 from farm.models import ChunkStatus, FrameStatus, JobStatus, Role, WorkerStatus
 from farm.projects import MAX_FILES
 from webapp.api.files import MAX_CHECK
-from webapp.api.jobs import FRAMES_PAGE
+from webapp.api.jobs import CHUNKS_PAGE, FRAMES_PAGE
 from webapp.api.monitor import TASK_STATES
 
 Schema = dict[str, Any]
@@ -539,8 +539,14 @@ def paths(settings: Settings) -> dict[str, dict[str, Schema]]:
                 "list_chunks",
                 "jobs",
                 "A job's chunks (its Celery tasks)",
-                {"200": json_response("Every chunk, in order.", list_of("chunks", ref("Chunk")))},
-                parameters=job,
+                {"200": json_response("A page of chunks, by index.", list_of("chunks", ref("Chunk"), **PAGING))},
+                description=f"Every chunk of a job of up to {CHUNKS_PAGE:,} chunks; larger jobs a page at a time "
+                "(`total` counts the chunks in `status`, or all of them).",
+                parameters=[
+                    *job,
+                    *paging(CHUNKS_PAGE, CHUNKS_PAGE),
+                    comma_list("status", list(ChunkStatus), "Only chunks in these states (comma-separated)."),
+                ],
             ),
         },
         "/api/jobs/{job_id}/chunks/{index}/log": {

@@ -11,7 +11,7 @@ from farm.errors import Conflict, NotFound
 from farm.jobs import planning
 from farm.jobs.inputs import DB_INT_MAX
 from farm.jobs.submission import discard_upload, parse_form, save_upload
-from farm.models import Chunk, Event, Frame, FrameStatus, Job
+from farm.models import Chunk, ChunkStatus, Event, Frame, FrameStatus, Job
 from farm.projects import blob_store, parse_manifest
 from farm.storage.local import FileStorage
 from farm.storage.previews import PREVIEWABLE, THUMBNAIL_TYPE, thumbnail_key
@@ -20,10 +20,11 @@ from webapp.api import bp
 from webapp.api.serializers import FRAME_COLUMNS, chunk_json, event_json, frame_json, jobs_json, unclaimed_frame_json
 from webapp.extensions import db
 from webapp.limits import SUBMIT_LIMIT
-from webapp.queries import get_job, job_search, one_job, query_int
+from webapp.queries import get_job, job_search, one_job, query_int, query_statuses
 
 log = logging.getLogger(__name__)
 FRAMES_PAGE = 10_000  # frames a `GET /api/jobs/<id>/frames` answers with at most (and by default)
+CHUNKS_PAGE = 1000  # chunks a `GET /api/jobs/<id>/chunks` answers with at most (and by default)
 
 
 @bp.post("/jobs")
@@ -181,8 +182,17 @@ def job_movie(job_id: str) -> Response:
 
 @bp.get("/jobs/<job_id>/chunks")
 def list_chunks(job_id: str) -> Response:
+    """By index, a page at a time: `limit` chunks (1 to CHUNKS_PAGE, default CHUNKS_PAGE: every chunk of a job that
+    size) from the `offset`th, of those in `status` (comma-separated) if given, and `total` such chunks. A job may
+    have 10,000 chunks; a page is read from the (job, index) index and `total` from the (job, status) one."""
     job = get_job(job_id)
-    return jsonify({"chunks": [chunk_json(c) for c in job.chunks]})
+    limit = query_int("limit", CHUNKS_PAGE, 1, CHUNKS_PAGE)
+    offset = query_int("offset", 0, 0, 10**9)
+    wanted = query_statuses(ChunkStatus)
+    where = [Chunk.job_id == job.id, *([Chunk.status.in_(wanted)] if wanted else [])]
+    total = db.session.scalar(select(func.count()).select_from(Chunk).where(*where))
+    chunks = db.session.scalars(select(Chunk).where(*where).order_by(Chunk.index).limit(limit).offset(offset))
+    return jsonify({"chunks": [chunk_json(c) for c in chunks], "total": total, "limit": limit, "offset": offset})
 
 
 @bp.get("/jobs/<job_id>/chunks/<int:index>/log")

@@ -263,9 +263,18 @@ function jobPage() {
       el("td", {}, logButton));
     const old = chunkRows.get(c.index);
     if (old) old.replaceWith(row);
-    else document.getElementById("chunks").append(row);
+    else placeRow(row, c.index);
     chunkRows.set(c.index, row);
     if (logIndex === c.index) followLog();
+  }
+
+  // Rows stay in index order: a chunk past the first ones the page lists arrives when it starts rendering.
+  function placeRow(row, index) {
+    const body = document.getElementById("chunks");
+    const last = body.lastElementChild;
+    if (!last || Number(last.dataset.chunk) < index) return body.append(row);
+    const next = [...body.children].find((r) => Number(r.dataset.chunk) > index);
+    body.insertBefore(row, next);
   }
 
   function renderFrame(f) {
@@ -403,9 +412,12 @@ function jobPage() {
       const current = (await (await fetch(base)).json()).job;
       if (current.version === job.current.version && frames.size) return current;
       const shown = `${base}/frames?limit=${lastShown - current.render.frame_start + 1}`;
-      const [c, f] = await Promise.all([fetch(`${base}/chunks`), fetch(shown)].map(async (p) => (await p).json()));
+      // The chunks the stream would carry: the first page, and every one rendering or failed.
+      const [c, live, f] = await Promise.all(
+        [fetch(`${base}/chunks`), fetch(`${base}/chunks?status=RENDERING,FAILED`), fetch(shown)]
+          .map(async (p) => (await p).json()));
       const done = f.frames.filter((x) => x.status === "DONE");
-      apply({ job: current, chunks: c.chunks, frames: done }, true);
+      apply({ job: current, chunks: [...c.chunks, ...live.chunks], frames: done }, true);
       return current;
     } catch (err) {
       return null;
