@@ -4,7 +4,7 @@ import threading
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from farm.clock import database_now
 from farm.errors import IllegalTransition
