@@ -4,7 +4,7 @@ They render with the benchmark-only sleep renderer (`FARM_RENDERER=sleep-benchma
 1×1 PNG), so the CPU stays with the farm itself.
 
     python -m bench.scale --workers 16 --frames 2000 --frame-seconds 2 [--chunk-size 5] [--kill 0.25] [--restart-redis]
-        [--db-connections 1] [--heartbeat 5] [--web-workers 2] [--polls 200] [--streams 50]
+        [--db-connections 1] [--heartbeat 5] [--web-workers 2] [--web-threads 32] [--polls 200] [--streams 50]
 
 While the job runs, status polls (`GET /api/jobs/<id>`) go at `--polls` a second and `--streams` live job pages
 (SSE) stay open (bench/load.py, in a process of its own); a janitor sweeps every 5 s beside the workers' own. moto
@@ -212,7 +212,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=5, help="frames per chunk (5 × 2 s: 10 s chunks)")
     parser.add_argument("--polls", type=float, default=200, help="status polls a second while the job runs")
     parser.add_argument("--streams", type=int, default=50, help="live job pages (SSE) open while the job runs")
-    parser.add_argument("--web-workers", type=int, default=2, help="`farm web` processes (16 threads each)")
+    parser.add_argument("--web-workers", type=int, default=2, help="`farm web` processes")
+    parser.add_argument("--web-threads", type=int, default=32, help="threads per `farm web` process (FARM_WEB_THREADS)")
     parser.add_argument("--heartbeat", type=float, default=5.0, help="FARM_HEARTBEAT_SECONDS (the default: 5)")
     parser.add_argument(
         "--db-connections", type=int, default=1, help="FARM_WORKER_DB_CONNECTIONS: kept per worker process"
@@ -244,7 +245,7 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
     workers: list[subprocess.Popen[bytes]] = []
     load: subprocess.Popen[bytes] | None = None
     try:
-        procs.start_web(workers=args.web_workers)
+        procs.start_web(workers=args.web_workers, threads=args.web_threads)
         db = Database(settings.database_url, keep=1)
         janitor = Janitor(db, make_celery(settings), settings, name="bench-janitor")
         with db.session() as session:  # the bench's own connection, open before the count
@@ -356,7 +357,8 @@ def run(args: argparse.Namespace, env: dict[str, str], tmp: Path, restart_redis:
                 + (f" ({', '.join(f'{k} ×{v}' for k, v in p['error_kinds'].items())})" if p["errors"] else ""),
             ),
             (
-                f"live pages ({args.streams} asked, `farm web --workers {args.web_workers} --threads 16`)",
+                f"live pages ({args.streams} asked, "
+                f"`farm web --workers {args.web_workers} --threads {args.web_threads}`)",
                 f"{st['count'] - st['other'].get('degraded to polling', 0)} stream opens, "
                 f"{st['other'].get('degraded to polling', 0)} degraded to polling every 3 s, {st['errors']} errors",
             ),
