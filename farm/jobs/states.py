@@ -183,9 +183,9 @@ def move_chunk(
     moved = session.execute(sql.MOVE_CHUNK, dict(values, chunk=chunk.id, old=old, attempt=attempts, new=new))
     if moved.rowcount != 1:
         return None
-    status = chunk_touched(session, chunk.id, chunk.job_id, **(job_values or {}))
-    _refresh(session, Chunk, chunk.id)
     _record(session, "chunk", f"{chunk.job_id}/{chunk.index}", chunk.job_id, old, new, reason, actor)
+    status = chunk_touched(session, chunk.id, chunk.job_id, **(job_values or {}))  # the job's row as late as may be
+    _refresh(session, Chunk, chunk.id)
     return status
 
 
@@ -268,6 +268,7 @@ def claim_chunk(
         log_key=log_key(chunk, chunk.attempts + 1) if log_key else chunk.log_key,
         frame_progress=0.0,
     )
+    make_frame_rows(session, job, chunk.index)  # before the job's row is taken: harmless if the claim fails
     stale = chunk.status == C.RENDERING and stale_after is not None
     if stale and _take_over(session, chunk, worker, aware(db_time) - stale_after, claim):
         session.refresh(chunk)
@@ -283,7 +284,6 @@ def claim_chunk(
         **claim,
     ):
         return None
-    make_frame_rows(session, job, chunk.index)
     frames = _move_frames(session, chunk.id, [F.QUEUED, F.FAILED, F.RENDERING], F.RENDERING)
     if job.status == J.QUEUED:
         move_job(session, job.id, J.RENDERING, actor=worker, reason="first chunk started", only_from=[J.QUEUED])
@@ -380,10 +380,11 @@ def frame_done(
     if done.rowcount != 1:
         return False
     _record(session, "frame", f"{job_id}/{frame}", job_id, F.RENDERING, F.DONE, f"{render_time_ms:.0f} ms", worker)
-    session.execute(sql.COUNT_FRAME, {"job": job_id, "ms": render_time_ms, "frame_number": frame})
     dialect = session.connection().dialect.name
     session.execute(sql.TALLY_FRAME[dialect], {"renderer": worker})
     session.execute(sql.PACE_FRAME[dialect], {"job": job_id, "renderer": worker, "ms": render_time_ms})
+    # The job's row last: every renderer of the job writes it, so this transaction holds it only until it commits.
+    session.execute(sql.COUNT_FRAME, {"job": job_id, "ms": render_time_ms, "frame_number": frame})
     _refresh(session, Frame, (job_id, frame))
     _refresh(session, Job, job_id)
     return True
