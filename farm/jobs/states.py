@@ -268,7 +268,6 @@ def claim_chunk(
         log_key=log_key(chunk, chunk.attempts + 1) if log_key else chunk.log_key,
         frame_progress=0.0,
     )
-    make_frame_rows(session, job, chunk.index)  # before the job's row is taken: harmless if the claim fails
     stale = chunk.status == C.RENDERING and stale_after is not None
     if stale and _take_over(session, chunk, worker, aware(db_time) - stale_after, claim):
         session.refresh(chunk)
@@ -284,6 +283,9 @@ def claim_chunk(
         **claim,
     ):
         return None
+    # After the job's row is held (the move above): made before, their foreign key's share lock on that row would
+    # deadlock with a claim moving the job to RENDERING.
+    make_frame_rows(session, job, chunk.index)
     frames = _move_frames(session, chunk.id, [F.QUEUED, F.FAILED, F.RENDERING], F.RENDERING)
     if job.status == J.QUEUED:
         move_job(session, job.id, J.RENDERING, actor=worker, reason="first chunk started", only_from=[J.QUEUED])
