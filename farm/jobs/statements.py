@@ -44,8 +44,10 @@ _NEW = bindparam("new", type_=String(16))  # the status a move goes to, also rea
 
 # --- jobs ------------------------------------------------------------------------------------------------------
 
-# A job's status, its row locked until the transaction ends: what a move checks against the flow table.
-JOB_STATUS = select(JOBS.c.status).where(JOBS.c.id == bindparam("job")).with_for_update()
+# A job's status, its row locked until the transaction ends: what a move checks against the flow table. FOR NO KEY
+# UPDATE, the lock an UPDATE of it takes: movers still queue on it, but rows that merely point at the job (a frame,
+# a worker's pace: their foreign keys' share locks) do not, so no claim deadlocks with a frame being recorded.
+JOB_STATUS = select(JOBS.c.status).where(JOBS.c.id == bindparam("job")).with_for_update(key_share=True)
 
 # Every change of a job bumps `version` (what live pages follow) and `updated_at` (what the janitor judges by).
 _JOB_CHANGED = {"version": JOBS.c.version + 1, "updated_at": db_now()}
@@ -88,7 +90,9 @@ PACKAGING_ATTEMPTS = select(func.count()).where(
 # --- chunks ----------------------------------------------------------------------------------------------------
 
 # A chunk's status and attempt, its row locked: what a move checks, and which attempt it moves.
-CHUNK_STATE = select(CHUNKS.c.status, CHUNKS.c.attempts).where(CHUNKS.c.id == bindparam("chunk")).with_for_update()
+CHUNK_STATE = (
+    select(CHUNKS.c.status, CHUNKS.c.attempts).where(CHUNKS.c.id == bindparam("chunk")).with_for_update(key_share=True)
+)
 
 # A chunk from `old` to `new` in the attempt it was read in (compare-and-set on both: a chunk claimed since is left
 # alone). Claimed: when and its heartbeat now; queued again: dispatched now, no renderer; ended: when.
@@ -302,7 +306,7 @@ PACE_FRAME = {"postgresql": _pace_frame(postgresql), "sqlite": _pace_frame(sqlit
 RECORD_EVENT = insert(EVENTS)
 
 WORKER_STATUS = select(WORKERS.c.status, WORKERS.c.health).where(WORKERS.c.hostname == bindparam("host"))
-WORKER_STATUS_LOCKED = WORKER_STATUS.with_for_update()
+WORKER_STATUS_LOCKED = WORKER_STATUS.with_for_update(key_share=True)
 
 # A worker from `old` to `new`, compare-and-set.
 MOVE_WORKER = (
