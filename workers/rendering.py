@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -169,7 +170,7 @@ class ChunkRun:
         self.workdir = ctx.settings.cache_dir / "work" / f"{work.job_id}-{work.index}-{work.attempt}"
         self.log_path = self.workdir / "blender.log"
         self.log_uploaded_at = time.monotonic()
-        self.beat_at = self.beat_ok_at = time.monotonic()  # beat_ok_at: when the database last answered
+        self.beat_ok_at = time.monotonic()  # when the database last answered a heartbeat
         self.lost = False
         self.progress = FrameProgress(work.frames)  # of the frame Blender renders now, from its output
         self.shown: tuple[float, float] = (0.0, -1.0)  # (frame share, chunk %) last written to the database
@@ -320,16 +321,20 @@ class ChunkRun:
             self.lost = not states.chunk_heartbeat(session, self.work.chunk_id, self.worker, self.work.attempt)
         self.beat_ok_at = time.monotonic()
 
-    def on_tick(self) -> None:
-        """Every second while Blender runs: heartbeat the chunk, and keep the stored log a few seconds behind."""
-        now = time.monotonic()
-        if now - self.beat_at >= self.ctx.settings.heartbeat_seconds:
-            self.beat_at = now
+    def beat_until(self, stop: threading.Event) -> None:
+        """Heartbeat the chunk every FARM_HEARTBEAT_SECONDS until `stop`, in a thread of its own: fetching a large
+        project or uploading a large frame (or waiting on a busy database) can take longer than the worker timeout,
+        and a chunk whose heartbeat waited on them would be taken back while it renders."""
+        while not stop.wait(self.ctx.settings.heartbeat_seconds):
             try:
                 self.beat()
-            except Exception as exc:
+            except Exception as exc:  # the next beat tries again; the janitor judges only a long silence
                 if not is_transient(exc):
-                    raise
+                    log.exception("heartbeat of chunk %s/%s failed", self.work.job_id, self.work.index)
+
+    def on_tick(self) -> None:
+        """Every second while Blender runs: keep the stored log a few seconds behind, and show progress."""
+        now = time.monotonic()
         if now - self.log_uploaded_at >= LOG_UPLOAD_SECONDS:
             self.upload_log()
         if now - self.shown_at >= PROGRESS_SECONDS and not self.complete and not self.lost:
@@ -375,6 +380,9 @@ class ChunkRun:
     def run(self) -> tuple[ChunkStatus, str | None]:
         """Render every frame of the chunk; the chunk's end status and, if not DONE, why. Whatever this worker
         raises on the way fails the chunk now, with the exception as its reason."""
+        stop = threading.Event()
+        beating = threading.Thread(target=self.beat_until, args=(stop,), name="chunk-heartbeat", daemon=True)
+        beating.start()
         try:
             status, reason = self._run()
         except Exception as exc:
@@ -382,6 +390,9 @@ class ChunkRun:
                 return ChunkStatus.DONE, None
             log.exception("chunk %s/%s failed in this worker", self.work.job_id, self.work.index)
             status, reason = ChunkStatus.FAILED, failure_reason(exc)
+        finally:
+            stop.set()
+            beating.join()
         if status == ChunkStatus.FAILED:
             reason = blame_disk(reason or "unknown", self.ctx.settings.cache_dir)
         return status, reason
