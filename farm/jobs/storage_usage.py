@@ -20,22 +20,28 @@ from farm.storage import Storage
 REMEASURE = timedelta(seconds=60)
 
 
+def _due(now: datetime) -> Any:
+    return or_(
+        Job.storage_measured_at.is_(None),
+        (Job.storage_measured_at < Job.updated_at) & (Job.storage_measured_at < now - REMEASURE),
+    )
+
+
 def due(session: Session, now: datetime, limit: int = 5) -> list[str]:
     """Jobs never measured, or changed since they were measured more than REMEASURE ago; newest changes first."""
     return list(
         session.scalars(
-            select(Job.id)
-            .where(
-                Job.deleted_at.is_(None),
-                or_(
-                    Job.storage_measured_at.is_(None),
-                    (Job.storage_measured_at < Job.updated_at) & (Job.storage_measured_at < now - REMEASURE),
-                ),
-            )
-            .order_by(Job.updated_at.desc())
-            .limit(limit)
+            select(Job.id).where(Job.deleted_at.is_(None), _due(now)).order_by(Job.updated_at.desc()).limit(limit)
         )
     )
+
+
+def take(session: Session, job_id: str, now: datetime) -> bool:
+    """Whether this janitor measures the job: the first to mark it measured now does (compare-and-set), before
+    listing. Listing a large job's prefix takes a while, and every worker's janitor has a turn meanwhile: unmarked,
+    each started its own listing of the same job, and 64 of them at once stalled the storage that frames go to."""
+    taken = session.execute(update(Job).where(Job.id == job_id, _due(now)).values(storage_measured_at=now))
+    return taken.rowcount == 1
 
 
 def measure(session: Session, storage: Storage, job_id: str, now: datetime) -> int:

@@ -189,6 +189,9 @@ class Janitor:
         with self.db.session() as session:
             due = storage_usage.due(session, now)
         for job_id in due:
+            with self.db.session() as session:
+                if not storage_usage.take(session, job_id, now):  # another janitor measures it
+                    continue
             with self.db.session() as session:  # the job's row is not held while storage lists its files
                 storage_usage.measure(session, self.storage, job_id, now)
             done.jobs_measured.append(job_id)

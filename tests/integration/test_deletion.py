@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from farm.celery_app import make_celery
-from farm.jobs import states
+from farm.clock import database_now
+from farm.jobs import states, storage_usage
 from farm.messaging.janitor import Janitor, Sweep
 from farm.models import Chunk, ChunkStatus, Event, Frame, Job, JobBlob, JobStatus, StoredBlob, TaskRecord, utcnow
 from farm.projects import blob_key
@@ -194,6 +195,13 @@ def test_storage_used_per_job_and_for_the_farm(client, database, storage, settin
         session.execute(update(Job).where(Job.id == job_id).values(storage_measured_at=utcnow() - timedelta(minutes=2)))
     assert job_id in sweeper.sweep().jobs_measured
     assert client.get(f"/api/jobs/{job_id}").json["job"]["storage"]["bytes"] == size + 4000
+
+    with database.session() as session:  # due again: the first janitor to take it lists it, the others do not
+        states.touch_job(session, job_id)
+        session.execute(update(Job).where(Job.id == job_id).values(storage_measured_at=utcnow() - timedelta(minutes=2)))
+        now = database_now(session)
+        assert storage_usage.take(session, job_id, now) and not storage_usage.take(session, job_id, now)
+    assert job_id not in sweeper.sweep().jobs_measured
 
     farm = client.get("/api/storage").json
     with database.session() as session:
