@@ -351,5 +351,16 @@ class Janitor:
         the broker's whole queue once chunks wait longer than the worker timeout."""
         seconds = self.settings.janitor_seconds
         while not stop.wait(seconds):
-            if broker.janitor_turn(self.settings, self.name, 0.9 * seconds):
+            # Only a janitor that reaches the database takes a turn: one cut off from it would otherwise win the
+            # turn, sweep nothing, and keep every other janitor from recovering its work.
+            if self.reaches_database() and broker.janitor_turn(self.settings, self.name, 0.9 * seconds):
                 self.sweep(storage_apart=True)
+
+    def reaches_database(self) -> bool:
+        try:
+            with self.db.session() as session:
+                database_now(session)
+        except Exception as exc:
+            log.warning("janitor %s cannot reach the database, so takes no turn: %s", self.name, exc)
+            return False
+        return True

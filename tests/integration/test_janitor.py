@@ -14,6 +14,7 @@ import redis
 from sqlalchemy import select, update
 
 from farm.celery_app import make_celery
+from farm.db import Database
 from farm.jobs import states
 from farm.jobs.scheduling import place_chunk
 from farm.messaging.broker import janitor_turn, pending_task_ids, queue_names
@@ -21,7 +22,7 @@ from farm.messaging.dispatch import assign_task_ids, send_render
 from farm.messaging.janitor import Janitor
 from farm.models import Chunk, ChunkStatus, Job, JobStatus, Worker, WorkerStatus, utcnow
 from tests.conftest import RUN_ID
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 from tests.rows import add_job
 
 
@@ -278,6 +279,7 @@ def test_janitors_of_one_farm_take_turns(settings):
     wait_until(lambda: janitor_turn(settings, "janitor@b", 0.5), timeout=10, what="a's turn to lapse")
 
 
+@pytest.mark.commits  # four threads, each reading the database's clock on its own connection before its turn
 def test_many_janitors_sweep_about_as_often_as_one(database, celery, settings):
     """Four janitors, each looking every 0.2 s, sweep at most once per turn (0.18 s), not four times as often."""
     settings = dataclasses.replace(settings, janitor_seconds=0.2)
@@ -301,3 +303,19 @@ def test_many_janitors_sweep_about_as_often_as_one(database, celery, settings):
         thread.join(10)
     elapsed = time.monotonic() - started
     assert len(sweeps) <= elapsed / 0.18 + 1, (len(sweeps), elapsed)
+
+
+def test_a_janitor_cut_off_from_the_database_takes_no_turn(celery, settings):
+    """Turns go to janitors that can sweep: one whose database is away would take every turn and sweep nothing."""
+    settings = dataclasses.replace(settings, janitor_seconds=0.05, queue=f"cut-{uuid.uuid4().hex[:8]}")
+    cut = Janitor(Database(f"postgresql://postgres@127.0.0.1:{free_port()}/none", keep=0), celery, settings, "cut@t")
+    stop = threading.Event()
+    thread = threading.Thread(target=cut.run, args=(stop,))
+    thread.start()
+    holders = set()
+    for _ in range(25):  # about ten looks
+        holders.add(redis.Redis.from_url(settings.broker_url).get(f"farm-janitor:{settings.queue}"))
+        time.sleep(0.02)
+    stop.set()
+    thread.join(10)
+    assert holders == {None}  # the turn stayed free for a janitor that can sweep
